@@ -1,0 +1,11 @@
+//! A client-side service mesh made of tower middleware.
+//!
+//! (Crate documentation is filled in as the modules land.)
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
