@@ -9,3 +9,5 @@
     unreachable_pub
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod instance;

@@ -1,0 +1,134 @@
+//! Errors for invalid instance data.
+
+use std::fmt;
+
+/// The field of an instance, or of a call, that a rejected value was given for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// The service name.
+    Service,
+    /// The instance id.
+    Id,
+    /// The host (IP literal or DNS name).
+    Host,
+    /// The port.
+    Port,
+    /// The scheme (`http`, `https`, `grpc`).
+    Scheme,
+    /// The version.
+    Version,
+    /// The weight.
+    Weight,
+    /// The zone.
+    Zone,
+    /// The metadata map.
+    Metadata,
+    /// The health status.
+    Health,
+    /// The lease time-to-live.
+    Ttl,
+    /// An endpoint URL of a [`Microservice`](super::Microservice).
+    Endpoint,
+}
+
+impl Field {
+    /// The field's name as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Service => "service name",
+            Field::Id => "instance id",
+            Field::Host => "host",
+            Field::Port => "port",
+            Field::Scheme => "scheme",
+            Field::Version => "version",
+            Field::Weight => "weight",
+            Field::Zone => "zone",
+            Field::Metadata => "metadata",
+            Field::Health => "health",
+            Field::Ttl => "ttl",
+            Field::Endpoint => "endpoint",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value rejected by validation: which field, the offending value, which instance, and why.
+///
+/// Displays as `invalid port 0 for instance "orders-1": must be 1..=65535`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidInput {
+    field: Field,
+    value: String,
+    instance: Option<String>,
+    reason: &'static str,
+}
+
+impl InvalidInput {
+    pub(crate) fn new(field: Field, value: impl fmt::Display, reason: &'static str) -> Self {
+        // Keep error messages bounded however large the rejected value is.
+        let mut value = value.to_string();
+        if value.len() > 128 {
+            let mut cut = 120;
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            value.truncate(cut);
+            value.push_str("...");
+        }
+        InvalidInput {
+            field,
+            value,
+            instance: None,
+            reason,
+        }
+    }
+
+    pub(crate) fn for_instance(mut self, instance: impl fmt::Display) -> Self {
+        self.instance = Some(instance.to_string());
+        self
+    }
+
+    /// The field the value was given for.
+    pub fn field(&self) -> Field {
+        self.field
+    }
+
+    /// The rejected value, as text (truncated past 120 bytes).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The instance the value belonged to, when known.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// Why the value was rejected.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            // Numbers read better unquoted: `invalid port 0`.
+            Field::Port | Field::Weight | Field::Ttl => {
+                write!(f, "invalid {} {}", self.field, self.value)?
+            }
+            _ => write!(f, "invalid {} {:?}", self.field, self.value)?,
+        }
+        if let Some(instance) = &self.instance {
+            write!(f, " for instance {instance:?}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
