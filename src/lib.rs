@@ -11,3 +11,4 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod instance;
+pub mod registry;

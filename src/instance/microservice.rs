@@ -67,8 +67,10 @@ impl Microservice {
             metadata,
         } = self;
         if endpoints.is_empty() {
-            return Err(InvalidInput::new(Field::Endpoint, "", "at least one is required")
-                .for_instance(&name));
+            return Err(
+                InvalidInput::new(Field::Endpoint, "", "at least one is required")
+                    .for_instance(&name),
+            );
         }
         endpoints
             .iter()

@@ -303,7 +303,10 @@ impl fmt::Debug for Instance {
         f.debug_struct("Instance")
             .field("service", &self.service)
             .field("id", &self.id)
-            .field("address", &format_args!("{}://{}", self.scheme, self.authority()))
+            .field(
+                "address",
+                &format_args!("{}://{}", self.scheme, self.authority()),
+            )
             .field("version", &self.version)
             .field("weight", &self.weight)
             .field("zone", &self.zone)
@@ -532,17 +535,25 @@ impl InstanceBuilder {
         let service = ServiceName::new(&self.service).map_err(|e| e.for_instance(&self.id))?;
         let id = InstanceId::new(&self.id)?;
         let bad = |e: InvalidInput| e.for_instance(&id);
-        validate_host(&self.host).map_err(|r| bad(InvalidInput::new(Field::Host, &self.host, r)))?;
+        validate_host(&self.host)
+            .map_err(|r| bad(InvalidInput::new(Field::Host, &self.host, r)))?;
         let port = match self.port {
             Some(p) if (1..=65535).contains(&p) => p as u16,
-            Some(p) => return Err(bad(InvalidInput::new(Field::Port, p, "must be in 1..=65535"))),
+            Some(p) => {
+                return Err(bad(InvalidInput::new(
+                    Field::Port,
+                    p,
+                    "must be in 1..=65535",
+                )))
+            }
             None => return Err(bad(InvalidInput::new(Field::Port, "", "is required"))),
         };
         validate_version(&self.version)
             .map_err(|r| bad(InvalidInput::new(Field::Version, &self.version, r)))?;
         check_weight(self.weight).map_err(bad)?;
         if let Some(zone) = &self.zone {
-            validate_token(zone, b"._-").map_err(|r| bad(InvalidInput::new(Field::Zone, zone, r)))?;
+            validate_token(zone, b"._-")
+                .map_err(|r| bad(InvalidInput::new(Field::Zone, zone, r)))?;
         }
         validate_metadata(&self.metadata).map_err(bad)?;
         Ok(Instance {
@@ -673,9 +684,15 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), InvalidI
     }
     let mut bytes = 0;
     for (key, value) in metadata {
-        validate_token(key, b"._-/").map_err(|r| {
-            InvalidInput::new(Field::Metadata, format!("key {key}"), r)
-        })?;
+        validate_token(key, b"._-/")
+            .map_err(|r| InvalidInput::new(Field::Metadata, format!("key {key}"), r))?;
+        if value.chars().any(char::is_control) {
+            return Err(InvalidInput::new(
+                Field::Metadata,
+                format!("value of {key}"),
+                "must not contain control characters",
+            ));
+        }
         bytes += key.len() + value.len();
     }
     if bytes > MAX_METADATA_BYTES {

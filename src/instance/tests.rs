@@ -1,7 +1,9 @@
 use super::*;
 
 fn base() -> InstanceBuilder {
-    Instance::builder("orders", "orders-1").host("10.0.0.1").port(8080)
+    Instance::builder("orders", "orders-1")
+        .host("10.0.0.1")
+        .port(8080)
 }
 
 #[test]
@@ -9,7 +11,13 @@ fn service_names_are_dns_labels() {
     for ok in ["orders", "a", "payments.eu", "a-b.c-d", &"a".repeat(63)] {
         assert!(ServiceName::new(ok).is_ok(), "{ok}");
     }
-    let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
+    let long = [
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(63),
+    ]
+    .join(".");
     assert_eq!(long.len(), 255);
     for bad in [
         "",
@@ -52,10 +60,26 @@ fn missing_port_is_an_error() {
 
 #[test]
 fn hosts_are_ip_literals_or_dns_names() {
-    for ok in ["10.0.0.1", "::1", "fe80::1", "orders.internal", "Orders-1.example.COM", "localhost"] {
+    for ok in [
+        "10.0.0.1",
+        "::1",
+        "fe80::1",
+        "orders.internal",
+        "Orders-1.example.COM",
+        "localhost",
+    ] {
         assert!(base().host(ok).build().is_ok(), "{ok}");
     }
-    for bad in ["", "10.0.0.256", "1.2.3", "[::1]", "has space", "a_b.com", "-a.com", "a..b"] {
+    for bad in [
+        "",
+        "10.0.0.256",
+        "1.2.3",
+        "[::1]",
+        "has space",
+        "a_b.com",
+        "-a.com",
+        "a..b",
+    ] {
         let err = base().host(bad).build().unwrap_err();
         assert_eq!(err.field(), Field::Host, "{bad}");
         assert_eq!(err.value(), bad);
@@ -70,13 +94,28 @@ fn ipv6_authority_is_bracketed() {
 
 #[test]
 fn versions_zones_ids_are_checked() {
-    assert_eq!(base().version("").build().unwrap_err().field(), Field::Version);
-    assert_eq!(base().version("1 2").build().unwrap_err().field(), Field::Version);
-    assert_eq!(base().zone("eu west").build().unwrap_err().field(), Field::Zone);
-    let err = Instance::builder("orders", "bad id").port(1).build().unwrap_err();
+    assert_eq!(
+        base().version("").build().unwrap_err().field(),
+        Field::Version
+    );
+    assert_eq!(
+        base().version("1 2").build().unwrap_err().field(),
+        Field::Version
+    );
+    assert_eq!(
+        base().zone("eu west").build().unwrap_err().field(),
+        Field::Zone
+    );
+    let err = Instance::builder("orders", "bad id")
+        .port(1)
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), Field::Id);
     assert_eq!(err.value(), "bad id");
-    let err = Instance::builder("Orders", "o-1").port(1).build().unwrap_err();
+    let err = Instance::builder("Orders", "o-1")
+        .port(1)
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), Field::Service);
     assert_eq!(err.instance(), Some("o-1"));
 }
@@ -101,7 +140,10 @@ fn metadata_limits() {
     assert_eq!(err.field(), Field::Metadata);
     assert!(err.to_string().contains("65 entries"), "{err}");
 
-    let err = base().metadata("big", "x".repeat(4094)).build().unwrap_err();
+    let err = base()
+        .metadata("big", "x".repeat(4094))
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("4097 bytes"), "{err}");
     assert!(base().metadata("big", "x".repeat(4093)).build().is_ok());
 
@@ -118,7 +160,12 @@ fn long_values_are_truncated_in_errors() {
 
 #[test]
 fn serde_round_trip_validates() {
-    let i = base().zone("z1").metadata("a", "b").health(Health::Warning).build().unwrap();
+    let i = base()
+        .zone("z1")
+        .metadata("a", "b")
+        .health(Health::Warning)
+        .build()
+        .unwrap();
     let json = serde_json::to_string(&i).unwrap();
     let back: Instance = serde_json::from_str(&json).unwrap();
     assert_eq!(i, back);
@@ -130,9 +177,15 @@ fn serde_round_trip_validates() {
 #[test]
 fn parse_enums() {
     assert_eq!("grpc".parse::<Scheme>().unwrap(), Scheme::Grpc);
-    assert_eq!("maintenance".parse::<Health>().unwrap(), Health::Maintenance);
+    assert_eq!(
+        "maintenance".parse::<Health>().unwrap(),
+        Health::Maintenance
+    );
     let err = "zombie".parse::<Health>().unwrap_err();
-    assert_eq!(err.to_string(), r#"invalid health "zombie": must be one of passing, warning, critical, maintenance"#);
+    assert_eq!(
+        err.to_string(),
+        r#"invalid health "zombie": must be one of passing, warning, critical, maintenance"#
+    );
 }
 
 #[test]
@@ -150,13 +203,24 @@ fn microservice_maps_to_instances() {
     assert_eq!(instances[1].scheme(), Scheme::Https);
     assert_eq!(instances[2].host(), "::1");
     assert_eq!(instances[2].id().as_str(), "::1:50051");
-    assert!(instances.iter().all(|i| i.version() == "2.0.0" && i.metadata()["team"] == "pay"));
+    assert!(instances
+        .iter()
+        .all(|i| i.version() == "2.0.0" && i.metadata()["team"] == "pay"));
 
-    let err = Microservice::new("orders", "1").endpoint("grpc://h").into_instances().unwrap_err();
+    let err = Microservice::new("orders", "1")
+        .endpoint("grpc://h")
+        .into_instances()
+        .unwrap_err();
     assert_eq!(err.field(), Field::Endpoint);
-    let err = Microservice::new("orders", "1").endpoint("ftp://h:1").into_instances().unwrap_err();
+    let err = Microservice::new("orders", "1")
+        .endpoint("ftp://h:1")
+        .into_instances()
+        .unwrap_err();
     assert_eq!(err.value(), "ftp://h:1");
-    let err = Microservice::new("orders", "1").endpoint("http://h:0").into_instances().unwrap_err();
+    let err = Microservice::new("orders", "1")
+        .endpoint("http://h:0")
+        .into_instances()
+        .unwrap_err();
     assert_eq!(err.field(), Field::Port);
     assert!(Microservice::new("orders", "1").into_instances().is_err());
 }

@@ -1,0 +1,598 @@
+//! A read-through cache in front of any registry, kept fresh by one watch.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::instance::{Health, Instance, InstanceId, ServiceName};
+
+use super::error::DatabaseError;
+use super::{
+    Clock, CorruptRecord, Error, Event, LeaseConfig, ReapReport, Registration, Registry, Revision,
+    Snapshot, Watch,
+};
+
+/// Settings of a [`Cached`] registry.
+#[derive(Debug, Clone)]
+pub struct CachedOptions {
+    log_retention: usize,
+    write_wait: Duration,
+}
+
+impl Default for CachedOptions {
+    fn default() -> Self {
+        CachedOptions {
+            log_retention: 10_000,
+            write_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+impl CachedOptions {
+    /// How many recent changes the cache keeps to serve watchers that start a little in the
+    /// past (default 10,000). A watcher from further back gets an [`Event::Reset`].
+    pub fn log_retention(mut self, n: usize) -> Self {
+        self.log_retention = n.max(1);
+        self
+    }
+
+    /// How long a write through the cache waits for its own change to come back through the
+    /// watch, so that a read after a write sees it (default 5 s; the write succeeds either way).
+    pub fn write_wait(mut self, wait: Duration) -> Self {
+        self.write_wait = wait;
+        self
+    }
+}
+
+/// A read-through in-memory cache in front of any [`Registry`]: the seed's ServiceStore
+/// (database + cache).
+///
+/// - The first read of a service loads it from the inner registry; later reads are answered
+///   from memory with no database round trip.
+/// - One [`watch_all`](Registry::watch_all) on the inner registry keeps every cached service
+///   fresh: a whole process costs one LISTEN connection (PostgreSQL) or one polling query,
+///   however many services it reads or watches. [`watch`](Registry::watch) on a `Cached` is
+///   served from that one watch.
+/// - While the inner registry is unreachable, reads keep answering the last known data, marked
+///   [`stale`](Snapshot::is_stale), and watchers get the error as an `Err` item, then
+///   [`Event::Progress`] when the watch recovers.
+/// - Writes go to the inner registry, then wait (up to [`CachedOptions::write_wait`]) until the
+///   change has come back through the watch, so a process reads its own writes.
+///
+/// ```
+/// use tower_mesh::instance::Instance;
+/// use tower_mesh::registry::{Cached, MemoryRegistry, Registry};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = Cached::new(MemoryRegistry::new()).await?;
+/// registry.register(Instance::builder("orders", "orders-1").port(8080).build()?.into()).await?;
+/// let snapshot = registry.snapshot(&"orders".parse()?).await?; // loads once, then from memory
+/// assert_eq!(snapshot.instances().len(), 1);
+/// assert!(!snapshot.is_stale());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Cached<R> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> Clone for Cached<R> {
+    fn clone(&self) -> Self {
+        Cached {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<R> {
+    inner: R,
+    state: Mutex<State>,
+    position: watch::Sender<u64>,
+    options: CachedOptions,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<R> Drop for Shared<R> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    services: HashMap<ServiceName, Entry>,
+    loading: HashMap<ServiceName, (usize, Vec<Event>)>,
+    /// Everything up to here has been applied.
+    position: u64,
+    /// The log holds every change after this revision.
+    log_floor: u64,
+    log: VecDeque<(u64, LogItem)>,
+    stale: bool,
+    last_error: Option<DatabaseError>,
+    /// Bumped whenever `stale` flips, so watchers can report it.
+    health_generation: u64,
+}
+
+#[derive(Clone)]
+enum LogItem {
+    Event(Event),
+    Corrupt(CorruptRecord),
+}
+
+#[derive(Default)]
+struct Entry {
+    revision: u64,
+    instances: BTreeMap<InstanceId, Instance>,
+    corrupt: BTreeMap<String, CorruptRecord>,
+}
+
+impl Entry {
+    fn from_snapshot(snapshot: Snapshot) -> Self {
+        Entry {
+            revision: snapshot.revision.get(),
+            instances: snapshot
+                .instances
+                .into_iter()
+                .map(|i| (i.id().clone(), i))
+                .collect(),
+            corrupt: snapshot
+                .corrupt
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect(),
+        }
+    }
+
+    fn apply(&mut self, event: &Event) {
+        let rev = event.revision().get();
+        if rev <= self.revision {
+            return;
+        }
+        match event {
+            Event::Put { instance, .. } => {
+                self.corrupt.remove(instance.id().as_str());
+                self.instances
+                    .insert(instance.id().clone(), instance.clone());
+            }
+            Event::Delete { id, .. } => {
+                self.corrupt.remove(id.as_str());
+                self.instances.remove(id);
+            }
+            Event::Reset(_) | Event::Progress { .. } => {}
+        }
+        self.revision = rev;
+    }
+
+    fn snapshot(&self, position: u64, stale: bool) -> Snapshot {
+        Snapshot {
+            revision: Revision::new(self.revision.max(position)),
+            instances: self.instances.values().cloned().collect(),
+            corrupt: self.corrupt.values().cloned().collect(),
+            stale,
+        }
+    }
+}
+
+impl State {
+    fn push_log(&mut self, rev: u64, item: LogItem, retention: usize) {
+        self.log.push_back((rev, item));
+        while self.log.len() > retention {
+            if let Some((rev, _)) = self.log.pop_front() {
+                self.log_floor = rev;
+            }
+        }
+    }
+}
+
+impl<R: Registry> Cached<R> {
+    /// Puts a cache in front of `inner` with default options and starts its watch. Fails only
+    /// if the inner registry cannot tell its current revision.
+    pub async fn new(inner: R) -> Result<Self, Error> {
+        Self::with_options(inner, CachedOptions::default()).await
+    }
+
+    /// Like [`new`](Cached::new), with options.
+    pub async fn with_options(inner: R, options: CachedOptions) -> Result<Self, Error> {
+        let start = inner.revision().await?.get();
+        let (position, _) = watch::channel(start);
+        let shared = Arc::new(Shared {
+            inner,
+            state: Mutex::new(State {
+                position: start,
+                log_floor: start,
+                ..State::default()
+            }),
+            position,
+            options,
+            task: Mutex::new(None),
+        });
+        let watch = shared.inner.watch_all(Revision::new(start));
+        let task = tokio::spawn(run_watch(Arc::downgrade(&shared), watch));
+        *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(Cached { shared })
+    }
+
+    /// The registry behind the cache.
+    pub fn get_ref(&self) -> &R {
+        &self.shared.inner
+    }
+
+    /// Whether the cache's watch is currently failing, so reads may be out of date.
+    pub fn is_stale(&self) -> bool {
+        self.lock().stale
+    }
+
+    /// The last error of the cache's watch while it is failing.
+    pub fn last_error(&self) -> Option<DatabaseError> {
+        self.lock().last_error.clone()
+    }
+
+    /// The services loaded into the cache.
+    pub fn cached_services(&self) -> Vec<ServiceName> {
+        let mut names: Vec<_> = self.lock().services.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    async fn wait_for(&self, rev: Revision) {
+        let mut rx = self.shared.position.subscribe();
+        let wait = rx.wait_for(|p| *p >= rev.get());
+        if tokio::time::timeout(self.shared.options.write_wait, wait)
+            .await
+            .is_err()
+        {
+            tracing::debug!(revision = %rev, "cache did not see its own write in time");
+        }
+    }
+
+    async fn load(&self, service: &ServiceName) -> Result<Snapshot, Error> {
+        {
+            let mut state = self.lock();
+            if let Some(entry) = state.services.get(service) {
+                return Ok(entry.snapshot(state.position, state.stale));
+            }
+            state.loading.entry(service.clone()).or_default().0 += 1;
+        }
+        let loaded = self.shared.inner.snapshot(service).await;
+        let mut state = self.lock();
+        let (loaders, buffered) = state
+            .loading
+            .get_mut(service)
+            .map(|(n, events)| {
+                *n -= 1;
+                (*n, events.clone())
+            })
+            .unwrap_or_default();
+        if loaders == 0 {
+            state.loading.remove(service);
+        }
+        if let Some(entry) = state.services.get(service) {
+            return Ok(entry.snapshot(state.position, state.stale));
+        }
+        let mut entry = Entry::from_snapshot(loaded?);
+        for event in &buffered {
+            entry.apply(event);
+        }
+        let snapshot = entry.snapshot(state.position, state.stale);
+        state.services.insert(service.clone(), entry);
+        Ok(snapshot)
+    }
+}
+
+impl<R> Shared<R> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, item: Result<Event, Error>) {
+        let mut state = self.lock();
+        let retention = self.options.log_retention;
+        match item {
+            Ok(event) => {
+                let rev = event.revision().get();
+                match &event {
+                    Event::Put { .. } | Event::Delete { .. } => {
+                        let service = event.service().cloned();
+                        if let Some(service) = service {
+                            if let Some((_, buffer)) = state.loading.get_mut(&service) {
+                                buffer.push(event.clone());
+                            }
+                            if let Some(entry) = state.services.get_mut(&service) {
+                                entry.apply(&event);
+                            }
+                        }
+                        state.push_log(rev, LogItem::Event(event), retention);
+                    }
+                    Event::Reset(snapshot) => {
+                        let mut by_service: HashMap<ServiceName, Vec<Instance>> = HashMap::new();
+                        for i in &snapshot.instances {
+                            by_service
+                                .entry(i.service().clone())
+                                .or_default()
+                                .push(i.clone());
+                        }
+                        let mut corrupt: HashMap<String, Vec<CorruptRecord>> = HashMap::new();
+                        for c in &snapshot.corrupt {
+                            corrupt
+                                .entry(c.service.clone())
+                                .or_default()
+                                .push(c.clone());
+                        }
+                        for (name, entry) in state.services.iter_mut() {
+                            *entry = Entry::from_snapshot(Snapshot {
+                                revision: snapshot.revision,
+                                instances: by_service.remove(name).unwrap_or_default(),
+                                corrupt: corrupt.remove(name.as_str()).unwrap_or_default(),
+                                stale: false,
+                            });
+                        }
+                        // Loaders in flight reload: their buffers cannot bridge a reset.
+                        for (_, buffer) in state.loading.values_mut() {
+                            buffer.clear();
+                        }
+                        // Watchers of the cache behind this point must reset too.
+                        state.log.clear();
+                        state.log_floor = rev;
+                    }
+                    Event::Progress { .. } => {}
+                }
+                state.position = state.position.max(rev);
+                if state.stale {
+                    state.stale = false;
+                    state.last_error = None;
+                    state.health_generation += 1;
+                    tracing::info!(revision = rev, "registry cache watch recovered");
+                }
+            }
+            Err(Error::Corrupt(record)) => {
+                tracing::warn!(%record, "registry cache: corrupt event");
+                if let Some(entry) = state.services.get_mut(record.service.as_str()) {
+                    entry.instances.retain(|id, _| id.as_str() != record.id);
+                    entry.corrupt.insert(record.id.clone(), record.clone());
+                }
+                let rev = record.revision.map_or(state.position, Revision::get);
+                state.position = state.position.max(rev);
+                state.push_log(rev, LogItem::Corrupt(record), retention);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "registry cache watch failed; serving cached data as stale");
+                let db = match error {
+                    Error::Database(db) => db,
+                    other => DatabaseError {
+                        kind: super::error::DatabaseErrorKind::Other,
+                        operation: "watch",
+                        message: other.to_string(),
+                    },
+                };
+                state.last_error = Some(db);
+                if !state.stale {
+                    state.stale = true;
+                }
+                state.health_generation += 1;
+            }
+        }
+        let position = state.position;
+        drop(state);
+        self.position.send_replace(position);
+    }
+}
+
+async fn run_watch<R>(shared: Weak<Shared<R>>, mut watch: Watch) {
+    while let Some(item) = watch.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.apply(item);
+    }
+}
+
+impl<R> fmt::Debug for Cached<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("Cached")
+            .field("position", &state.position)
+            .field("services", &state.services.len())
+            .field("stale", &state.stale)
+            .finish()
+    }
+}
+
+struct CacheWatch<R> {
+    cache: Cached<R>,
+    service: ServiceName,
+    last: u64,
+    health_generation: u64,
+    rx: watch::Receiver<u64>,
+    pending: VecDeque<Result<Event, Error>>,
+    load_failed: bool,
+    loaded: bool,
+}
+
+impl<R: Registry> CacheWatch<R> {
+    /// Moves what is new into `pending`; `false` if the service must be loaded first.
+    fn fill(&mut self) -> bool {
+        let state = self.cache.lock();
+        if state.health_generation != self.health_generation {
+            self.health_generation = state.health_generation;
+            match (&state.stale, &state.last_error) {
+                (true, Some(e)) => self.pending.push_back(Err(Error::Database(e.clone()))),
+                _ => self.pending.push_back(Ok(Event::Progress {
+                    revision: Revision::new(state.position.max(self.last)),
+                })),
+            }
+        }
+        if self.last >= state.position {
+            return true;
+        }
+        if self.last < state.log_floor {
+            let Some(entry) = state.services.get(&self.service) else {
+                return false;
+            };
+            let snapshot = entry.snapshot(state.position, state.stale);
+            self.last = snapshot.revision.get();
+            self.pending.push_back(Ok(Event::Reset(snapshot)));
+            return true;
+        }
+        let start = state.log.partition_point(|(rev, _)| *rev <= self.last);
+        for (_, item) in state.log.range(start..) {
+            match item {
+                LogItem::Event(e) if e.service() == Some(&self.service) => {
+                    self.pending.push_back(Ok(e.clone()))
+                }
+                LogItem::Corrupt(c) if c.service == self.service.as_str() => {
+                    self.pending.push_back(Err(Error::Corrupt(c.clone())))
+                }
+                _ => {}
+            }
+        }
+        self.last = state.position;
+        true
+    }
+}
+
+impl<R: Registry> Registry for Cached<R> {
+    async fn register(&self, registration: Registration) -> Result<Revision, Error> {
+        let rev = self.shared.inner.register(registration).await?;
+        self.wait_for(rev).await;
+        Ok(rev)
+    }
+
+    async fn register_all(&self, registrations: Vec<Registration>) -> Result<Revision, Error> {
+        let rev = self.shared.inner.register_all(registrations).await?;
+        self.wait_for(rev).await;
+        Ok(rev)
+    }
+
+    async fn deregister(&self, service: &ServiceName, id: &InstanceId) -> Result<Revision, Error> {
+        let rev = self.shared.inner.deregister(service, id).await?;
+        self.wait_for(rev).await;
+        Ok(rev)
+    }
+
+    async fn heartbeat(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> Result<Option<Revision>, Error> {
+        let rev = self.shared.inner.heartbeat(service, id).await?;
+        if let Some(rev) = rev {
+            self.wait_for(rev).await;
+        }
+        Ok(rev)
+    }
+
+    async fn set_health(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        health: Health,
+    ) -> Result<Revision, Error> {
+        let rev = self.shared.inner.set_health(service, id, health).await?;
+        self.wait_for(rev).await;
+        Ok(rev)
+    }
+
+    async fn snapshot(&self, service: &ServiceName) -> Result<Snapshot, Error> {
+        self.load(service).await
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceName>, Error> {
+        match self.shared.inner.services().await {
+            Ok(services) => Ok(services),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "registry unreachable: listing the cached services");
+                let state = self.lock();
+                let mut names: Vec<_> = state
+                    .services
+                    .iter()
+                    .filter(|(_, e)| !e.instances.is_empty())
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                names.sort();
+                Ok(names)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn revision(&self) -> Result<Revision, Error> {
+        Ok(Revision::new(self.lock().position))
+    }
+
+    fn watch(&self, service: &ServiceName, since: Revision) -> Watch {
+        let state = CacheWatch {
+            cache: self.clone(),
+            service: service.clone(),
+            last: since.get(),
+            health_generation: self.lock().health_generation,
+            rx: self.shared.position.subscribe(),
+            pending: VecDeque::new(),
+            load_failed: false,
+            loaded: false,
+        };
+        Watch::new(futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(item) = st.pending.pop_front() {
+                    return Some((item, st));
+                }
+                st.rx.borrow_and_update();
+                if !st.loaded || !st.fill() {
+                    if st.load_failed {
+                        // Nothing cached to fall back on: retry the load after a pause.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    st.load_failed = false;
+                    if let Err(error) = st.cache.load(&st.service).await {
+                        st.load_failed = true;
+                        return Some((Err(error), st));
+                    }
+                    st.loaded = true;
+                    continue;
+                }
+                if st.pending.is_empty() && st.rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        }))
+    }
+
+    fn watch_all(&self, since: Revision) -> Watch {
+        self.shared.inner.watch_all(since)
+    }
+
+    async fn compact(&self, up_to: Revision) -> Result<(), Error> {
+        self.shared.inner.compact(up_to).await?;
+        let mut state = self.lock();
+        let up_to = up_to.get().min(state.position);
+        while state.log.front().is_some_and(|(rev, _)| *rev <= up_to) {
+            state.log.pop_front();
+        }
+        state.log_floor = state.log_floor.max(up_to);
+        Ok(())
+    }
+
+    async fn reap(&self, config: &LeaseConfig) -> Result<ReapReport, Error> {
+        let report = self.shared.inner.reap(config).await?;
+        if !report.expired.is_empty() || !report.deregistered.is_empty() {
+            let rev = self.shared.inner.revision().await?;
+            self.wait_for(rev).await;
+        }
+        Ok(report)
+    }
+
+    fn clock(&self) -> &Clock {
+        self.shared.inner.clock()
+    }
+}

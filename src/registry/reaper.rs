@@ -1,0 +1,195 @@
+//! Lease expiry: the reaper that turns missed leases critical, then deregisters them.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::instance::{InstanceId, ServiceName};
+
+use super::{Error, Registry, Revision};
+
+/// How leases expire (Consul's TTL checks, with Eureka's self-preservation).
+///
+/// Defaults: a lapsed instance is deregistered 60 s after its lease ran out; if more than 50 %
+/// of at least 4 leased instances lapse in one sweep, the sweep expires none of them and logs a
+/// warning (a registry cut off from its instances should not empty itself); the last 100,000
+/// revisions of history are kept for watchers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseConfig {
+    pub(crate) grace: Duration,
+    pub(crate) max_expiry_share: Option<f64>,
+    pub(crate) min_leases_for_guard: usize,
+    pub(crate) retain_revisions: Option<u64>,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            grace: Duration::from_secs(60),
+            max_expiry_share: Some(0.5),
+            min_leases_for_guard: 4,
+            retain_revisions: Some(100_000),
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// How long an instance stays registered (as `Critical`) after its lease lapsed.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Self-preservation: when more than `max_share` (0.0..=1.0) of the leased instances
+    /// would lapse in one sweep, and there are at least `min_leases` of them, expire none and
+    /// warn. Out-of-range shares are clamped into 0.0..=1.0.
+    pub fn self_preservation(mut self, max_share: f64, min_leases: usize) -> Self {
+        let share = if max_share.is_nan() {
+            0.5
+        } else {
+            max_share.clamp(0.0, 1.0)
+        };
+        self.max_expiry_share = Some(share);
+        self.min_leases_for_guard = min_leases;
+        self
+    }
+
+    /// Turns self-preservation off: every lapsed lease expires.
+    pub fn without_self_preservation(mut self) -> Self {
+        self.max_expiry_share = None;
+        self
+    }
+
+    /// Keep the last `n` revisions of history for watchers and compact older ones; `None`
+    /// keeps everything.
+    pub fn retain_revisions(mut self, n: Option<u64>) -> Self {
+        self.retain_revisions = n;
+        self
+    }
+
+    pub(crate) fn grace_ms(&self) -> i64 {
+        self.grace.as_millis() as i64
+    }
+
+    /// Whether expiring `expiring` of `leased` leases at once should be held back.
+    pub(crate) fn hold_back(&self, expiring: usize, leased: usize) -> bool {
+        match self.max_expiry_share {
+            Some(share) => {
+                expiring > 0
+                    && leased >= self.min_leases_for_guard
+                    && expiring as f64 > share * leased as f64
+            }
+            None => false,
+        }
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Instances whose lease lapsed in this sweep: now `Critical`.
+    pub expired: Vec<(ServiceName, InstanceId)>,
+    /// Instances deregistered because their grace period ran out.
+    pub deregistered: Vec<(ServiceName, InstanceId)>,
+    /// Lapsed leases left alone because self-preservation held the sweep back.
+    pub held_back: usize,
+}
+
+/// Runs [`Registry::reap`] every `interval` (default 1 s) and compacts old history.
+///
+/// Several processes may reap one shared database: each expiry is re-checked inside its
+/// transaction, so a lease is expired once.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mesh::registry::{LeaseConfig, MemoryRegistry, Reaper};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let registry = MemoryRegistry::new();
+/// let reaper = Reaper::new(registry.clone(), LeaseConfig::default().grace(Duration::from_secs(30)))
+///     .interval(Duration::from_millis(500))
+///     .spawn(); // stops when dropped
+/// # drop(reaper);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Reaper<R> {
+    registry: R,
+    config: LeaseConfig,
+    interval: Duration,
+}
+
+impl<R: Registry> Reaper<R> {
+    /// A reaper for `registry`.
+    pub fn new(registry: R, config: LeaseConfig) -> Self {
+        Reaper {
+            registry,
+            config,
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    /// How often to sweep (at least 1 ms).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// One sweep, then compaction; what the loop does each interval.
+    pub async fn sweep(&self) -> Result<ReapReport, Error> {
+        let report = self.registry.reap(&self.config).await?;
+        for (service, id) in &report.expired {
+            tracing::info!(%service, instance = %id, "lease lapsed: instance is now critical");
+        }
+        for (service, id) in &report.deregistered {
+            tracing::info!(%service, instance = %id, "grace period over: instance deregistered");
+        }
+        if report.held_back > 0 {
+            tracing::warn!(
+                held_back = report.held_back,
+                "self-preservation: too many leases lapsed at once; none expired in this sweep"
+            );
+        }
+        if let Some(keep) = self.config.retain_revisions {
+            let current = self.registry.revision().await?;
+            if current.get() > keep {
+                self.registry
+                    .compact(Revision::new(current.get() - keep))
+                    .await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sweeps forever. Errors are logged and the next sweep goes on.
+    pub async fn run(self) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.sweep().await {
+                tracing::warn!(%error, "lease sweep failed; retrying at the next interval");
+            }
+        }
+    }
+
+    /// Spawns [`run`](Reaper::run) on the current tokio runtime. Dropping the handle stops it.
+    pub fn spawn(self) -> ReaperHandle {
+        ReaperHandle {
+            task: tokio::spawn(self.run()),
+        }
+    }
+}
+
+/// Stops the spawned reaper when dropped.
+#[derive(Debug)]
+pub struct ReaperHandle {
+    task: JoinHandle<()>,
+}
+
+impl Drop for ReaperHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

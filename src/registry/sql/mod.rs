@@ -1,0 +1,1002 @@
+//! A registry in SQLite, PostgreSQL or MySQL/MariaDB, through sqlx.
+//!
+//! [`SqlRegistry::connect`] takes a database URL (`sqlite://mesh.db`, `sqlite::memory:`,
+//! `postgres://...`, `mysql://...`), runs the embedded migrations (one folder per database,
+//! `migrations/{sqlite,postgres,mysql}`) and is ready. Several processes on several machines
+//! can share one PostgreSQL or MySQL registry: every write takes the revision counter's row
+//! lock inside its transaction, so revisions are unique, commit in order, and no update is lost.
+//!
+//! Watching: PostgreSQL wakes watchers with `LISTEN`/`NOTIFY` (one listening connection per
+//! registry; a notification is only a hint, the watcher then reads `revision > last`, and after a
+//! reconnect it resyncs the same way since notifications are lost while disconnected), and also
+//! polls every [`fallback_poll`](SqlRegistryBuilder::fallback_poll) in case one is lost.
+//! SQLite and MySQL watchers poll the same query every
+//! [`poll_interval`](SqlRegistryBuilder::poll_interval). Writes made through the same
+//! `SqlRegistry` wake its watchers at once on every backend.
+//!
+//! Errors never show the URL's password: it is replaced by `***` in every message.
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! use tower_mesh::instance::Instance;
+//! use tower_mesh::registry::{sql::SqlRegistry, Registry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = SqlRegistry::connect("sqlite::memory:").await?;
+//! registry.register(Instance::builder("orders", "orders-1").port(8080).build()?.into()).await?;
+//!
+//! // Count instances per service behind a tower service.
+//! let reg = registry.clone();
+//! let svc = ServiceBuilder::new().service_fn(move |name: &'static str| {
+//!     let reg = reg.clone();
+//!     async move { Ok::<_, tower_mesh::registry::Error>(reg.snapshot(&name.parse()?).await?.instances().len()) }
+//! });
+//! use tower::ServiceExt;
+//! assert_eq!(svc.oneshot("orders").await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod statements;
+mod watch;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use tokio::task::JoinHandle;
+
+use crate::instance::{Field, Health, Instance, InstanceId, Scheme, ServiceName};
+
+use self::statements::{Statements, UPSERT_PARAMS};
+use super::error::{ConfigError, DatabaseError, DatabaseErrorKind};
+use super::{
+    Clock, CorruptRecord, Error, LeaseConfig, ReapReport, Registration, Registry, Revision,
+    Snapshot, Watch,
+};
+
+/// Which database a [`SqlRegistry`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// SQLite (a file or `:memory:`), in WAL mode.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+}
+
+impl Backend {
+    fn from_url(url: &str, redacted: &str) -> Result<Self, ConfigError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let backend =
+            match scheme {
+                "sqlite" => Backend::Sqlite,
+                "postgres" | "postgresql" => Backend::Postgres,
+                "mysql" | "mariadb" => Backend::MySql,
+                _ => return Err(ConfigError::new(
+                    "database url",
+                    redacted,
+                    "must start with sqlite:, postgres://, postgresql://, mysql:// or mariadb://",
+                )),
+            };
+        let compiled = match backend {
+            Backend::Sqlite => cfg!(feature = "registry-sqlite"),
+            Backend::Postgres => cfg!(feature = "registry-postgres"),
+            Backend::MySql => cfg!(feature = "registry-mysql"),
+        };
+        if !compiled {
+            return Err(ConfigError::new(
+                "database url",
+                redacted,
+                "this backend is not compiled in: enable the registry-sqlite, registry-postgres or registry-mysql feature",
+            ));
+        }
+        Ok(backend)
+    }
+
+    /// The backend's name: `sqlite`, `postgres`, `mysql`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+}
+
+/// Configures and connects a [`SqlRegistry`]; see [`SqlRegistry::builder`].
+#[derive(Clone)]
+pub struct SqlRegistryBuilder {
+    url: String,
+    clock: Option<Clock>,
+    poll_interval: Duration,
+    fallback_poll: Duration,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    watch_batch: u32,
+    migrate: bool,
+}
+
+impl fmt::Debug for SqlRegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlRegistryBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("poll_interval", &self.poll_interval)
+            .field("fallback_poll", &self.fallback_poll)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlRegistryBuilder {
+    /// The clock leases are measured with (default: [`Clock::system`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How often SQLite and MySQL watchers poll for changes (default 500 ms, at least 1 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often PostgreSQL watchers poll even without a notification (default 10 s).
+    pub fn fallback_poll(mut self, interval: Duration) -> Self {
+        self.fallback_poll = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Most connections in the pool (default 10; a `:memory:` SQLite database always uses 1).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long to wait for a pooled connection before failing (default 10 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Backoff of a failing watch: first pause, and the cap it doubles up to (default 100 ms
+    /// and 5 s).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial.max(Duration::from_millis(1));
+        self.backoff_max = max.max(self.backoff_initial);
+        self
+    }
+
+    /// Whether to run the embedded migrations when connecting (default `true`).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Connects, runs the migrations and returns the registry.
+    pub async fn connect(self) -> Result<SqlRegistry, Error> {
+        sqlx::any::install_default_drivers();
+        let redacted = redact_url(&self.url);
+        let backend = Backend::from_url(&self.url, &redacted)?;
+        let secrets = secrets_of(&self.url);
+        let redactor = Redactor { secrets };
+        let memory = backend == Backend::Sqlite
+            && (self.url.contains(":memory:") || self.url.contains("mode=memory"));
+        let url = if backend == Backend::Sqlite && !memory && !self.url.contains("mode=") {
+            let sep = if self.url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}mode=rwc", self.url)
+        } else {
+            self.url.clone()
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(if memory { 1 } else { self.max_connections })
+            .acquire_timeout(self.acquire_timeout);
+        if memory {
+            // The database lives only as long as its one connection.
+            options = options
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options
+            .connect(&url)
+            .await
+            .map_err(|e| redactor.error("connect", e))?;
+        if self.migrate {
+            migrate(backend, &pool)
+                .await
+                .map_err(|e| redactor.error("migrate", e))?;
+        }
+        let (wake, _) = tokio::sync::watch::channel(0u64);
+        Ok(SqlRegistry {
+            shared: Arc::new(Shared {
+                pool,
+                backend,
+                statements: Statements::new(backend),
+                clock: self.clock.unwrap_or_default(),
+                url: self.url,
+                redacted_url: redacted,
+                redactor,
+                wake,
+                listener: Mutex::new(None),
+                poll_interval: self.poll_interval,
+                fallback_poll: self.fallback_poll,
+                backoff_initial: self.backoff_initial,
+                backoff_max: self.backoff_max,
+                watch_batch: self.watch_batch,
+            }),
+        })
+    }
+}
+
+async fn migrate(backend: Backend, pool: &AnyPool) -> Result<(), sqlx::Error> {
+    match backend {
+        #[cfg(feature = "registry-sqlite")]
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+        #[cfg(feature = "registry-postgres")]
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        #[cfg(feature = "registry-mysql")]
+        Backend::MySql => sqlx::migrate!("./migrations/mysql").run(pool).await?,
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("backend {backend:?} was checked to be compiled in"),
+    }
+    Ok(())
+}
+
+/// A registry in SQLite, PostgreSQL or MySQL/MariaDB; see the [module docs](self).
+///
+/// Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct SqlRegistry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: AnyPool,
+    backend: Backend,
+    statements: Statements,
+    clock: Clock,
+    #[cfg_attr(not(feature = "registry-postgres"), allow(dead_code))]
+    url: String,
+    redacted_url: String,
+    redactor: Redactor,
+    wake: tokio::sync::watch::Sender<u64>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    poll_interval: Duration,
+    fallback_poll: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    watch_batch: u32,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for SqlRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlRegistry")
+            .field("backend", &self.shared.backend)
+            .field("url", &self.shared.redacted_url)
+            .finish()
+    }
+}
+
+/// Replaces the connection's password wherever it appears in an error.
+struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    fn text(&self, text: impl fmt::Display) -> String {
+        let mut text = text.to_string();
+        for secret in &self.secrets {
+            text = text.replace(secret.as_str(), "***");
+        }
+        text
+    }
+
+    fn error(&self, operation: &'static str, e: sqlx::Error) -> Error {
+        Error::Database(DatabaseError {
+            kind: classify(&e),
+            operation,
+            message: self.text(&e),
+        })
+    }
+}
+
+fn secrets_of(url: &str) -> Vec<String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    let Some(password) = parsed.password().filter(|p| !p.is_empty()) else {
+        return Vec::new();
+    };
+    let mut secrets = vec![password.to_owned()];
+    if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
+        if decoded != password {
+            secrets.push(decoded.into_owned());
+        }
+    }
+    secrets
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Unparseable: it may still hold a password, so show only the scheme.
+        Err(_) => format!(
+            "{}:<unparseable>",
+            url.split(':').next().unwrap_or_default()
+        ),
+    }
+}
+
+fn classify(e: &sqlx::Error) -> DatabaseErrorKind {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => DatabaseErrorKind::Connection,
+        sqlx::Error::PoolTimedOut => DatabaseErrorKind::Timeout,
+        sqlx::Error::Migrate(_) => DatabaseErrorKind::Migration,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // Connection exceptions, operator intervention, resources, serialization
+            // (PostgreSQL classes 08, 57, 53, 40); MySQL shutdown, gone away, lock waits,
+            // deadlocks, too many connections; SQLite busy and locked.
+            let transient = ["08", "57", "53", "40"].iter().any(|c| code.starts_with(c))
+                || [
+                    "1040", "1053", "1205", "1213", "2006", "2013", "5", "6", "261", "517",
+                ]
+                .contains(&code.as_ref());
+            if transient {
+                DatabaseErrorKind::Connection
+            } else {
+                DatabaseErrorKind::Rejected
+            }
+        }
+        _ => DatabaseErrorKind::Other,
+    }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+impl SqlRegistry {
+    /// Connects to `url` with default settings and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::builder(url).connect().await
+    }
+
+    /// A builder for a registry at `url`.
+    pub fn builder(url: impl Into<String>) -> SqlRegistryBuilder {
+        SqlRegistryBuilder {
+            url: url.into(),
+            clock: None,
+            poll_interval: Duration::from_millis(500),
+            fallback_poll: Duration::from_secs(10),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            watch_batch: 512,
+            migrate: true,
+        }
+    }
+
+    /// The database this registry talks to.
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
+    }
+
+    /// The connection pool, for tests and tools that need raw access.
+    pub fn pool(&self) -> &AnyPool {
+        &self.shared.pool
+    }
+
+    /// Closes the connection pool; later calls fail with a connection error.
+    pub async fn close(&self) {
+        self.shared.pool.close().await;
+    }
+
+    fn err(&self, operation: &'static str) -> impl Fn(sqlx::Error) -> Error + '_ {
+        move |e| self.shared.redactor.error(operation, e)
+    }
+
+    fn woke(&self) {
+        self.shared.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Reserves `n` revisions inside `tx` (holding the counter's row lock until commit) and
+    /// returns the last.
+    async fn bump(&self, tx: &mut Tx<'_>, n: i64, op: &'static str) -> Result<i64, Error> {
+        let s = &self.shared.statements;
+        if let Some(sql) = &s.bump_returning {
+            let row = sqlx::query(sql)
+                .bind(n)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(self.err(op))?;
+            row.try_get::<i64, _>(0).map_err(self.err(op))
+        } else {
+            let lock = s.lock_revision.as_deref().unwrap_or_default();
+            let row = sqlx::query(lock)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(self.err(op))?;
+            let rev = row.try_get::<i64, _>(0).map_err(self.err(op))? + n;
+            sqlx::query(s.set_revision.as_deref().unwrap_or_default())
+                .bind(rev)
+                .execute(&mut **tx)
+                .await
+                .map_err(self.err(op))?;
+            Ok(rev)
+        }
+    }
+
+    /// Copies the instances written at revisions `(from, to]` into the event log, notifies
+    /// and commits.
+    async fn finish(
+        &self,
+        mut tx: Tx<'_>,
+        from: i64,
+        to: i64,
+        op: &'static str,
+    ) -> Result<(), Error> {
+        let s = &self.shared.statements;
+        sqlx::query(&s.copy_events)
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(op))?;
+        self.commit(tx, op).await
+    }
+
+    async fn commit(&self, mut tx: Tx<'_>, op: &'static str) -> Result<(), Error> {
+        if let Some(notify) = self.shared.statements.notify {
+            (&mut *tx).execute(notify).await.map_err(self.err(op))?;
+        }
+        tx.commit().await.map_err(self.err(op))?;
+        self.woke();
+        Ok(())
+    }
+
+    async fn begin(&self, op: &'static str) -> Result<Tx<'_>, Error> {
+        self.shared.pool.begin().await.map_err(self.err(op))
+    }
+
+    async fn upsert(&self, registrations: Vec<Registration>) -> Result<Revision, Error> {
+        const CHUNK: usize = 256;
+        if registrations.is_empty() {
+            return self.revision().await;
+        }
+        let op = "register";
+        let now = self.shared.clock.now_ms();
+        let mut tx = self.begin(op).await?;
+        let n = registrations.len() as i64;
+        let last = self.bump(&mut tx, n, op).await?;
+        let first = last - n + 1;
+        let mut rev = first;
+        for chunk in registrations.chunks(CHUNK) {
+            let sql = self.shared.statements.upsert(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for reg in chunk {
+                let i = &reg.instance;
+                let metadata = serde_json::to_string(i.metadata()).unwrap_or_default();
+                let ttl = reg.ttl_ms();
+                query = query
+                    .bind(i.service().as_str().to_owned())
+                    .bind(i.id().as_str().to_owned())
+                    .bind(i.host().to_owned())
+                    .bind(i64::from(i.port()))
+                    .bind(i.scheme().as_str())
+                    .bind(i.version().to_owned())
+                    .bind(i64::from(i.weight()))
+                    .bind(i.zone().map(str::to_owned))
+                    .bind(metadata)
+                    .bind(i.health().as_str())
+                    .bind(ttl)
+                    .bind(ttl.map(|t| now + t))
+                    .bind(rev);
+                rev += 1;
+            }
+            debug_assert_eq!(UPSERT_PARAMS, 13);
+            query.execute(&mut *tx).await.map_err(self.err(op))?;
+        }
+        self.finish(tx, first - 1, last, op).await?;
+        Ok(Revision::new(last as u64))
+    }
+
+    async fn read_snapshot(
+        &self,
+        service: Option<&ServiceName>,
+        op: &'static str,
+    ) -> Result<Snapshot, Error> {
+        let s = &self.shared.statements;
+        let mut tx = self.begin(op).await?;
+        if let Some(iso) = s.snapshot_isolation {
+            (&mut *tx).execute(iso).await.map_err(self.err(op))?;
+        }
+        let state = sqlx::query(&s.state)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(self.err(op))?;
+        let revision: i64 = state.try_get(0).map_err(self.err(op))?;
+        let rows = match service {
+            Some(name) => {
+                sqlx::query(&s.snapshot_service)
+                    .bind(name.as_str().to_owned())
+                    .fetch_all(&mut *tx)
+                    .await
+            }
+            None => sqlx::query(&s.snapshot_all).fetch_all(&mut *tx).await,
+        }
+        .map_err(self.err(op))?;
+        tx.rollback().await.map_err(self.err(op))?;
+        let mut snapshot = Snapshot {
+            revision: Revision::new(revision as u64),
+            ..Snapshot::default()
+        };
+        for row in &rows {
+            let rev = row.try_get::<i64, _>("revision").ok();
+            match decode_instance(row, rev) {
+                Ok(i) => snapshot.instances.push(i),
+                Err(c) => {
+                    tracing::warn!(record = %c, "registry: corrupt stored instance");
+                    snapshot.corrupt.push(c);
+                }
+            }
+        }
+        Ok(snapshot)
+    }
+
+    #[cfg(feature = "registry-postgres")]
+    fn ensure_listener(&self) {
+        if self.shared.backend != Backend::Postgres {
+            return;
+        }
+        let mut slot = self
+            .shared
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        let url = self.shared.url.clone();
+        let wake = self.shared.wake.clone();
+        let secrets = Redactor {
+            secrets: self.shared.redactor.secrets.clone(),
+        };
+        let (initial, max) = (self.shared.backoff_initial, self.shared.backoff_max);
+        *slot = Some(tokio::spawn(watch::listen(
+            url, wake, secrets, initial, max,
+        )));
+    }
+
+    #[cfg(not(feature = "registry-postgres"))]
+    fn ensure_listener(&self) {}
+}
+
+fn text_of(row: &AnyRow, column: &str) -> String {
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(Some(s)) => s,
+        Ok(None) => "NULL".to_owned(),
+        Err(_) => match row.try_get::<i64, _>(column) {
+            Ok(n) => n.to_string(),
+            Err(_) => "<undecodable>".to_owned(),
+        },
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > 120 {
+        let mut cut = 117;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// Decodes an instance row (or an event row of kind `put`); any field that does not decode is
+/// a [`CorruptRecord`] naming the service, the instance and the field.
+fn decode_instance(row: &AnyRow, revision: Option<i64>) -> Result<Instance, CorruptRecord> {
+    let service = text_of(row, "service");
+    let id = text_of(row, "instance_id");
+    let corrupt = |field: &'static str, value: String, reason: String| CorruptRecord {
+        service: service.clone(),
+        id: id.clone(),
+        revision: revision.map(|r| Revision::new(r as u64)),
+        field,
+        value: truncate(value),
+        reason,
+    };
+    let text = |column: &'static str| -> Result<String, CorruptRecord> {
+        row.try_get::<String, _>(column)
+            .map_err(|e| corrupt(column, text_of(row, column), e.to_string()))
+    };
+    let int = |column: &'static str| -> Result<i64, CorruptRecord> {
+        row.try_get::<i64, _>(column)
+            .map_err(|e| corrupt(column, text_of(row, column), e.to_string()))
+    };
+    let host = text("host")?;
+    let port = int("port")?;
+    let scheme = text("scheme")?;
+    let scheme =
+        Scheme::from_str(&scheme).map_err(|e| corrupt("scheme", scheme, e.reason().to_owned()))?;
+    let version = text("version")?;
+    let weight = int("weight")?;
+    let zone = row
+        .try_get::<Option<String>, _>("zone")
+        .map_err(|e| corrupt("zone", text_of(row, "zone"), e.to_string()))?;
+    let metadata_text = text("metadata")?;
+    let metadata = serde_json::from_str(&metadata_text)
+        .map_err(|e| corrupt("metadata", metadata_text.clone(), e.to_string()))?;
+    let health = text("health")?;
+    let health =
+        Health::from_str(&health).map_err(|e| corrupt("health", health, e.reason().to_owned()))?;
+    let port = u32::try_from(port)
+        .map_err(|_| corrupt("port", port.to_string(), "must be in 1..=65535".to_owned()))?;
+    let weight = u32::try_from(weight).map_err(|_| {
+        corrupt(
+            "weight",
+            weight.to_string(),
+            "must not be negative".to_owned(),
+        )
+    })?;
+    let mut builder = Instance::builder(service.clone(), id.clone())
+        .host(host)
+        .port(port)
+        .scheme(scheme)
+        .version(version)
+        .weight(weight)
+        .metadata_map(metadata)
+        .health(health);
+    if let Some(zone) = zone {
+        builder = builder.zone(zone);
+    }
+    builder.build().map_err(|e| {
+        let field = match e.field() {
+            Field::Service => "service",
+            Field::Id => "instance_id",
+            Field::Host => "host",
+            Field::Port => "port",
+            Field::Version => "version",
+            Field::Weight => "weight",
+            Field::Zone => "zone",
+            Field::Metadata => "metadata",
+            _ => "instance",
+        };
+        corrupt(field, e.value().to_owned(), e.reason().to_owned())
+    })
+}
+
+impl Registry for SqlRegistry {
+    async fn register(&self, registration: Registration) -> Result<Revision, Error> {
+        self.upsert(vec![registration]).await
+    }
+
+    async fn register_all(&self, registrations: Vec<Registration>) -> Result<Revision, Error> {
+        self.upsert(registrations).await
+    }
+
+    async fn deregister(&self, service: &ServiceName, id: &InstanceId) -> Result<Revision, Error> {
+        let op = "deregister";
+        let s = &self.shared.statements;
+        let mut tx = self.begin(op).await?;
+        let rev = self.bump(&mut tx, 1, op).await?;
+        let deleted = sqlx::query(&s.delete_instance)
+            .bind(service.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(op))?;
+        if deleted.rows_affected() == 0 {
+            tx.rollback().await.map_err(self.err(op))?;
+            return Err(Error::NotFound {
+                service: service.clone(),
+                id: id.clone(),
+            });
+        }
+        sqlx::query(&s.delete_event)
+            .bind(rev)
+            .bind(service.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(op))?;
+        self.commit(tx, op).await?;
+        Ok(Revision::new(rev as u64))
+    }
+
+    async fn heartbeat(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> Result<Option<Revision>, Error> {
+        let op = "heartbeat";
+        let s = &self.shared.statements;
+        let now = self.shared.clock.now_ms();
+        let renewed = sqlx::query(&s.heartbeat)
+            .bind(now)
+            .bind(service.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .execute(&self.shared.pool)
+            .await
+            .map_err(self.err(op))?;
+        if renewed.rows_affected() > 0 {
+            return Ok(None);
+        }
+        // Not renewed: unknown, leaseless, lapsed, or (MySQL) unchanged.
+        let row = sqlx::query(&s.lease_state)
+            .bind(service.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(self.err(op))?;
+        let Some(row) = row else {
+            return Err(Error::NotFound {
+                service: service.clone(),
+                id: id.clone(),
+            });
+        };
+        let ttl: Option<i64> = row.try_get(0).map_err(self.err(op))?;
+        let lapsed: i64 = row.try_get(1).map_err(self.err(op))?;
+        if ttl.is_none() {
+            return Err(Error::NoLease {
+                service: service.clone(),
+                id: id.clone(),
+            });
+        }
+        if lapsed == 0 {
+            return Ok(None);
+        }
+        let mut tx = self.begin(op).await?;
+        let rev = self.bump(&mut tx, 1, op).await?;
+        let revived = sqlx::query(&s.revive)
+            .bind(now)
+            .bind(rev)
+            .bind(service.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(op))?;
+        if revived.rows_affected() == 0 {
+            // Someone else revived it meanwhile; renew as usual.
+            tx.rollback().await.map_err(self.err(op))?;
+            sqlx::query(&s.heartbeat)
+                .bind(now)
+                .bind(service.as_str().to_owned())
+                .bind(id.as_str().to_owned())
+                .execute(&self.shared.pool)
+                .await
+                .map_err(self.err(op))?;
+            return Ok(None);
+        }
+        self.finish(tx, rev - 1, rev, op).await?;
+        Ok(Some(Revision::new(rev as u64)))
+    }
+
+    async fn set_health(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        health: Health,
+    ) -> Result<Revision, Error> {
+        let op = "set_health";
+        let mut tx = self.begin(op).await?;
+        let rev = self.bump(&mut tx, 1, op).await?;
+        let updated = sqlx::query(&self.shared.statements.set_health)
+            .bind(health.as_str())
+            .bind(rev)
+            .bind(service.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(op))?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await.map_err(self.err(op))?;
+            return Err(Error::NotFound {
+                service: service.clone(),
+                id: id.clone(),
+            });
+        }
+        self.finish(tx, rev - 1, rev, op).await?;
+        Ok(Revision::new(rev as u64))
+    }
+
+    async fn snapshot(&self, service: &ServiceName) -> Result<Snapshot, Error> {
+        self.read_snapshot(Some(service), "snapshot").await
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceName>, Error> {
+        let op = "services";
+        let rows = sqlx::query(&self.shared.statements.services)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(self.err(op))?;
+        let mut names = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get(0).map_err(self.err(op))?;
+            match ServiceName::new(&name) {
+                Ok(n) => names.push(n),
+                Err(e) => tracing::warn!(error = %e, "registry: corrupt stored service name"),
+            }
+        }
+        Ok(names)
+    }
+
+    async fn revision(&self) -> Result<Revision, Error> {
+        let row = sqlx::query(&self.shared.statements.state)
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(self.err("revision"))?;
+        let rev: i64 = row.try_get(0).map_err(self.err("revision"))?;
+        Ok(Revision::new(rev as u64))
+    }
+
+    fn watch(&self, service: &ServiceName, since: Revision) -> Watch {
+        watch::watch(self.clone(), Some(service.clone()), since)
+    }
+
+    fn watch_all(&self, since: Revision) -> Watch {
+        watch::watch(self.clone(), None, since)
+    }
+
+    async fn compact(&self, up_to: Revision) -> Result<(), Error> {
+        let op = "compact";
+        let s = &self.shared.statements;
+        let up_to = up_to.get() as i64;
+        let mut tx = self.begin(op).await?;
+        let moved = sqlx::query(&s.compact_state)
+            .bind(up_to)
+            .bind(up_to)
+            .bind(up_to)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(op))?;
+        if moved.rows_affected() > 0 {
+            sqlx::query(&s.compact_events)
+                .bind(up_to)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err(op))?;
+        }
+        tx.commit().await.map_err(self.err(op))?;
+        Ok(())
+    }
+
+    async fn reap(&self, config: &LeaseConfig) -> Result<ReapReport, Error> {
+        let op = "reap";
+        let s = &self.shared.statements;
+        let now = self.shared.clock.now_ms();
+        let pool = &self.shared.pool;
+        let leased: i64 = sqlx::query(&s.count_leased)
+            .fetch_one(pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(self.err(op))?;
+        let names = |rows: Vec<AnyRow>| -> Vec<(ServiceName, InstanceId)> {
+            rows.iter()
+                .filter_map(|r| {
+                    let service = r.try_get::<String, _>(0).ok()?;
+                    let id = r.try_get::<String, _>(1).ok()?;
+                    match (ServiceName::new(&service), InstanceId::new(&id)) {
+                        (Ok(s), Ok(i)) => Some((s, i)),
+                        _ => {
+                            tracing::warn!(
+                                service,
+                                instance = id,
+                                "reaper: corrupt stored instance key; left alone"
+                            );
+                            None
+                        }
+                    }
+                })
+                .collect()
+        };
+        let mut lapsing = names(
+            sqlx::query(&s.lapsing)
+                .bind(now)
+                .fetch_all(pool)
+                .await
+                .map_err(self.err(op))?,
+        );
+        let overdue_before = now - config.grace_ms();
+        let mut overdue = names(
+            sqlx::query(&s.overdue)
+                .bind(overdue_before)
+                .fetch_all(pool)
+                .await
+                .map_err(self.err(op))?,
+        );
+        let mut report = ReapReport::default();
+        let leased = leased.max(0) as usize;
+        if config.hold_back(lapsing.len(), leased) {
+            report.held_back += lapsing.len();
+            lapsing.clear();
+        }
+        if config.hold_back(overdue.len(), leased) {
+            report.held_back += overdue.len();
+            overdue.clear();
+        }
+        for (service, id) in lapsing {
+            let mut tx = self.begin(op).await?;
+            let rev = self.bump(&mut tx, 1, op).await?;
+            let done = sqlx::query(&s.expire)
+                .bind(rev)
+                .bind(service.as_str().to_owned())
+                .bind(id.as_str().to_owned())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err(op))?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await.map_err(self.err(op))?;
+                continue;
+            }
+            self.finish(tx, rev - 1, rev, op).await?;
+            report.expired.push((service, id));
+        }
+        for (service, id) in overdue {
+            let mut tx = self.begin(op).await?;
+            let rev = self.bump(&mut tx, 1, op).await?;
+            let done = sqlx::query(&s.remove_overdue)
+                .bind(service.as_str().to_owned())
+                .bind(id.as_str().to_owned())
+                .bind(overdue_before)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err(op))?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await.map_err(self.err(op))?;
+                continue;
+            }
+            sqlx::query(&s.delete_event)
+                .bind(rev)
+                .bind(service.as_str().to_owned())
+                .bind(id.as_str().to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err(op))?;
+            self.commit(tx, op).await?;
+            report.deregistered.push((service, id));
+        }
+        Ok(report)
+    }
+
+    fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+}

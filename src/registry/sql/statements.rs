@@ -1,0 +1,202 @@
+//! The SQL each backend runs. Bound parameters only; `?` placeholders are rewritten to `$n`
+//! for PostgreSQL.
+
+use super::Backend;
+
+/// Columns of an instance row, in the order they are inserted.
+pub(super) const UPSERT_PARAMS: usize = 13;
+
+/// The effective health: `critical` while the lease is lapsed.
+const EFFECTIVE_HEALTH: &str = "CASE WHEN lease_expired = 1 THEN 'critical' ELSE health END";
+
+#[derive(Debug)]
+pub(super) struct Statements {
+    pub(super) bump_returning: Option<String>,
+    pub(super) lock_revision: Option<String>,
+    pub(super) set_revision: Option<String>,
+    pub(super) copy_events: String,
+    pub(super) delete_event: String,
+    pub(super) delete_instance: String,
+    pub(super) heartbeat: String,
+    pub(super) lease_state: String,
+    pub(super) revive: String,
+    pub(super) set_health: String,
+    pub(super) state: String,
+    pub(super) snapshot_service: String,
+    pub(super) snapshot_all: String,
+    pub(super) services: String,
+    pub(super) events_service: String,
+    pub(super) events_all: String,
+    pub(super) compact_state: String,
+    pub(super) compact_events: String,
+    pub(super) count_leased: String,
+    pub(super) lapsing: String,
+    pub(super) overdue: String,
+    pub(super) expire: String,
+    pub(super) remove_overdue: String,
+    pub(super) snapshot_isolation: Option<&'static str>,
+    pub(super) notify: Option<&'static str>,
+    backend: Backend,
+}
+
+fn dollar(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Statements {
+    pub(super) fn new(backend: Backend) -> Self {
+        let p = |sql: &str| match backend {
+            Backend::Postgres => dollar(sql),
+            _ => sql.to_owned(),
+        };
+        let select_instance = format!(
+            "SELECT service, instance_id, host, port, scheme, version, weight, zone, metadata, \
+             {EFFECTIVE_HEALTH} AS health, revision FROM mesh_instances"
+        );
+        let select_event = "SELECT revision, kind, service, instance_id, host, port, scheme, \
+                            version, weight, zone, metadata, health FROM mesh_events";
+        let mysql = backend == Backend::MySql;
+        Statements {
+            bump_returning: (!mysql).then(|| {
+                p("UPDATE mesh_state SET revision = revision + ? WHERE id = 1 RETURNING revision")
+            }),
+            lock_revision: mysql
+                .then(|| "SELECT revision FROM mesh_state WHERE id = 1 FOR UPDATE".to_owned()),
+            set_revision: mysql
+                .then(|| "UPDATE mesh_state SET revision = ? WHERE id = 1".to_owned()),
+            copy_events: p(&format!(
+                "INSERT INTO mesh_events (revision, kind, service, instance_id, host, port, \
+                 scheme, version, weight, zone, metadata, health) \
+                 SELECT revision, 'put', service, instance_id, host, port, scheme, version, \
+                 weight, zone, metadata, {EFFECTIVE_HEALTH} FROM mesh_instances \
+                 WHERE revision > ? AND revision <= ?"
+            )),
+            delete_event: p(
+                "INSERT INTO mesh_events (revision, kind, service, instance_id) \
+                 VALUES (?, 'delete', ?, ?)",
+            ),
+            delete_instance: p("DELETE FROM mesh_instances WHERE service = ? AND instance_id = ?"),
+            heartbeat: p("UPDATE mesh_instances SET expires_at_ms = ? + ttl_ms \
+                 WHERE service = ? AND instance_id = ? AND ttl_ms IS NOT NULL \
+                 AND lease_expired = 0"),
+            lease_state: p("SELECT ttl_ms, lease_expired FROM mesh_instances \
+                 WHERE service = ? AND instance_id = ?"),
+            revive: p(
+                "UPDATE mesh_instances SET lease_expired = 0, expires_at_ms = ? + ttl_ms, \
+                 revision = ? WHERE service = ? AND instance_id = ? AND lease_expired = 1",
+            ),
+            set_health: p("UPDATE mesh_instances SET health = ?, revision = ? \
+                 WHERE service = ? AND instance_id = ?"),
+            state: "SELECT revision, compacted FROM mesh_state WHERE id = 1".to_owned(),
+            snapshot_service: p(&format!(
+                "{select_instance} WHERE service = ? ORDER BY instance_id"
+            )),
+            snapshot_all: format!("{select_instance} ORDER BY service, instance_id"),
+            services: "SELECT DISTINCT service FROM mesh_instances ORDER BY service".to_owned(),
+            events_service: p(&format!(
+                "{select_event} WHERE service = ? AND revision > ? ORDER BY revision LIMIT ?"
+            )),
+            events_all: p(&format!(
+                "{select_event} WHERE revision > ? ORDER BY revision LIMIT ?"
+            )),
+            compact_state: p(
+                "UPDATE mesh_state SET compacted = ? WHERE id = 1 AND compacted < ? \
+                 AND revision >= ?",
+            ),
+            compact_events: p("DELETE FROM mesh_events WHERE revision <= ?"),
+            count_leased: "SELECT COUNT(*) FROM mesh_instances WHERE ttl_ms IS NOT NULL".to_owned(),
+            lapsing: p(
+                "SELECT service, instance_id FROM mesh_instances WHERE ttl_ms IS NOT NULL \
+                 AND lease_expired = 0 AND expires_at_ms <= ? ORDER BY service, instance_id",
+            ),
+            overdue: p(
+                "SELECT service, instance_id FROM mesh_instances WHERE lease_expired = 1 \
+                 AND expires_at_ms <= ? ORDER BY service, instance_id",
+            ),
+            expire: p("UPDATE mesh_instances SET lease_expired = 1, revision = ? \
+                 WHERE service = ? AND instance_id = ? AND ttl_ms IS NOT NULL \
+                 AND lease_expired = 0 AND expires_at_ms <= ?"),
+            remove_overdue: p(
+                "DELETE FROM mesh_instances WHERE service = ? AND instance_id = ? \
+                 AND lease_expired = 1 AND expires_at_ms <= ?",
+            ),
+            snapshot_isolation: (backend == Backend::Postgres)
+                .then_some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
+            notify: (backend == Backend::Postgres).then_some("NOTIFY tower_mesh"),
+            backend,
+        }
+    }
+
+    /// A multi-row upsert of `rows` instances.
+    pub(super) fn upsert(&self, rows: usize) -> String {
+        let mut sql = String::from(
+            "INSERT INTO mesh_instances (service, instance_id, host, port, scheme, version, \
+             weight, zone, metadata, health, ttl_ms, expires_at_ms, lease_expired, revision) VALUES ",
+        );
+        for i in 0..rows {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)");
+        }
+        let cols = [
+            "host",
+            "port",
+            "scheme",
+            "version",
+            "weight",
+            "zone",
+            "metadata",
+            "health",
+            "ttl_ms",
+            "expires_at_ms",
+            "lease_expired",
+            "revision",
+        ];
+        match self.backend {
+            Backend::MySql => {
+                sql.push_str(" ON DUPLICATE KEY UPDATE ");
+                let sets: Vec<_> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+                sql.push_str(&sets.join(", "));
+                sql
+            }
+            _ => {
+                sql.push_str(" ON CONFLICT (service, instance_id) DO UPDATE SET ");
+                let sets: Vec<_> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+                sql.push_str(&sets.join(", "));
+                if self.backend == Backend::Postgres {
+                    dollar(&sql)
+                } else {
+                    sql
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_numbered_for_postgres() {
+        assert_eq!(dollar("a = ? AND b = ?"), "a = $1 AND b = $2");
+        let s = Statements::new(Backend::Postgres);
+        assert!(s.upsert(2).contains("$26"));
+        assert!(!s.upsert(2).contains('?'));
+        let m = Statements::new(Backend::MySql);
+        assert!(m.upsert(1).contains("VALUES(host)"));
+        assert!(m.bump_returning.is_none() && m.lock_revision.is_some());
+    }
+}

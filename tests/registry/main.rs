@@ -1,0 +1,548 @@
+//! The registry conformance suite against every backend, and the SQL backends' own faults:
+//! corrupt rows, two writers on one database, outages, and passwords kept out of errors.
+
+mod suite;
+#[path = "../support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::{Rng, SeedableRng};
+use tower_mesh::registry::sql::SqlRegistry;
+use tower_mesh::registry::{
+    Cached, Error, Event, ManualClock, MemoryRegistry, Registry, Revision, Watch,
+};
+
+use suite::{id, inst, next_event, svc, Ctx};
+
+const START_MS: i64 = 1_800_000_000_000;
+
+async fn memory() -> Option<Ctx<MemoryRegistry>> {
+    Some(Ctx {
+        registry: MemoryRegistry::new(),
+        manual: None,
+    })
+}
+
+async fn sql_at(url: &str) -> Ctx<SqlRegistry> {
+    let clock = ManualClock::new(START_MS);
+    let registry = SqlRegistry::builder(url)
+        .clock(clock.clone().into())
+        .poll_interval(Duration::from_millis(20))
+        .fallback_poll(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    Ctx {
+        registry,
+        manual: Some(clock),
+    }
+}
+
+async fn sqlite() -> Option<Ctx<SqlRegistry>> {
+    Some(sql_at("sqlite::memory:").await)
+}
+
+async fn postgres() -> Option<Ctx<SqlRegistry>> {
+    let base = support::server_url("TOWER_MESH_TEST_POSTGRES")?;
+    Some(sql_at(&support::fresh_database(&base).await).await)
+}
+
+async fn mysql() -> Option<Ctx<SqlRegistry>> {
+    let base = support::server_url("TOWER_MESH_TEST_MYSQL")?;
+    Some(sql_at(&support::fresh_database(&base).await).await)
+}
+
+async fn cached_memory() -> Option<Ctx<Cached<MemoryRegistry>>> {
+    Some(Ctx {
+        registry: Cached::new(MemoryRegistry::new()).await.unwrap(),
+        manual: None,
+    })
+}
+
+async fn cached_sqlite() -> Option<Ctx<Cached<SqlRegistry>>> {
+    let ctx = sql_at("sqlite::memory:").await;
+    Some(Ctx {
+        registry: Cached::new(ctx.registry).await.unwrap(),
+        manual: ctx.manual,
+    })
+}
+
+macro_rules! conformance {
+    ($name:ident, $make:path, $attr:meta) => {
+        mod $name {
+            use super::*;
+            conformance!(@each [$attr] $make;
+                register_and_snapshot upsert_replaces deregister_removes set_health_changes
+                heartbeat_and_ttl self_preservation watch_from_zero watch_from_middle
+                watch_after_compaction concurrent_writers batch_registration
+                bad_input_is_rejected);
+        }
+    };
+    (@each [$attr:meta] $make:path; $($test:ident)*) => { $(
+        #[$attr]
+        async fn $test() {
+            if let Some(ctx) = $make().await {
+                suite::$test(ctx).await
+            }
+        }
+    )* };
+}
+
+conformance!(memory_backend, memory, tokio::test(start_paused = true));
+conformance!(
+    cached_memory_backend,
+    cached_memory,
+    tokio::test(start_paused = true)
+);
+conformance!(
+    sqlite_backend,
+    sqlite,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+conformance!(
+    cached_sqlite_backend,
+    cached_sqlite,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+conformance!(
+    postgres_backend,
+    postgres,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+conformance!(
+    mysql_backend,
+    mysql,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+
+/// Rows written behind the registry's back that do not decode are reported with their service,
+/// instance and field, and the other instances are still served; a corrupt event is reported
+/// once and the watch goes on.
+async fn corrupt_rows_are_reported(ctx: Ctx<SqlRegistry>) {
+    use sqlx::Executor;
+    let r = &ctx.registry;
+    r.register(inst("orders", "o-1", 8001).into())
+        .await
+        .unwrap();
+    r.register(inst("orders", "o-2", 8002).into())
+        .await
+        .unwrap();
+    let cols = "service, instance_id, host, port, scheme, version, weight, zone, metadata, \
+                health, ttl_ms, expires_at_ms, lease_expired, revision";
+    r.pool()
+        .execute(
+            format!(
+                "INSERT INTO mesh_instances ({cols}) VALUES \
+                 ('orders', 'bad-meta', '127.0.0.1', 8003, 'http', '1', 100, NULL, '{{not json', 'passing', NULL, NULL, 0, 2), \
+                 ('orders', 'bad-health', '127.0.0.1', 8004, 'http', '1', 100, NULL, '{{}}', 'zombie', NULL, NULL, 0, 2)"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    let snap = r.snapshot(&svc("orders")).await.unwrap();
+    let good: Vec<_> = snap
+        .instances()
+        .iter()
+        .map(|i| i.id().to_string())
+        .collect();
+    assert_eq!(good, ["o-1", "o-2"]);
+    let mut corrupt: Vec<_> = snap
+        .corrupt()
+        .iter()
+        .map(|c| {
+            (
+                c.service().to_owned(),
+                c.id().to_owned(),
+                c.field(),
+                c.value().to_owned(),
+            )
+        })
+        .collect();
+    corrupt.sort();
+    assert_eq!(
+        corrupt,
+        [
+            (
+                "orders".into(),
+                "bad-health".into(),
+                "health",
+                "zombie".into()
+            ),
+            (
+                "orders".into(),
+                "bad-meta".into(),
+                "metadata",
+                "{not json".into()
+            ),
+        ]
+    );
+    let msg = snap.corrupt()[0].to_string();
+    assert!(
+        msg.contains("corrupt stored instance") && msg.contains("orders"),
+        "{msg}"
+    );
+
+    // A corrupt event in the log.
+    let from = r.revision().await.unwrap();
+    let bad_rev = from.get() + 1;
+    r.pool()
+        .execute(
+            format!(
+                "INSERT INTO mesh_events (revision, kind, service, instance_id, host, port, scheme, version, weight, zone, metadata, health) \
+                 VALUES ({bad_rev}, 'put', 'orders', 'o-1', '127.0.0.1', 70000, 'http', '1', 100, NULL, '{{}}', 'passing')"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    r.pool()
+        .execute(format!("UPDATE mesh_state SET revision = {bad_rev} WHERE id = 1").as_str())
+        .await
+        .unwrap();
+    let good_rev = r
+        .register(inst("orders", "o-5", 8005).into())
+        .await
+        .unwrap();
+    let mut w = r.watch(&svc("orders"), from);
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Err(Error::Corrupt(c)))) => {
+            assert_eq!((c.id(), c.field(), c.value()), ("o-1", "port", "70000"));
+            assert_eq!(c.revision(), Some(Revision::new(bad_rev)));
+        }
+        other => panic!("expected a corrupt event, got {other:?}"),
+    }
+    assert_eq!(next_event(&mut w).await.revision(), good_rev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_corrupt_rows() {
+    corrupt_rows_are_reported(sqlite().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_corrupt_rows() {
+    if let Some(ctx) = postgres().await {
+        corrupt_rows_are_reported(ctx).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_corrupt_rows() {
+    if let Some(ctx) = mysql().await {
+        corrupt_rows_are_reported(ctx).await;
+    }
+}
+
+/// Two registries (two pools: two processes, as far as the database can tell) do 1,000
+/// overlapping upserts and deletes each. The final state is exactly what applying the
+/// successful operations in revision order predicts, and the log has each revision once.
+async fn two_writers_match_serial_model(url: &str, ops: usize) {
+    let a = sql_at(url).await.registry;
+    let b = sql_at(url).await.registry;
+    let run = |r: SqlRegistry, seed: u64| async move {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut done = Vec::new();
+        for _ in 0..ops {
+            let n = rng.random_range(0..20u32);
+            let key = format!("i-{n}");
+            if rng.random_bool(0.7) {
+                let port = rng.random_range(1..60_000u32);
+                let rev = r.register(inst("orders", &key, port).into()).await.unwrap();
+                done.push((rev, key, Some(port)));
+            } else {
+                match r.deregister(&svc("orders"), &id(&key)).await {
+                    Ok(rev) => done.push((rev, key, None)),
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        done
+    };
+    let (x, y) = tokio::join!(tokio::spawn(run(a.clone(), 1)), tokio::spawn(run(b, 2)));
+    let mut all: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    all.sort_by_key(|(rev, _, _)| *rev);
+    let revs: Vec<_> = all.iter().map(|(r, _, _)| *r).collect();
+    let mut unique = revs.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), revs.len(), "no duplicate revisions");
+    let mut model = std::collections::BTreeMap::new();
+    for (_, key, port) in &all {
+        match port {
+            Some(p) => {
+                model.insert(key.clone(), *p as u16);
+            }
+            None => {
+                assert!(
+                    model.remove(key).is_some(),
+                    "a delete succeeded on {key}, which the model says was absent"
+                );
+            }
+        }
+    }
+    let snap = a.snapshot(&svc("orders")).await.unwrap();
+    let actual: std::collections::BTreeMap<_, _> = snap
+        .instances()
+        .iter()
+        .map(|i| (i.id().to_string(), i.port()))
+        .collect();
+    assert_eq!(actual, model);
+    let mut w = a.watch(&svc("orders"), Revision::ZERO);
+    for rev in &revs {
+        assert_eq!(next_event(&mut w).await.revision(), *rev);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_writers() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") {
+        two_writers_match_serial_model(&support::fresh_database(&base).await, 1000).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_two_writers() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_MYSQL") {
+        two_writers_match_serial_model(&support::fresh_database(&base).await, 1000).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_two_writers() {
+    let dir = std::env::temp_dir().join(format!("tm-two-writers-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let url = format!("sqlite://{}", dir.display());
+    two_writers_match_serial_model(&url, 300).await;
+    let _ = std::fs::remove_file(&dir);
+}
+
+const CANARY: &str = "CANARY-pw-7f3a9";
+
+fn assert_no_canary(e: &Error) {
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains(CANARY), "password leaked: {shown}");
+}
+
+#[tokio::test]
+async fn passwords_never_appear_in_errors() {
+    // Nothing listens on port 1: a connection error.
+    let url = format!("postgres://mesh:{CANARY}@127.0.0.1:1/test");
+    let builder = SqlRegistry::builder(&url).acquire_timeout(Duration::from_millis(300));
+    assert!(!format!("{builder:?}").contains(CANARY));
+    let err = builder.connect().await.unwrap_err();
+    assert_no_canary(&err);
+    assert!(err.is_transient(), "{err}");
+    let err = SqlRegistry::connect(&format!("redis://u:{CANARY}@127.0.0.1/0"))
+        .await
+        .unwrap_err();
+    assert_no_canary(&err);
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("***"), "{err}");
+    // Real servers refusing the canary.
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_MYSQL") {
+        let mut u = url::Url::parse(&base).unwrap();
+        u.set_password(Some(CANARY)).unwrap();
+        let err = SqlRegistry::builder(u.as_str())
+            .acquire_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_no_canary(&err);
+    }
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") {
+        let mut u = url::Url::parse(&base).unwrap();
+        u.set_password(Some(CANARY)).unwrap();
+        u.set_path("/no_such_database_for_canary");
+        let err = SqlRegistry::builder(u.as_str())
+            .acquire_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_no_canary(&err);
+    }
+}
+
+/// Reads `watch` until an `Err` item (the outage is seen), returning the events before it.
+async fn until_error(w: &mut Watch) -> Vec<Event> {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), w.next()).await {
+            Ok(Some(Ok(e))) => events.push(e),
+            Ok(Some(Err(e))) => {
+                assert!(e.is_transient(), "{e}");
+                return events;
+            }
+            other => panic!("watch ended or hung: {other:?}"),
+        }
+    }
+}
+
+/// The watcher's connection goes through a proxy that is cut; while it is down, another
+/// process writes. After the proxy comes back, the watcher resumes from its last revision:
+/// every change arrives once, in order.
+async fn watch_resumes_after_outage(base: &str) {
+    let url = support::fresh_database(base).await;
+    let proxy = support::Proxy::start(support::upstream(&url)).await;
+    let watcher = SqlRegistry::builder(support::via(&url, proxy.addr))
+        .poll_interval(Duration::from_millis(20))
+        .fallback_poll(Duration::from_millis(50))
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .acquire_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let writer = sql_at(&url).await.registry;
+    let mut expected = Vec::new();
+    for n in 0..3 {
+        expected.push(
+            writer
+                .register(inst("orders", &format!("o-{n}"), 8000 + n).into())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut w = watcher.watch(&svc("orders"), Revision::ZERO);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut w).await.revision());
+    }
+    proxy.cut();
+    for n in 3..6 {
+        expected.push(
+            writer
+                .register(inst("orders", &format!("o-{n}"), 8000 + n).into())
+                .await
+                .unwrap(),
+        );
+    }
+    expected.push(writer.deregister(&svc("orders"), &id("o-0")).await.unwrap());
+    seen.extend(until_error(&mut w).await.iter().map(Event::revision));
+    proxy.restore();
+    let mut progressed = false;
+    while seen.len() < expected.len() {
+        match tokio::time::timeout(Duration::from_secs(30), w.next()).await {
+            Ok(Some(Ok(Event::Progress { .. }))) => progressed = true,
+            Ok(Some(Ok(e))) => seen.push(e.revision()),
+            Ok(Some(Err(e))) => assert!(e.is_transient(), "{e}"),
+            other => panic!("watch ended or hung: {other:?}"),
+        }
+    }
+    assert_eq!(seen, expected, "every change once, in order");
+    // Recovery is announced once the watcher has caught up.
+    while !progressed {
+        match tokio::time::timeout(Duration::from_secs(30), w.next()).await {
+            Ok(Some(Ok(Event::Progress { .. }))) => progressed = true,
+            Ok(Some(Ok(e))) => panic!("unexpected event {e:?}"),
+            Ok(Some(Err(e))) => assert!(e.is_transient(), "{e}"),
+            other => panic!("watch ended or hung: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_watch_resumes_after_outage() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") {
+        watch_resumes_after_outage(&base).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_watch_resumes_after_outage() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_MYSQL") {
+        watch_resumes_after_outage(&base).await;
+    }
+}
+
+/// While the database is unreachable, a cache answers from memory, marked stale, and says so
+/// to its watchers; when it comes back, the mark clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_serves_stale_data_during_outage() {
+    let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") else {
+        return;
+    };
+    let url = support::fresh_database(&base).await;
+    let proxy = support::Proxy::start(support::upstream(&url)).await;
+    let inner = SqlRegistry::builder(support::via(&url, proxy.addr))
+        .fallback_poll(Duration::from_millis(50))
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .acquire_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let cache = Cached::new(inner).await.unwrap();
+    cache
+        .register(inst("orders", "o-1", 8001).into())
+        .await
+        .unwrap();
+    let before = cache.snapshot(&svc("orders")).await.unwrap();
+    assert!(!before.is_stale());
+    let mut w = cache.watch(&svc("orders"), before.revision());
+    proxy.cut();
+    until_error(&mut w).await;
+    assert!(cache.is_stale());
+    let during = cache.snapshot(&svc("orders")).await.unwrap();
+    assert!(during.is_stale());
+    assert_eq!(during.instances(), before.instances());
+    proxy.restore();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), w.next()).await {
+            Ok(Some(Ok(Event::Progress { .. }))) => break,
+            Ok(Some(_)) => {}
+            other => panic!("watch ended or hung: {other:?}"),
+        }
+    }
+    assert!(!cache.snapshot(&svc("orders")).await.unwrap().is_stale());
+}
+
+/// A cache serves every service's watchers from one watch of its own.
+#[tokio::test(start_paused = true)]
+async fn cache_fans_out_one_watch() {
+    let cache = Cached::new(MemoryRegistry::new()).await.unwrap();
+    let mut a = cache.watch(&svc("orders"), Revision::ZERO);
+    let mut b = cache.watch(&svc("billing"), Revision::ZERO);
+    let ra = cache
+        .register(inst("orders", "o-1", 1).into())
+        .await
+        .unwrap();
+    let rb = cache
+        .register(inst("billing", "b-1", 2).into())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut a).await.revision(), ra);
+    assert_eq!(next_event(&mut b).await.revision(), rb);
+    assert_eq!(cache.cached_services(), vec![svc("billing"), svc("orders")]);
+}
+
+/// The memory reaper on tokio's paused clock: a lease lapses, then the instance goes.
+#[tokio::test(start_paused = true)]
+async fn reaper_task_expires_on_paused_time() {
+    use tower_mesh::registry::{LeaseConfig, Reaper};
+    let registry = MemoryRegistry::new();
+    let _reaper = Reaper::new(
+        registry.clone(),
+        LeaseConfig::default().grace(Duration::from_secs(5)),
+    )
+    .interval(Duration::from_secs(1))
+    .spawn();
+    registry
+        .register(suite::leased(inst("orders", "o-1", 1), 3))
+        .await
+        .unwrap();
+    let mut w = registry.watch(&svc("orders"), registry.revision().await.unwrap());
+    match next_event(&mut w).await {
+        Event::Put { instance, .. } => {
+            assert_eq!(instance.health(), tower_mesh::instance::Health::Critical)
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(matches!(next_event(&mut w).await, Event::Delete { .. }));
+    assert!(registry
+        .snapshot(&svc("orders"))
+        .await
+        .unwrap()
+        .instances()
+        .is_empty());
+}
