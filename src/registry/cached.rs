@@ -146,7 +146,7 @@ impl Entry {
             corrupt: snapshot
                 .corrupt
                 .into_iter()
-                .map(|c| (c.id.clone(), c))
+                .map(|c| (c.id().to_owned(), c))
                 .collect(),
         }
     }
@@ -326,7 +326,7 @@ impl<R> Shared<R> {
                         let mut corrupt: HashMap<String, Vec<CorruptRecord>> = HashMap::new();
                         for c in &snapshot.corrupt {
                             corrupt
-                                .entry(c.service.clone())
+                                .entry(c.service().to_owned())
                                 .or_default()
                                 .push(c.clone());
                         }
@@ -358,11 +358,11 @@ impl<R> Shared<R> {
             }
             Err(Error::Corrupt(record)) => {
                 tracing::warn!(%record, "registry cache: corrupt event");
-                if let Some(entry) = state.services.get_mut(record.service.as_str()) {
-                    entry.instances.retain(|id, _| id.as_str() != record.id);
-                    entry.corrupt.insert(record.id.clone(), record.clone());
+                if let Some(entry) = state.services.get_mut(record.service()) {
+                    entry.instances.retain(|id, _| id.as_str() != record.id());
+                    entry.corrupt.insert(record.id().to_owned(), record.clone());
                 }
-                let rev = record.revision.map_or(state.position, Revision::get);
+                let rev = record.revision().map_or(state.position, Revision::get);
                 state.position = state.position.max(rev);
                 state.push_log(rev, LogItem::Corrupt(record), retention);
             }
@@ -451,7 +451,7 @@ impl<R: Registry> CacheWatch<R> {
                 LogItem::Event(e) if e.service() == Some(&self.service) => {
                     self.pending.push_back(Ok(e.clone()))
                 }
-                LogItem::Corrupt(c) if c.service == self.service.as_str() => {
+                LogItem::Corrupt(c) if c.service() == self.service.as_str() => {
                     self.pending.push_back(Err(Error::Corrupt(c.clone())))
                 }
                 _ => {}

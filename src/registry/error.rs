@@ -81,44 +81,65 @@ impl From<InvalidInput> for Error {
 /// A stored instance or event that does not decode: which service, which instance, which
 /// field, the stored value and why it was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorruptRecord {
-    pub(crate) service: String,
-    pub(crate) id: String,
-    pub(crate) revision: Option<Revision>,
-    pub(crate) field: &'static str,
-    pub(crate) value: String,
-    pub(crate) reason: String,
+pub struct CorruptRecord(Box<CorruptInner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CorruptInner {
+    service: String,
+    id: String,
+    revision: Option<Revision>,
+    field: &'static str,
+    value: String,
+    reason: String,
 }
 
 impl CorruptRecord {
+    pub(crate) fn new(
+        service: String,
+        id: String,
+        revision: Option<Revision>,
+        field: &'static str,
+        value: String,
+        reason: String,
+    ) -> Self {
+        CorruptRecord(Box::new(CorruptInner {
+            service,
+            id,
+            revision,
+            field,
+            value,
+            reason,
+        }))
+    }
+
     /// The service the record belongs to, as stored.
     pub fn service(&self) -> &str {
-        &self.service
+        &self.0.service
     }
 
     /// The instance id, as stored.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.0.id
     }
 
     /// The revision of the record, when known.
     pub fn revision(&self) -> Option<Revision> {
-        self.revision
+        self.0.revision
     }
 
     /// The column that failed to decode.
     pub fn field(&self) -> &'static str {
-        self.field
+        self.0.field
     }
 
     /// The stored value (truncated past 120 bytes).
     pub fn value(&self) -> &str {
-        &self.value
+        &self.0.value
     }
 
     /// Why the value was refused.
     pub fn reason(&self) -> &str {
-        &self.reason
+        &self.0.reason
     }
 }
 
@@ -127,15 +148,15 @@ impl fmt::Display for CorruptRecord {
         write!(
             f,
             "corrupt stored instance {:?} of service {:?}",
-            self.id, self.service
+            self.0.id, self.0.service
         )?;
-        if let Some(rev) = self.revision {
+        if let Some(rev) = self.0.revision {
             write!(f, " at revision {rev}")?;
         }
         write!(
             f,
             ": {} {:?} does not decode: {}",
-            self.field, self.value, self.reason
+            self.0.field, self.0.value, self.0.reason
         )
     }
 }

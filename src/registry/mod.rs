@@ -15,17 +15,17 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower::ServiceBuilder;
+//! use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 //! use tower_mesh::instance::Instance;
 //! use tower_mesh::registry::{MemoryRegistry, Registration, Registry};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), BoxError> {
 //! let registry = MemoryRegistry::new();
 //! let orders = Instance::builder("orders", "orders-1").host("127.0.0.1").port(8080).build()?;
 //! registry.register(Registration::new(orders).with_ttl(Duration::from_secs(10))?).await?;
 //!
-//! // A tower service that answers with the address of the first orders instance.
+//! // A tower service that answers with the address of a service's first instance.
 //! let reg = registry.clone();
 //! let mut lookup = ServiceBuilder::new()
 //!     .concurrency_limit(64)
@@ -33,10 +33,9 @@
 //!         let reg = reg.clone();
 //!         async move {
 //!             let snapshot = reg.snapshot(&service.parse()?).await?;
-//!             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(snapshot.instances()[0].authority())
+//!             Ok::<_, BoxError>(snapshot.instances()[0].authority())
 //!         }
 //!     });
-//! use tower::ServiceExt;
 //! let address = lookup.ready().await?.call("orders").await?;
 //! assert_eq!(address, "127.0.0.1:8080");
 //! # Ok(())

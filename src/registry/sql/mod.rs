@@ -634,13 +634,15 @@ fn truncate(mut s: String) -> String {
 fn decode_instance(row: &AnyRow, revision: Option<i64>) -> Result<Instance, CorruptRecord> {
     let service = text_of(row, "service");
     let id = text_of(row, "instance_id");
-    let corrupt = |field: &'static str, value: String, reason: String| CorruptRecord {
-        service: service.clone(),
-        id: id.clone(),
-        revision: revision.map(|r| Revision::new(r as u64)),
-        field,
-        value: truncate(value),
-        reason,
+    let corrupt = |field: &'static str, value: String, reason: String| {
+        CorruptRecord::new(
+            service.clone(),
+            id.clone(),
+            revision.map(|r| Revision::new(r as u64)),
+            field,
+            truncate(value),
+            reason,
+        )
     };
     let text = |column: &'static str| -> Result<String, CorruptRecord> {
         row.try_get::<String, _>(column)

@@ -131,14 +131,14 @@ fn decode_event(row: &sqlx::any::AnyRow, revision: i64) -> Result<Event, Error> 
     let revision_t = Revision::new(revision as u64);
     let kind = text_of(row, "kind");
     let corrupt = |field: &'static str, value: String, reason: String| {
-        let record = CorruptRecord {
-            service: text_of(row, "service"),
-            id: text_of(row, "instance_id"),
-            revision: Some(revision_t),
+        let record = CorruptRecord::new(
+            text_of(row, "service"),
+            text_of(row, "instance_id"),
+            Some(revision_t),
             field,
             value,
             reason,
-        };
+        );
         tracing::warn!(%record, "registry watch: corrupt stored event");
         Err(Error::Corrupt(record))
     };
