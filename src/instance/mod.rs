@@ -286,32 +286,39 @@ impl FromStr for Health {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "InstanceBuilder", into = "InstanceBuilder")]
 pub struct Instance {
+    // One allocation, so a clone is one reference count: instances are cloned into every
+    // snapshot, event and endpoint.
+    inner: Arc<InstanceInner>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct InstanceInner {
     service: ServiceName,
     id: InstanceId,
-    host: Arc<str>,
+    host: String,
     port: u16,
     scheme: Scheme,
-    version: Arc<str>,
+    version: String,
     weight: u32,
-    zone: Option<Arc<str>>,
-    metadata: Arc<BTreeMap<String, String>>,
+    zone: Option<String>,
+    metadata: BTreeMap<String, String>,
     health: Health,
 }
 
 impl fmt::Debug for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Instance")
-            .field("service", &self.service)
-            .field("id", &self.id)
+            .field("service", &self.inner.service)
+            .field("id", &self.inner.id)
             .field(
                 "address",
-                &format_args!("{}://{}", self.scheme, self.authority()),
+                &format_args!("{}://{}", self.inner.scheme, self.authority()),
             )
-            .field("version", &self.version)
-            .field("weight", &self.weight)
-            .field("zone", &self.zone)
-            .field("metadata", &self.metadata)
-            .field("health", &self.health)
+            .field("version", &self.inner.version)
+            .field("weight", &self.inner.weight)
+            .field("zone", &self.inner.zone)
+            .field("metadata", &self.inner.metadata)
+            .field("health", &self.inner.health)
             .finish()
     }
 }
@@ -338,107 +345,107 @@ impl Instance {
     /// A builder holding this instance's values, to derive a changed copy.
     pub fn to_builder(&self) -> InstanceBuilder {
         InstanceBuilder {
-            service: self.service.to_string(),
-            id: self.id.to_string(),
-            host: self.host.to_string(),
-            port: Some(u32::from(self.port)),
-            scheme: self.scheme,
-            version: self.version.to_string(),
-            weight: self.weight,
-            zone: self.zone.as_deref().map(str::to_owned),
-            metadata: (*self.metadata).clone(),
-            health: self.health,
+            service: self.inner.service.to_string(),
+            id: self.inner.id.to_string(),
+            host: self.inner.host.to_string(),
+            port: Some(u32::from(self.inner.port)),
+            scheme: self.inner.scheme,
+            version: self.inner.version.to_string(),
+            weight: self.inner.weight,
+            zone: self.inner.zone.as_deref().map(str::to_owned),
+            metadata: self.inner.metadata.clone(),
+            health: self.inner.health,
         }
     }
 
     /// The service this instance belongs to.
     pub fn service(&self) -> &ServiceName {
-        &self.service
+        &self.inner.service
     }
 
     /// The instance's id, unique within its service.
     pub fn id(&self) -> &InstanceId {
-        &self.id
+        &self.inner.id
     }
 
     /// The host: an IP literal or a DNS name.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.inner.host
     }
 
     /// The port, 1..=65535.
     pub fn port(&self) -> u16 {
-        self.port
+        self.inner.port
     }
 
     /// How to speak to the instance.
     pub fn scheme(&self) -> Scheme {
-        self.scheme
+        self.inner.scheme
     }
 
     /// The version the instance runs.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.inner.version
     }
 
     /// The instance's weight: 100 by default, 0 means draining (no new traffic).
     pub fn weight(&self) -> u32 {
-        self.weight
+        self.inner.weight
     }
 
     /// The zone the instance runs in, if known.
     pub fn zone(&self) -> Option<&str> {
-        self.zone.as_deref()
+        self.inner.zone.as_deref()
     }
 
     /// The instance's metadata.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.metadata
+        &self.inner.metadata
     }
 
     /// The instance's health.
     pub fn health(&self) -> Health {
-        self.health
+        self.inner.health
     }
 
     /// `host:port`, with an IPv6 host in brackets: what goes in a URI's authority.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        if self.inner.host.contains(':') {
+            format!("[{}]:{}", self.inner.host, self.inner.port)
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{}:{}", self.inner.host, self.inner.port)
         }
     }
 
     /// Whether the instance is draining (weight 0): it keeps its connections but gets no new
     /// traffic.
     pub fn is_draining(&self) -> bool {
-        self.weight == 0
+        self.inner.weight == 0
     }
 
     /// A copy with another health.
     pub fn with_health(mut self, health: Health) -> Self {
-        self.health = health;
+        Arc::make_mut(&mut self.inner).health = health;
         self
     }
 
     /// A copy with another weight; fails past [`MAX_WEIGHT`].
     pub fn with_weight(mut self, weight: u32) -> Result<Self, InvalidInput> {
-        check_weight(weight).map_err(|e| e.for_instance(&self.id))?;
-        self.weight = weight;
+        check_weight(weight).map_err(|e| e.for_instance(&self.inner.id))?;
+        Arc::make_mut(&mut self.inner).weight = weight;
         Ok(self)
     }
 
     /// Whether two versions of one instance differ in anything but health: address, scheme,
     /// version, weight, zone or metadata.
     pub fn differs_besides_health(&self, other: &Instance) -> bool {
-        self.host != other.host
-            || self.port != other.port
-            || self.scheme != other.scheme
-            || self.version != other.version
-            || self.weight != other.weight
-            || self.zone != other.zone
-            || self.metadata != other.metadata
+        self.inner.host != other.inner.host
+            || self.inner.port != other.inner.port
+            || self.inner.scheme != other.inner.scheme
+            || self.inner.version != other.inner.version
+            || self.inner.weight != other.inner.weight
+            || self.inner.zone != other.inner.zone
+            || self.inner.metadata != other.inner.metadata
     }
 }
 
@@ -557,16 +564,18 @@ impl InstanceBuilder {
         }
         validate_metadata(&self.metadata).map_err(bad)?;
         Ok(Instance {
-            service,
-            id,
-            host: Arc::from(self.host.to_ascii_lowercase()),
-            port,
-            scheme: self.scheme,
-            version: Arc::from(self.version),
-            weight: self.weight,
-            zone: self.zone.map(Arc::from),
-            metadata: Arc::new(self.metadata),
-            health: self.health,
+            inner: Arc::new(InstanceInner {
+                service,
+                id,
+                host: self.host.to_ascii_lowercase(),
+                port,
+                scheme: self.scheme,
+                version: self.version,
+                weight: self.weight,
+                zone: self.zone,
+                metadata: self.metadata,
+                health: self.health,
+            }),
         })
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::broadcast;
 
 use crate::instance::{Health, Instance, InstanceId, ServiceName};
 
@@ -40,7 +40,8 @@ pub struct MemoryRegistry {
 
 struct Shared {
     state: Mutex<State>,
-    wake: watch::Sender<u64>,
+    /// Wakes watchers; a lagged receiver just re-reads the history.
+    wake: broadcast::Sender<()>,
     clock: Clock,
     retention: usize,
 }
@@ -159,7 +160,7 @@ impl MemoryRegistry {
 
     /// An empty registry that retains the last `retention` changes (at least 1) for watchers.
     pub fn with_options(clock: Clock, retention: usize) -> Self {
-        let (wake, _) = watch::channel(0);
+        let (wake, _) = broadcast::channel(16);
         MemoryRegistry {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
@@ -179,8 +180,9 @@ impl MemoryRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn notify(&self, revision: Revision) {
-        self.shared.wake.send_replace(revision.0);
+    fn notify(&self, _revision: Revision) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.shared.wake.send(());
     }
 
     fn watch_scope(&self, service: Option<ServiceName>, since: Revision) -> Watch {
@@ -196,10 +198,16 @@ impl MemoryRegistry {
                 if let Some(event) = st.pending.pop_front() {
                     return Some((Ok(event), st));
                 }
-                st.rx.borrow_and_update();
+                // Forget wake-ups already covered by the read below; one sent after it wakes us.
+                while let Ok(()) | Err(broadcast::error::TryRecvError::Lagged(_)) = st.rx.try_recv()
+                {
+                }
                 st.fill();
-                if st.pending.is_empty() && st.rx.changed().await.is_err() {
-                    return None;
+                if st.pending.is_empty() {
+                    match st.rx.recv().await {
+                        Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
                 }
             }
         }))
@@ -224,7 +232,7 @@ impl fmt::Debug for MemoryRegistry {
 
 struct WatchState {
     registry: MemoryRegistry,
-    rx: watch::Receiver<u64>,
+    rx: broadcast::Receiver<()>,
     service: Option<ServiceName>,
     last: u64,
     pending: VecDeque<Event>,

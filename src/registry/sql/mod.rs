@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 
 use crate::instance::{Field, Health, Instance, InstanceId, Scheme, ServiceName};
 
-use self::statements::{Statements, UPSERT_PARAMS};
+use self::statements::Statements;
 use super::error::{ConfigError, DatabaseError, DatabaseErrorKind};
 use super::{
     Clock, CorruptRecord, Error, LeaseConfig, ReapReport, Registration, Registry, Revision,
@@ -500,6 +500,16 @@ impl SqlRegistry {
         }
         let op = "register";
         let now = self.shared.clock.now_ms();
+        if let (Some(sql), [reg]) = (&self.shared.statements.register_one, &registrations[..]) {
+            // One round trip, one implicit transaction.
+            let row = bind_instance(sqlx::query(sql), reg, now)
+                .fetch_one(&self.shared.pool)
+                .await
+                .map_err(self.err(op))?;
+            let rev: i64 = row.try_get(0).map_err(self.err(op))?;
+            self.woke();
+            return Ok(Revision::new(rev as u64));
+        }
         let mut tx = self.begin(op).await?;
         let n = registrations.len() as i64;
         let last = self.bump(&mut tx, n, op).await?;
@@ -509,26 +519,9 @@ impl SqlRegistry {
             let sql = self.shared.statements.upsert(chunk.len());
             let mut query = sqlx::query(&sql);
             for reg in chunk {
-                let i = &reg.instance;
-                let metadata = serde_json::to_string(i.metadata()).unwrap_or_default();
-                let ttl = reg.ttl_ms();
-                query = query
-                    .bind(i.service().as_str().to_owned())
-                    .bind(i.id().as_str().to_owned())
-                    .bind(i.host().to_owned())
-                    .bind(i64::from(i.port()))
-                    .bind(i.scheme().as_str())
-                    .bind(i.version().to_owned())
-                    .bind(i64::from(i.weight()))
-                    .bind(i.zone().map(str::to_owned))
-                    .bind(metadata)
-                    .bind(i.health().as_str())
-                    .bind(ttl)
-                    .bind(ttl.map(|t| now + t))
-                    .bind(rev);
+                query = bind_instance(query, reg, now).bind(rev);
                 rev += 1;
             }
-            debug_assert_eq!(UPSERT_PARAMS, 13);
             query.execute(&mut *tx).await.map_err(self.err(op))?;
         }
         self.finish(tx, first - 1, last, op).await?;
@@ -604,6 +597,28 @@ impl SqlRegistry {
 
     #[cfg(not(feature = "registry-postgres"))]
     fn ensure_listener(&self) {}
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the twelve instance columns (all but `lease_expired` and `revision`).
+fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQuery<'q> {
+    let i = &reg.instance;
+    let metadata = serde_json::to_string(i.metadata()).unwrap_or_default();
+    let ttl = reg.ttl_ms();
+    query
+        .bind(i.service().as_str().to_owned())
+        .bind(i.id().as_str().to_owned())
+        .bind(i.host().to_owned())
+        .bind(i64::from(i.port()))
+        .bind(i.scheme().as_str())
+        .bind(i.version().to_owned())
+        .bind(i64::from(i.weight()))
+        .bind(i.zone().map(str::to_owned))
+        .bind(metadata)
+        .bind(i.health().as_str())
+        .bind(ttl)
+        .bind(ttl.map(|t| now + t))
 }
 
 fn text_of(row: &AnyRow, column: &str) -> String {

@@ -3,9 +3,6 @@
 
 use super::Backend;
 
-/// Columns of an instance row, in the order they are inserted.
-pub(super) const UPSERT_PARAMS: usize = 13;
-
 /// The effective health: `critical` while the lease is lapsed.
 const EFFECTIVE_HEALTH: &str = "CASE WHEN lease_expired = 1 THEN 'critical' ELSE health END";
 
@@ -34,6 +31,8 @@ pub(super) struct Statements {
     pub(super) overdue: String,
     pub(super) expire: String,
     pub(super) remove_overdue: String,
+    /// PostgreSQL: one statement that takes a revision, upserts, logs the event and notifies.
+    pub(super) register_one: Option<String>,
     pub(super) snapshot_isolation: Option<&'static str>,
     pub(super) notify: Option<&'static str>,
     backend: Backend,
@@ -64,8 +63,11 @@ impl Statements {
             "SELECT service, instance_id, host, port, scheme, version, weight, zone, metadata, \
              {EFFECTIVE_HEALTH} AS health, revision FROM mesh_instances"
         );
+        // The compaction mark rides along, read in the same statement (one snapshot).
         let select_event = "SELECT revision, kind, service, instance_id, host, port, scheme, \
-                            version, weight, zone, metadata, health FROM mesh_events";
+                            version, weight, zone, metadata, health, \
+                            (SELECT compacted FROM mesh_state WHERE id = 1) AS compacted \
+                            FROM mesh_events";
         let mysql = backend == Backend::MySql;
         Statements {
             bump_returning: (!mysql).then(|| {
@@ -131,6 +133,24 @@ impl Statements {
                 "DELETE FROM mesh_instances WHERE service = ? AND instance_id = ? \
                  AND lease_expired = 1 AND expires_at_ms <= ?",
             ),
+            register_one: (backend == Backend::Postgres).then(|| {
+                format!(
+                    "WITH r AS (UPDATE mesh_state SET revision = revision + 1 WHERE id = 1 \
+                     RETURNING revision), \
+                     i AS (INSERT INTO mesh_instances (service, instance_id, host, port, scheme, \
+                     version, weight, zone, metadata, health, ttl_ms, expires_at_ms, \
+                     lease_expired, revision) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, r.revision \
+                     FROM r {conflict} RETURNING service, instance_id, host, port, scheme, \
+                     version, weight, zone, metadata, health, lease_expired, revision), \
+                     e AS (INSERT INTO mesh_events (revision, kind, service, instance_id, host, \
+                     port, scheme, version, weight, zone, metadata, health) \
+                     SELECT revision, 'put', service, instance_id, host, port, scheme, version, \
+                     weight, zone, metadata, {EFFECTIVE_HEALTH} FROM i) \
+                     SELECT r.revision FROM r, pg_notify('tower_mesh', '') AS n",
+                    conflict = Self::on_conflict(Backend::Postgres),
+                )
+            }),
             snapshot_isolation: (backend == Backend::Postgres)
                 .then_some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
             notify: (backend == Backend::Postgres).then_some("NOTIFY tower_mesh"),
@@ -150,6 +170,16 @@ impl Statements {
             }
             sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)");
         }
+        sql.push(' ');
+        sql.push_str(&Self::on_conflict(self.backend));
+        if self.backend == Backend::Postgres {
+            dollar(&sql)
+        } else {
+            sql
+        }
+    }
+
+    fn on_conflict(backend: Backend) -> String {
         let cols = [
             "host",
             "port",
@@ -164,22 +194,17 @@ impl Statements {
             "lease_expired",
             "revision",
         ];
-        match self.backend {
+        match backend {
             Backend::MySql => {
-                sql.push_str(" ON DUPLICATE KEY UPDATE ");
                 let sets: Vec<_> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
-                sql.push_str(&sets.join(", "));
-                sql
+                format!("ON DUPLICATE KEY UPDATE {}", sets.join(", "))
             }
             _ => {
-                sql.push_str(" ON CONFLICT (service, instance_id) DO UPDATE SET ");
                 let sets: Vec<_> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-                sql.push_str(&sets.join(", "));
-                if self.backend == Backend::Postgres {
-                    dollar(&sql)
-                } else {
-                    sql
-                }
+                format!(
+                    "ON CONFLICT (service, instance_id) DO UPDATE SET {}",
+                    sets.join(", ")
+                )
             }
         }
     }

@@ -103,13 +103,19 @@ impl State {
             }
         }
         .map_err(reg.err(op))?;
-        // Read the compaction mark after the events: if it passed `last`, events we needed may
-        // have been deleted before we read them, so start over from a snapshot.
-        let state = sqlx::query(&s.state)
-            .fetch_one(pool)
-            .await
-            .map_err(reg.err(op))?;
-        let compacted: i64 = state.try_get(1).map_err(reg.err(op))?;
+        // The compaction mark, from the same snapshot as the events (or, with no events, read
+        // after them): if it passed `last`, events we needed may be gone, so start over from
+        // a snapshot.
+        let compacted: i64 = match rows.first() {
+            Some(row) => row.try_get("compacted").map_err(reg.err(op))?,
+            None => {
+                let state = sqlx::query(&s.state)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(reg.err(op))?;
+                state.try_get(1).map_err(reg.err(op))?
+            }
+        };
         if compacted > self.last {
             let snapshot = reg.read_snapshot(self.service.as_ref(), op).await?;
             self.last = snapshot.revision.get() as i64;
