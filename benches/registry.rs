@@ -239,7 +239,7 @@ fn watch_latency(c: &mut Criterion) {
                     tokio::sync::broadcast::channel::<std::sync::Arc<Instance>>(1024);
                 let (done, mut arrived) = tokio::sync::mpsc::channel::<()>(1);
                 let watcher = tokio::spawn(async move {
-                    while let Ok(_) = rx.recv().await {
+                    while rx.recv().await.is_ok() {
                         if done.send(()).await.is_err() {
                             break;
                         }
