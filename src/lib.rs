@@ -12,3 +12,7 @@
 
 pub mod instance;
 pub mod registry;
+
+#[cfg(feature = "discover")]
+#[cfg_attr(docsrs, doc(cfg(feature = "discover")))]
+pub mod discover;

@@ -189,6 +189,20 @@ pub struct DatabaseError {
 }
 
 impl DatabaseError {
+    /// A database error, for [`Registry`](super::Registry) implementations of your own. Keep
+    /// secrets out of `message`.
+    pub fn new(
+        kind: DatabaseErrorKind,
+        operation: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        DatabaseError {
+            kind,
+            operation,
+            message: message.into(),
+        }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> DatabaseErrorKind {
         self.kind

@@ -61,7 +61,7 @@ mod watch;
 
 pub use self::cached::{Cached, CachedOptions};
 pub use self::clock::{Clock, ManualClock};
-pub use self::error::{CorruptRecord, Error};
+pub use self::error::{CorruptRecord, DatabaseError, DatabaseErrorKind, Error};
 pub use self::memory::MemoryRegistry;
 pub use self::reaper::{LeaseConfig, ReapReport, Reaper, ReaperHandle};
 pub use self::watch::Watch;
@@ -165,6 +165,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of `instances` at `revision`, for [`Registry`] implementations of your own.
+    pub fn new(revision: Revision, instances: Vec<Instance>) -> Self {
+        Snapshot {
+            revision,
+            instances,
+            corrupt: Vec::new(),
+            stale: false,
+        }
+    }
+
+    /// Marks the snapshot as possibly out of date (served while the source is unreachable).
+    pub fn with_stale(mut self, stale: bool) -> Self {
+        self.stale = stale;
+        self
+    }
+
+    /// Adds records that did not decode.
+    pub fn with_corrupt(mut self, corrupt: Vec<CorruptRecord>) -> Self {
+        self.corrupt = corrupt;
+        self
+    }
+
     /// The revision the snapshot is consistent at: watching from it misses nothing.
     pub fn revision(&self) -> Revision {
         self.revision

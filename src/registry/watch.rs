@@ -24,7 +24,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub(crate) fn new(stream: impl Stream<Item = Result<Event, Error>> + Send + 'static) -> Self {
+    /// Wraps a stream as a `Watch`, for [`Registry`](super::Registry) implementations of your
+    /// own. The stream must keep the promises above.
+    pub fn new(stream: impl Stream<Item = Result<Event, Error>> + Send + 'static) -> Self {
         Watch {
             inner: Box::pin(stream),
         }

@@ -1,0 +1,133 @@
+//! Service discovery: a registry-fed [`Discover`](tower::discover::Discover) stream that any
+//! tower balancer can use, and the endpoint factories that turn instances into services.
+//!
+//! [`RegistryDiscover`] watches one service in a [`Registry`](crate::registry::Registry) and
+//! yields `Change::Insert`/`Change::Remove` as instances come, go, drain or change health. It
+//! never hands the balancer an error for a registry outage (static stability) and never ends.
+//! [`HttpEndpoints`] makes one endpoint per instance over a single shared hyper-util client,
+//! rewriting each request's scheme and authority, so callers write `Request::get("/orders/42")`
+//! and never see an address.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_mesh::discover::{p2c_peak_ewma, HttpEndpoints, RegistryDiscover};
+//! use tower_mesh::registry::MemoryRegistry;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let registry = MemoryRegistry::new();
+//! // Instances of "orders" become endpoints of a peak-EWMA balancer; changes apply in the
+//! // background even when no request flows.
+//! let discover = RegistryDiscover::new(registry, "orders", HttpEndpoints::<http_body_util::Empty<bytes::Bytes>>::new())
+//!     .spawn();
+//! let client = ServiceBuilder::new()
+//!     .buffer(1024)
+//!     .timeout(Duration::from_secs(2))
+//!     .service(p2c_peak_ewma(discover, Duration::from_millis(30), Duration::from_secs(10)));
+//! # drop(client);
+//! # }
+//! ```
+
+mod http;
+mod spawn;
+mod stream;
+
+pub use self::http::{HttpEndpoint, HttpEndpoints};
+pub use self::spawn::Spawned;
+pub use self::stream::{Builder, DiscoverHandle, RegistryDiscover};
+
+use std::time::Duration;
+
+use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
+use tower_layer::Layer;
+
+use crate::instance::Instance;
+
+/// Makes the endpoint service for an instance: an HTTP client bound to its address, a tonic
+/// channel, anything. Implemented for every `FnMut(&Instance) -> S`.
+pub trait MakeEndpoint {
+    /// The endpoint service.
+    type Service;
+
+    /// Makes the endpoint for `instance`. Called again (and the old endpoint replaced) when the
+    /// instance's address, weight, zone or metadata changes.
+    fn make_endpoint(&mut self, instance: &Instance) -> Self::Service;
+
+    /// Wraps every endpoint this factory makes in `layer` (where a per-endpoint breaker or load
+    /// metric goes).
+    fn layered<L>(self, layer: L) -> Layered<Self, L>
+    where
+        Self: Sized,
+        L: Layer<Self::Service>,
+    {
+        Layered { inner: self, layer }
+    }
+}
+
+impl<F, S> MakeEndpoint for F
+where
+    F: FnMut(&Instance) -> S,
+{
+    type Service = S;
+
+    fn make_endpoint(&mut self, instance: &Instance) -> S {
+        self(instance)
+    }
+}
+
+/// A factory whose endpoints are wrapped in a layer; see [`MakeEndpoint::layered`].
+#[derive(Debug, Clone)]
+pub struct Layered<F, L> {
+    inner: F,
+    layer: L,
+}
+
+impl<F, L> MakeEndpoint for Layered<F, L>
+where
+    F: MakeEndpoint,
+    L: Layer<F::Service>,
+{
+    type Service = L::Service;
+
+    fn make_endpoint(&mut self, instance: &Instance) -> Self::Service {
+        self.layer.layer(self.inner.make_endpoint(instance))
+    }
+}
+
+/// tower's power-of-two-choices balancer over `discover`, with peak-EWMA latency load
+/// (Finagle's algorithm): `default_rtt` for unmeasured endpoints, `decay` for the average.
+pub fn p2c_peak_ewma<D, Req>(
+    discover: D,
+    default_rtt: Duration,
+    decay: Duration,
+) -> tower::balance::p2c::Balance<PeakEwmaDiscover<D, CompleteOnResponse>, Req>
+where
+    D: tower::discover::Discover,
+    D::Key: std::hash::Hash,
+    D::Service: tower_service::Service<Req>,
+    <D::Service as tower_service::Service<Req>>::Error: Into<tower::BoxError>,
+{
+    tower::balance::p2c::Balance::new(PeakEwmaDiscover::new(
+        discover,
+        default_rtt,
+        decay,
+        CompleteOnResponse::default(),
+    ))
+}
+
+/// tower's power-of-two-choices balancer over `discover`, with pending-requests load.
+pub fn p2c_pending<D, Req>(
+    discover: D,
+) -> tower::balance::p2c::Balance<PendingRequestsDiscover<D, CompleteOnResponse>, Req>
+where
+    D: tower::discover::Discover,
+    D::Key: std::hash::Hash,
+    D::Service: tower_service::Service<Req>,
+    <D::Service as tower_service::Service<Req>>::Error: Into<tower::BoxError>,
+{
+    tower::balance::p2c::Balance::new(PendingRequestsDiscover::new(
+        discover,
+        CompleteOnResponse::default(),
+    ))
+}

@@ -1,0 +1,595 @@
+//! Discovery: the stream on the memory registry with paused time (changes, filters, duplicates,
+//! a 30 s outage), then tower's p2c balancer over it with real hyper servers on loopback and
+//! SQLite and PostgreSQL registries.
+
+#[path = "../support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyExt, Empty, Full};
+use tower::discover::Change;
+use tower::{Service, ServiceExt};
+use tower_mesh::discover::{p2c_pending, HttpEndpoints, RegistryDiscover};
+use tower_mesh::instance::{Health, Instance, InstanceId, ServiceName};
+use tower_mesh::registry::sql::SqlRegistry;
+use tower_mesh::registry::{
+    Clock, DatabaseError, DatabaseErrorKind, Error, Event, LeaseConfig, MemoryRegistry, ReapReport,
+    Registration, Registry, Revision, Snapshot, Watch,
+};
+
+fn svc(name: &str) -> ServiceName {
+    name.parse().unwrap()
+}
+
+fn id(name: &str) -> InstanceId {
+    name.parse().unwrap()
+}
+
+fn inst(id: &str, port: u32) -> Instance {
+    Instance::builder("orders", id)
+        .host("127.0.0.1")
+        .port(port)
+        .build()
+        .unwrap()
+}
+
+/// Endpoints in tests are just the instance they were made from.
+fn echo(i: &Instance) -> Instance {
+    i.clone()
+}
+
+/// Collects what the stream yields until it would wait (paused time auto-advances only when
+/// everything is idle, so a short sleep lets every task run first).
+async fn drain<S>(stream: &mut S) -> Vec<Change<InstanceId, Instance>>
+where
+    S: Stream<Item = Result<Change<InstanceId, Instance>, Error>> + Unpin,
+{
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            item = stream.next() => match item {
+                Some(Ok(c)) => out.push(c),
+                Some(Err(e)) => panic!("the stream must never yield an error here: {e}"),
+                None => panic!("the stream must never end"),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(1)) => return out,
+        }
+    }
+}
+
+fn summary(changes: &[Change<InstanceId, Instance>]) -> Vec<String> {
+    changes
+        .iter()
+        .map(|c| match c {
+            Change::Insert(k, i) => format!("+{k}:{}", i.port()),
+            Change::Remove(k) => format!("-{k}"),
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn inserts_updates_removes_and_filters() {
+    let r = MemoryRegistry::new();
+    r.register(inst("a", 1).into()).await.unwrap();
+    r.register(inst("b", 2).into()).await.unwrap();
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo);
+    let handle = d.handle();
+    let mut first = summary(&drain(&mut d).await);
+    first.sort();
+    assert_eq!(first, ["+a:1", "+b:2"]);
+    assert_eq!(handle.endpoints(), 2);
+
+    // Address change: re-inserted. Health passing -> warning: no change.
+    r.register(inst("a", 11).into()).await.unwrap();
+    r.set_health(&svc("orders"), &id("b"), Health::Warning)
+        .await
+        .unwrap();
+    assert_eq!(summary(&drain(&mut d).await), ["+a:11"]);
+    // Critical: removed; passing again: back.
+    r.set_health(&svc("orders"), &id("b"), Health::Critical)
+        .await
+        .unwrap();
+    assert_eq!(summary(&drain(&mut d).await), ["-b"]);
+    r.set_health(&svc("orders"), &id("b"), Health::Passing)
+        .await
+        .unwrap();
+    assert_eq!(summary(&drain(&mut d).await), ["+b:2"]);
+    // Maintenance: removed. Drain (weight 0): removed too.
+    r.set_health(&svc("orders"), &id("b"), Health::Maintenance)
+        .await
+        .unwrap();
+    r.register(inst("a", 11).with_weight(0).unwrap().into())
+        .await
+        .unwrap();
+    assert_eq!(summary(&drain(&mut d).await), ["-b", "-a"]);
+    // Deregistered while absent: nothing; a new one: inserted; deregistered: removed.
+    r.deregister(&svc("orders"), &id("b")).await.unwrap();
+    let rev = r.register(inst("c", 3).into()).await.unwrap();
+    assert_eq!(summary(&drain(&mut d).await), ["+c:3"]);
+    assert_eq!(handle.revision(), rev);
+    r.deregister(&svc("orders"), &id("c")).await.unwrap();
+    assert_eq!(summary(&drain(&mut d).await), ["-c"]);
+    // Other services never show up.
+    r.register(
+        Instance::builder("billing", "x")
+            .port(9)
+            .build()
+            .unwrap()
+            .into(),
+    )
+    .await
+    .unwrap();
+    assert!(drain(&mut d).await.is_empty());
+    assert!(!handle.is_stale());
+}
+
+#[tokio::test(start_paused = true)]
+async fn warning_filter_and_zone_preference() {
+    let r = MemoryRegistry::new();
+    let zoned = |id: &str, port, zone: &str| {
+        Instance::builder("orders", id)
+            .port(port)
+            .zone(zone)
+            .build()
+            .unwrap()
+    };
+    r.register(zoned("a", 1, "z1").into()).await.unwrap();
+    r.register(zoned("b", 2, "z2").into()).await.unwrap();
+    r.register(zoned("w", 3, "z1").with_health(Health::Warning).into())
+        .await
+        .unwrap();
+    let mut d = RegistryDiscover::builder()
+        .include_warning(false)
+        .prefer_zone("z1")
+        .build(r.clone(), "orders", echo);
+    assert_eq!(summary(&drain(&mut d).await), ["+a:1"]);
+    // The preferred zone empties: fall back to every zone.
+    r.set_health(&svc("orders"), &id("a"), Health::Critical)
+        .await
+        .unwrap();
+    let mut got = summary(&drain(&mut d).await);
+    got.sort();
+    assert_eq!(got, ["+b:2", "-a"]);
+    // It comes back: only it again.
+    r.set_health(&svc("orders"), &id("a"), Health::Passing)
+        .await
+        .unwrap();
+    let mut got = summary(&drain(&mut d).await);
+    got.sort();
+    assert_eq!(got, ["+a:1", "-b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_service_name_ends_with_an_error_at_first_poll() {
+    let mut d = RegistryDiscover::new(MemoryRegistry::new(), "Not Valid", echo);
+    match d.next().await {
+        Some(Err(Error::Invalid(e))) => assert!(e.to_string().contains("Not Valid"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(d.next().await.is_none());
+}
+
+/// A registry that can be taken down: while down, snapshots fail and watches yield an error
+/// every second instead of events (as a database registry does); the changes made meanwhile
+/// arrive when it comes back, from the last revision.
+#[derive(Clone)]
+struct Flaky {
+    inner: MemoryRegistry,
+    down: Arc<AtomicBool>,
+    script: Arc<std::sync::Mutex<Option<Vec<Event>>>>,
+}
+
+fn outage() -> Error {
+    Error::Database(DatabaseError::new(
+        DatabaseErrorKind::Connection,
+        "watch",
+        "connection refused",
+    ))
+}
+
+struct FlakyWatch {
+    inner: Watch,
+    down: Arc<AtomicBool>,
+    tick: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Stream for FlakyWatch {
+    type Item = Result<Event, Error>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.down.load(Ordering::SeqCst) {
+            futures_util::ready!(self.tick.as_mut().poll(cx));
+            let next = tokio::time::Instant::now() + Duration::from_secs(1);
+            self.tick.as_mut().reset(next);
+            return Poll::Ready(Some(Err(outage())));
+        }
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+use std::future::Future;
+
+impl Registry for Flaky {
+    async fn register(&self, r: Registration) -> Result<Revision, Error> {
+        self.inner.register(r).await
+    }
+    async fn register_all(&self, r: Vec<Registration>) -> Result<Revision, Error> {
+        self.inner.register_all(r).await
+    }
+    async fn deregister(&self, s: &ServiceName, i: &InstanceId) -> Result<Revision, Error> {
+        self.inner.deregister(s, i).await
+    }
+    async fn heartbeat(&self, s: &ServiceName, i: &InstanceId) -> Result<Option<Revision>, Error> {
+        self.inner.heartbeat(s, i).await
+    }
+    async fn set_health(
+        &self,
+        s: &ServiceName,
+        i: &InstanceId,
+        h: Health,
+    ) -> Result<Revision, Error> {
+        self.inner.set_health(s, i, h).await
+    }
+    async fn snapshot(&self, s: &ServiceName) -> Result<Snapshot, Error> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(outage());
+        }
+        self.inner.snapshot(s).await
+    }
+    async fn services(&self) -> Result<Vec<ServiceName>, Error> {
+        self.inner.services().await
+    }
+    async fn revision(&self) -> Result<Revision, Error> {
+        self.inner.revision().await
+    }
+    fn watch(&self, s: &ServiceName, since: Revision) -> Watch {
+        if let Some(events) = self.script.lock().unwrap().take() {
+            // A scripted watch: the given events, then the real ones.
+            let rest = self.inner.watch(s, since);
+            return Watch::new(futures_util::stream::iter(events.into_iter().map(Ok)).chain(rest));
+        }
+        Watch::new(FlakyWatch {
+            inner: self.inner.watch(s, since),
+            down: self.down.clone(),
+            tick: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
+        })
+    }
+    fn watch_all(&self, since: Revision) -> Watch {
+        self.inner.watch_all(since)
+    }
+    async fn compact(&self, r: Revision) -> Result<(), Error> {
+        self.inner.compact(r).await
+    }
+    async fn reap(&self, c: &LeaseConfig) -> Result<ReapReport, Error> {
+        self.inner.reap(c).await
+    }
+    fn clock(&self) -> &Clock {
+        self.inner.clock()
+    }
+}
+
+fn flaky() -> Flaky {
+    Flaky {
+        inner: MemoryRegistry::new(),
+        down: Arc::new(AtomicBool::new(false)),
+        script: Arc::new(std::sync::Mutex::new(None)),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn outage_of_30s_keeps_the_set_and_resumes_exactly_once() {
+    let r = flaky();
+    for (n, port) in [("a", 1), ("b", 2), ("c", 3)] {
+        r.register(inst(n, port).into()).await.unwrap();
+    }
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo);
+    let handle = d.handle();
+    assert_eq!(drain(&mut d).await.len(), 3);
+
+    r.down.store(true, Ordering::SeqCst);
+    // Changes made while the registry is unreachable to this process.
+    r.register(inst("d", 4).into()).await.unwrap();
+    r.deregister(&svc("orders"), &id("a")).await.unwrap();
+    r.register(inst("b", 22).into()).await.unwrap();
+    r.set_health(&svc("orders"), &id("c"), Health::Critical)
+        .await
+        .unwrap();
+    let last = r.register(inst("e", 5).into()).await.unwrap();
+    for _ in 0..30 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            drain(&mut d).await.is_empty(),
+            "nothing changes and nothing errors during the outage"
+        );
+    }
+    assert!(handle.is_stale());
+    assert!(handle.last_error().unwrap().contains("connection refused"));
+    assert_eq!(handle.endpoints(), 3, "the last known set is still served");
+
+    r.down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let got = summary(&drain(&mut d).await);
+    assert_eq!(
+        got,
+        ["+d:4", "-a", "+b:22", "-c", "+e:5"],
+        "every missed change once, in order"
+    );
+    assert!(!handle.is_stale());
+    assert_eq!(handle.revision(), last);
+    assert_eq!(handle.endpoints(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_down_at_start_retries_until_it_answers() {
+    let r = flaky();
+    r.register(inst("a", 1).into()).await.unwrap();
+    r.down.store(true, Ordering::SeqCst);
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo);
+    let handle = d.handle();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(drain(&mut d).await.is_empty());
+    assert!(handle.is_stale());
+    r.down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(summary(&drain(&mut d).await), ["+a:1"]);
+    assert!(!handle.is_stale());
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_and_out_of_order_events_are_ignored() {
+    let r = flaky();
+    let a1 = inst("a", 1);
+    let a2 = inst("a", 2);
+    *r.script.lock().unwrap() = Some(vec![
+        Event::Put {
+            revision: Revision::new(5),
+            instance: a2.clone(),
+        },
+        Event::Put {
+            revision: Revision::new(5),
+            instance: a2.clone(),
+        }, // duplicate
+        Event::Put {
+            revision: Revision::new(3),
+            instance: a1.clone(),
+        }, // late, older
+        Event::Delete {
+            revision: Revision::new(4),
+            service: svc("orders"),
+            id: id("a"),
+        }, // late
+        Event::Delete {
+            revision: Revision::new(6),
+            service: svc("orders"),
+            id: id("a"),
+        },
+        Event::Put {
+            revision: Revision::new(5),
+            instance: a2,
+        }, // older than the delete
+    ]);
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo);
+    assert_eq!(summary(&drain(&mut d).await), ["+a:2", "-a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mass_disappearance_from_a_stale_registry_is_held() {
+    let r = flaky();
+    for n in 0..4 {
+        r.register(inst(&format!("i{n}"), 1 + n).into())
+            .await
+            .unwrap();
+    }
+    // A stale source (a cache serving old data while its database is down) resets the set
+    // to one instance: three of four would go.
+    let stale = Snapshot::new(Revision::new(4), vec![inst("i0", 1)]).with_stale(true);
+    *r.script.lock().unwrap() = Some(vec![Event::Reset(stale)]);
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo);
+    let handle = d.handle();
+    assert_eq!(drain(&mut d).await.len(), 4, "the first load");
+    assert!(drain(&mut d).await.is_empty(), "the removals are held");
+    assert_eq!(handle.endpoints(), 4);
+    // The registry is heard from again: the held removals are re-checked against it and go.
+    r.register(inst("i9", 9).into()).await.unwrap();
+    let mut got = summary(&drain(&mut d).await);
+    got.sort();
+    assert_eq!(got, ["+i9:9", "-i1", "-i2", "-i3"]);
+
+    // A small reset from a stale source is applied at once.
+    let r = flaky();
+    for n in 0..4 {
+        r.register(inst(&format!("i{n}"), 1 + n).into())
+            .await
+            .unwrap();
+    }
+    let names: Vec<_> = (0..3).map(|n| inst(&format!("i{n}"), 1 + n)).collect();
+    *r.script.lock().unwrap() = Some(vec![Event::Reset(
+        Snapshot::new(Revision::new(4), names).with_stale(true),
+    )]);
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo);
+    let got = summary(&drain(&mut d).await);
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[4], "-i3");
+}
+
+/// A hyper server on loopback answering with its name, counting its requests.
+async fn server(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(name)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+fn at(id: &str, addr: SocketAddr) -> Registration {
+    Instance::builder("orders", id)
+        .host(addr.ip().to_string())
+        .port(u32::from(addr.port()))
+        .build()
+        .unwrap()
+        .into()
+}
+
+async fn send_n<S>(balancer: &mut S, n: usize) -> HashMap<String, usize>
+where
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<hyper::body::Incoming>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let req = http::Request::get("/orders/42").body(Empty::new()).unwrap();
+        let res = balancer.ready().await.unwrap().call(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        *seen
+            .entry(String::from_utf8(body.to_vec()).unwrap())
+            .or_default() += 1;
+    }
+    seen
+}
+
+/// tower's p2c balancer over the registry-fed stream, real servers: requests flow; a
+/// deregistered instance gets no more traffic; a newly registered one gets some.
+async fn p2c_follows_the_registry<R: Registry>(registry: R) {
+    let (a, a_hits) = server("a").await;
+    let (b, _) = server("b").await;
+    let (c, _) = server("c").await;
+    registry.register(at("a", a)).await.unwrap();
+    let rev = registry.register(at("b", b)).await.unwrap();
+    let discover = RegistryDiscover::new(
+        registry.clone(),
+        "orders",
+        HttpEndpoints::<Empty<Bytes>>::new(),
+    )
+    .spawn();
+    let handle = discover.handle();
+    let mut balancer = p2c_pending(discover);
+    handle.applied(rev).await;
+    let seen = send_n(&mut balancer, 60).await;
+    assert_eq!(seen.values().sum::<usize>(), 60);
+    assert!(seen.contains_key("a") && seen.contains_key("b"), "{seen:?}");
+
+    let rev = registry.deregister(&svc("orders"), &id("a")).await.unwrap();
+    handle.applied(rev).await;
+    let before = a_hits.load(Ordering::SeqCst);
+    let seen = send_n(&mut balancer, 40).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["b"]);
+    assert_eq!(
+        a_hits.load(Ordering::SeqCst),
+        before,
+        "no request reached the removed instance"
+    );
+
+    let rev = registry.register(at("c", c)).await.unwrap();
+    handle.applied(rev).await;
+    let seen = send_n(&mut balancer, 60).await;
+    assert!(
+        seen.contains_key("c"),
+        "the new instance takes traffic: {seen:?}"
+    );
+    assert!(!seen.contains_key("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_with_sqlite_registry_and_hyper_servers() {
+    let registry = SqlRegistry::builder("sqlite::memory:")
+        .poll_interval(Duration::from_millis(20))
+        .connect()
+        .await
+        .unwrap();
+    p2c_follows_the_registry(registry).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_with_postgres_registry_and_hyper_servers() {
+    let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") else {
+        return;
+    };
+    let url = support::fresh_database(&base).await;
+    // Writes from another registry (process): the watcher is woken by NOTIFY.
+    let writer = SqlRegistry::connect(&url).await.unwrap();
+    let watcher = SqlRegistry::connect(&url).await.unwrap();
+    p2c_follows_the_registry(Split { writer, watcher }).await;
+}
+
+/// Writes through one registry, reads and watches through another.
+#[derive(Clone)]
+struct Split {
+    writer: SqlRegistry,
+    watcher: SqlRegistry,
+}
+
+impl Registry for Split {
+    async fn register(&self, r: Registration) -> Result<Revision, Error> {
+        self.writer.register(r).await
+    }
+    async fn register_all(&self, r: Vec<Registration>) -> Result<Revision, Error> {
+        self.writer.register_all(r).await
+    }
+    async fn deregister(&self, s: &ServiceName, i: &InstanceId) -> Result<Revision, Error> {
+        self.writer.deregister(s, i).await
+    }
+    async fn heartbeat(&self, s: &ServiceName, i: &InstanceId) -> Result<Option<Revision>, Error> {
+        self.writer.heartbeat(s, i).await
+    }
+    async fn set_health(
+        &self,
+        s: &ServiceName,
+        i: &InstanceId,
+        h: Health,
+    ) -> Result<Revision, Error> {
+        self.writer.set_health(s, i, h).await
+    }
+    async fn snapshot(&self, s: &ServiceName) -> Result<Snapshot, Error> {
+        self.watcher.snapshot(s).await
+    }
+    async fn services(&self) -> Result<Vec<ServiceName>, Error> {
+        self.watcher.services().await
+    }
+    async fn revision(&self) -> Result<Revision, Error> {
+        self.watcher.revision().await
+    }
+    fn watch(&self, s: &ServiceName, since: Revision) -> Watch {
+        self.watcher.watch(s, since)
+    }
+    fn watch_all(&self, since: Revision) -> Watch {
+        self.watcher.watch_all(since)
+    }
+    async fn compact(&self, r: Revision) -> Result<(), Error> {
+        self.writer.compact(r).await
+    }
+    async fn reap(&self, c: &LeaseConfig) -> Result<ReapReport, Error> {
+        self.writer.reap(c).await
+    }
+    fn clock(&self) -> &Clock {
+        self.writer.clock()
+    }
+}
