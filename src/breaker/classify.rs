@@ -141,8 +141,14 @@ mod tests {
 
     #[test]
     fn default_counts_errors() {
-        assert_eq!(DefaultClassifier.classify(&Ok::<_, ()>(1)), Outcome::Success);
-        assert_eq!(DefaultClassifier.classify(&Err::<(), _>(1)), Outcome::Failure);
+        assert_eq!(
+            DefaultClassifier.classify(&Ok::<_, ()>(1)),
+            Outcome::Success
+        );
+        assert_eq!(
+            DefaultClassifier.classify(&Err::<(), _>(1)),
+            Outcome::Failure
+        );
     }
 
     #[test]

@@ -91,4 +91,6 @@ pub use self::service::{CircuitBreaker, EndpointBreaker};
 pub use self::state::{CounterSnapshot, Handle, State};
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

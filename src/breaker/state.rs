@@ -168,9 +168,7 @@ struct Metrics {
 #[cfg(feature = "metrics")]
 impl Metrics {
     fn new(name: &Arc<str>) -> Self {
-        let calls = |outcome: &'static str| {
-            metrics::counter!("tower_mesh_breaker_calls_total", "breaker" => name.to_string(), "outcome" => outcome)
-        };
+        let calls = |outcome: &'static str| metrics::counter!("tower_mesh_breaker_calls_total", "breaker" => name.to_string(), "outcome" => outcome);
         Metrics {
             success: calls("success"),
             failure: calls("failure"),
@@ -295,6 +293,16 @@ impl Shared {
     }
 
     #[cfg(test)]
+    pub(crate) fn word_snapshot(&self) -> word::Snapshot {
+        self.word.0.load()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn base(&self) -> Instant {
+        self.base
+    }
+
+    #[cfg(test)]
     pub(crate) fn generation(&self) -> u32 {
         self.word.0.load().generation()
     }
@@ -397,7 +405,9 @@ impl Shared {
         }
         if let Some(window) = &self.window {
             let second = match policy.window {
-                Window::Time(_) => Instant::now().saturating_duration_since(self.base).as_secs(),
+                Window::Time(_) => Instant::now()
+                    .saturating_duration_since(self.base)
+                    .as_secs(),
                 Window::Count(_) => 0,
             };
             let totals = lock(window).record(failure, slow, second);
@@ -425,7 +435,10 @@ impl Shared {
             }
             let open_for = self.prepare(&mut cold, to);
             let published = self.word.0.publish(generation, to.code());
-            debug_assert!(published, "generation moved while the transition lock was held");
+            debug_assert!(
+                published,
+                "generation moved while the transition lock was held"
+            );
             open_for
         };
         self.after_transition(from, to, open_for);
@@ -439,7 +452,10 @@ impl Shared {
             let cur = self.word.0.load();
             let open_for = self.prepare(&mut cold, to);
             let published = self.word.0.publish(cur.generation(), to.code());
-            debug_assert!(published, "generation moved while the transition lock was held");
+            debug_assert!(
+                published,
+                "generation moved while the transition lock was held"
+            );
             (State::from_code(cur.state()), open_for)
         };
         self.after_transition(from, to, open_for);

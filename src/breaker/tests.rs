@@ -14,8 +14,12 @@ use super::*;
 type Call = Result<&'static str, &'static str>;
 
 /// A service whose request is its result.
-fn echo() -> impl Service<Call, Response = &'static str, Error = BoxError, Future = Ready<Result<&'static str, BoxError>>>
-       + Clone {
+fn echo() -> impl Service<
+    Call,
+    Response = &'static str,
+    Error = BoxError,
+    Future = Ready<Result<&'static str, BoxError>>,
+> + Clone {
     service_fn(|r: Call| ready(r.map_err(BoxError::from)))
 }
 
@@ -48,9 +52,17 @@ async fn defaults() {
     }
     assert_eq!(handle.state(), State::Closed);
     run(&mut svc, Err("x")).await.unwrap_err();
-    assert_eq!(handle.state(), State::Open, "opens after 5 consecutive failures");
+    assert_eq!(
+        handle.state(),
+        State::Open,
+        "opens after 5 consecutive failures"
+    );
     let until = handle.open_until().unwrap();
-    assert_eq!(until - Instant::now(), Duration::from_secs(5), "default open duration 5 s");
+    assert_eq!(
+        until - Instant::now(),
+        Duration::from_secs(5),
+        "default open duration 5 s"
+    );
     advance(Duration::from_secs(5)).await;
     // One probe (default K = 1), one success closes (default success threshold 1).
     run(&mut svc, Ok("a")).await.unwrap();
@@ -106,7 +118,10 @@ async fn open_fails_fast_without_touching_inner() {
     assert_eq!(open.state(), State::Open);
     assert_eq!(open.retry_after(), Some(Duration::from_secs(10)));
     assert!(open.to_string().contains("\"test\""), "{open}");
-    assert!(futures_util::FutureExt::now_or_never(backend.next_request()).is_none(), "inner never called");
+    assert!(
+        futures_util::FutureExt::now_or_never(backend.next_request()).is_none(),
+        "inner never called"
+    );
     assert_eq!(handle.counters().rejected, 1);
 }
 
@@ -115,7 +130,9 @@ async fn half_open_closes_and_reopens_with_backoff() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let ev = events.clone();
     let (layer, handle) = quick()
-        .on_state_change(move |t: &Transition<'_>| ev.lock().unwrap().push((t.from, t.to, t.open_for)))
+        .on_state_change(move |t: &Transition<'_>| {
+            ev.lock().unwrap().push((t.from, t.to, t.open_for))
+        })
         .build_with_handle()
         .unwrap();
     let mut svc = layer.layer(echo());
@@ -133,7 +150,10 @@ async fn half_open_closes_and_reopens_with_backoff() {
     advance(Duration::from_secs(1)).await;
     run(&mut svc, Err("x")).await.unwrap_err();
     // Third opening: 40 s capped at 35 s.
-    assert_eq!(handle.open_until().unwrap() - Instant::now(), Duration::from_secs(35));
+    assert_eq!(
+        handle.open_until().unwrap() - Instant::now(),
+        Duration::from_secs(35)
+    );
     advance(Duration::from_secs(35)).await;
     run(&mut svc, Ok("a")).await.unwrap();
     assert_eq!(handle.state(), State::Closed);
@@ -141,7 +161,10 @@ async fn half_open_closes_and_reopens_with_backoff() {
     for _ in 0..3 {
         run(&mut svc, Err("x")).await.unwrap_err();
     }
-    assert_eq!(handle.open_until().unwrap() - Instant::now(), Duration::from_secs(10));
+    assert_eq!(
+        handle.open_until().unwrap() - Instant::now(),
+        Duration::from_secs(10)
+    );
     let s = |a, b, d: Option<u64>| (a, b, d.map(Duration::from_secs));
     assert_eq!(
         *events.lock().unwrap(),
@@ -189,7 +212,10 @@ async fn half_open_admits_k_probes_and_needs_success_threshold() {
     let fb = b.call("b");
     assert!(c.poll_ready().is_ready());
     let err = c.call("c").await.unwrap_err();
-    assert_eq!(err.downcast_ref::<error::Open>().unwrap().state(), State::HalfOpen);
+    assert_eq!(
+        err.downcast_ref::<error::Open>().unwrap().state(),
+        State::HalfOpen
+    );
     let (_, ra) = backend.next_request().await.unwrap();
     let (_, rb) = backend.next_request().await.unwrap();
     ra.send_response("ok");
@@ -416,7 +442,10 @@ async fn endpoint_breaker_is_pending_while_open_and_wakes() {
         f.await.unwrap_err();
     }
     backend.allow(10);
-    assert!(ep.poll_ready().is_pending(), "open: not ready, never an error");
+    assert!(
+        ep.poll_ready().is_pending(),
+        "open: not ready, never an error"
+    );
     assert!(!ep.is_woken());
     advance(Duration::from_secs(9)).await;
     assert!(!ep.is_woken());
@@ -450,9 +479,20 @@ async fn endpoint_breaker_is_pending_while_open_and_wakes() {
 
 #[test]
 fn build_errors_name_the_value() {
-    let e = CircuitBreakerLayer::builder().consecutive_failures(0).build().unwrap_err();
-    assert_eq!(e, error::BuildError::ZeroCount { setting: "consecutive_failures" });
-    let e = CircuitBreakerLayer::builder().failure_rate(1.5).build().unwrap_err();
+    let e = CircuitBreakerLayer::builder()
+        .consecutive_failures(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        error::BuildError::ZeroCount {
+            setting: "consecutive_failures"
+        }
+    );
+    let e = CircuitBreakerLayer::builder()
+        .failure_rate(1.5)
+        .build()
+        .unwrap_err();
     assert!(e.to_string().contains("1.5"), "{e}");
     let e = CircuitBreakerLayer::builder()
         .open_duration(Duration::from_secs(10))
@@ -460,16 +500,36 @@ fn build_errors_name_the_value() {
         .build()
         .unwrap_err();
     assert!(matches!(e, error::BuildError::MaxBelowBase { .. }));
-    let e = CircuitBreakerLayer::builder().without_consecutive_failures().build().unwrap_err();
+    let e = CircuitBreakerLayer::builder()
+        .without_consecutive_failures()
+        .build()
+        .unwrap_err();
     assert_eq!(e, error::BuildError::NoTripCondition);
-    let e = CircuitBreakerLayer::builder().half_open_probes(1 << 20).build().unwrap_err();
+    let e = CircuitBreakerLayer::builder()
+        .half_open_probes(1 << 20)
+        .build()
+        .unwrap_err();
     assert!(e.to_string().contains("1048576"), "{e}");
-    let e = CircuitBreakerLayer::builder().jitter(2.0).build().unwrap_err();
+    let e = CircuitBreakerLayer::builder()
+        .jitter(2.0)
+        .build()
+        .unwrap_err();
     assert_eq!(e, error::BuildError::InvalidJitter { value: 2.0 });
-    let e = CircuitBreakerLayer::builder().backoff_multiplier(0.5).build().unwrap_err();
+    let e = CircuitBreakerLayer::builder()
+        .backoff_multiplier(0.5)
+        .build()
+        .unwrap_err();
     assert_eq!(e, error::BuildError::InvalidMultiplier { value: 0.5 });
-    let e = CircuitBreakerLayer::builder().open_duration(Duration::ZERO).build().unwrap_err();
-    assert_eq!(e, error::BuildError::ZeroDuration { setting: "open_duration" });
+    let e = CircuitBreakerLayer::builder()
+        .open_duration(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        error::BuildError::ZeroDuration {
+            setting: "open_duration"
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -478,11 +538,9 @@ async fn jitter_is_bounded_and_seeded() {
         let (_, handle) = quick().jitter(0.5).seed(seed).build_with_handle().unwrap();
         (0..5)
             .map(|_| {
-                handle.shared.transition(
-                    handle.shared_generation(),
-                    State::Closed,
-                    State::Open,
-                );
+                handle
+                    .shared
+                    .transition(handle.shared_generation(), State::Closed, State::Open);
                 let d = handle.open_until().unwrap() - Instant::now();
                 handle.reset();
                 d
@@ -492,7 +550,10 @@ async fn jitter_is_bounded_and_seeded() {
     let a = durations(7);
     assert_eq!(a, durations(7));
     for d in a {
-        assert!(d >= Duration::from_secs(10) && d < Duration::from_secs(15), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(10) && d < Duration::from_secs(15),
+            "{d:?}"
+        );
     }
 }
 
@@ -503,12 +564,7 @@ async fn http_classifier_counts_server_errors() {
         .build_with_handle()
         .unwrap();
     let mut svc = layer.layer(service_fn(|status: u16| async move {
-        Ok::<_, BoxError>(
-            http::Response::builder()
-                .status(status)
-                .body(())
-                .unwrap(),
-        )
+        Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
     }));
     for status in [404, 500, 502, 200, 500, 503] {
         svc.ready().await.unwrap().call(status).await.unwrap();

@@ -140,11 +140,32 @@ mod tests {
         w.record(true, false, 0);
         w.record(false, true, 0);
         let t = w.record(false, false, 0);
-        assert_eq!(t, Totals { calls: 3, failures: 1, slow: 1 });
+        assert_eq!(
+            t,
+            Totals {
+                calls: 3,
+                failures: 1,
+                slow: 1
+            }
+        );
         let t = w.record(false, false, 0);
-        assert_eq!(t, Totals { calls: 3, failures: 0, slow: 1 });
+        assert_eq!(
+            t,
+            Totals {
+                calls: 3,
+                failures: 0,
+                slow: 1
+            }
+        );
         w.reset();
-        assert_eq!(w.record(true, true, 0), Totals { calls: 1, failures: 1, slow: 1 });
+        assert_eq!(
+            w.record(true, true, 0),
+            Totals {
+                calls: 1,
+                failures: 1,
+                slow: 1
+            }
+        );
     }
 
     #[test]
@@ -152,10 +173,31 @@ mod tests {
         let mut w = Outcomes::new(Window::Time(2));
         w.record(true, false, 10);
         let t = w.record(false, false, 11);
-        assert_eq!(t, Totals { calls: 2, failures: 1, slow: 0 });
+        assert_eq!(
+            t,
+            Totals {
+                calls: 2,
+                failures: 1,
+                slow: 0
+            }
+        );
         let t = w.record(false, false, 12);
-        assert_eq!(t, Totals { calls: 2, failures: 0, slow: 0 });
+        assert_eq!(
+            t,
+            Totals {
+                calls: 2,
+                failures: 0,
+                slow: 0
+            }
+        );
         let t = w.record(false, false, 20);
-        assert_eq!(t, Totals { calls: 1, failures: 0, slow: 0 });
+        assert_eq!(
+            t,
+            Totals {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
     }
 }

@@ -115,8 +115,7 @@ impl Word {
     fn update_probe(&self, generation: u32, successes: u64) -> Option<Snapshot> {
         let mut cur = self.load();
         loop {
-            if cur.generation() != generation || cur.state() != HALF_OPEN || cur.inflight() == 0
-            {
+            if cur.generation() != generation || cur.state() != HALF_OPEN || cur.inflight() == 0 {
                 return None;
             }
             let next = cur.0 - (1 << INFLIGHT_SHIFT) + (successes << SUCCESS_SHIFT);
