@@ -35,7 +35,7 @@ pin_project! {
             future: F,
         },
         Rejected {
-            error: Option<Open>,
+            error: Option<Box<Open>>,
         },
     }
 }
@@ -51,7 +51,9 @@ impl<F, C> ResponseFuture<F, C> {
 
     pub(crate) fn rejected(error: Open, classifier: C) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Rejected {
+                error: Some(Box::new(error)),
+            },
             permit: None,
             classifier,
         }
@@ -89,10 +91,12 @@ where
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion")
-                .into())),
+            KindProj::Rejected { error } => {
+                let error: Box<Open> = error
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                Poll::Ready(Err(error))
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use super::error::BuildError;
 use super::hooks::{Hooks, OnRejected, OnSlowCall, OnStateChange};
 use super::policy::{Policy, Window};
 use super::service::{CircuitBreaker, EndpointBreaker};
-use super::state::{Config, Handle, Shared};
+use super::state::{Breaker, Config, Handle, Shared};
 
 /// Applies a service-level [`CircuitBreaker`].
 ///
@@ -20,7 +20,7 @@ use super::state::{Config, Handle, Shared};
 /// fine for a framework to call it once per request.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = DefaultClassifier> {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Breaker>,
     pub(crate) classifier: C,
 }
 
@@ -79,7 +79,7 @@ impl EndpointBreakerLayer {
 impl<C: Clone> EndpointBreakerLayer<C> {
     /// Wraps `inner` in a new breaker named `name` (events, errors and metrics carry it).
     pub fn layer_named<S>(&self, inner: S, name: impl Into<Arc<str>>) -> EndpointBreaker<S, C> {
-        let shared = Arc::new(Shared::new(self.config.clone(), name.into()));
+        let shared = Breaker::new(Shared::new(self.config.clone(), name.into()));
         EndpointBreaker::from_shared(inner, shared, self.classifier.clone())
     }
 }
@@ -307,7 +307,7 @@ impl<C> Builder<C> {
         let (config, classifier) = self.config()?;
         let name = config.name.clone();
         Ok(CircuitBreakerLayer {
-            shared: Arc::new(Shared::new(config, name)),
+            shared: Breaker::new(Shared::new(config, name)),
             classifier,
         })
     }

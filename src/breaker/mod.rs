@@ -7,7 +7,7 @@
 //! use tower_mesh::breaker::{error::Open, CircuitBreakerLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), BoxError> {
 //! let (breaker, handle) = CircuitBreakerLayer::builder()
 //!     .name("orders")
 //!     .consecutive_failures(3)
@@ -90,7 +90,7 @@ pub use self::policy::Window;
 pub use self::service::{CircuitBreaker, EndpointBreaker};
 pub use self::state::{CounterSnapshot, Handle, State};
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod model_tests;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;

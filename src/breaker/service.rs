@@ -14,7 +14,7 @@ use super::classify::{Classify, DefaultClassifier};
 use super::error::Open;
 use super::future::ResponseFuture;
 use super::layer::CircuitBreakerLayer;
-use super::state::{Handle, Permit, Shared};
+use super::state::{Breaker, Handle, Permit};
 
 /// A service-level circuit breaker: while open, calls fail at once with [`Open`] without
 /// reaching the inner service.
@@ -24,8 +24,11 @@ use super::state::{Handle, Permit, Shared};
 /// working. Clones share the breaker. Made by [`CircuitBreakerLayer`].
 pub struct CircuitBreaker<S, C = DefaultClassifier> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<Breaker>,
     classifier: C,
+    /// Set by `poll_ready` when the breaker was closed: the call takes its permit then.
+    closed: Option<u32>,
+    /// Set by `poll_ready` in every other state.
     permit: Option<Result<Permit, Open>>,
 }
 
@@ -36,6 +39,7 @@ impl<S, C: Clone> CircuitBreaker<S, C> {
             inner,
             shared: layer.shared.clone(),
             classifier: layer.classifier.clone(),
+            closed: None,
             permit: None,
         }
     }
@@ -71,6 +75,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
+            closed: None,
             permit: None,
         }
     }
@@ -95,7 +100,16 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(generation) = self.shared.closed_generation() {
+            // Closed: no permit to hold; the call takes one. A half-open permit taken by an
+            // earlier poll is given back.
+            self.permit = None;
+            self.closed = Some(generation);
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
+        self.closed = None;
         match &self.permit {
             Some(Ok(permit)) if permit.is_current() => {}
             _ => self.permit = Some(self.shared.try_acquire()),
@@ -106,18 +120,21 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match self
-            .permit
-            .take()
-            .expect("CircuitBreaker::call without poll_ready returning Ready first")
-        {
-            Ok(mut permit) => {
-                permit.start();
-                ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
-            }
-            Err(open) => ResponseFuture::rejected(open, self.classifier.clone()),
-        }
+        let mut permit = match self.closed.take() {
+            Some(generation) => self.shared.closed_permit(generation),
+            None => match self
+                .permit
+                .take()
+                .expect("CircuitBreaker::call without poll_ready returning Ready first")
+            {
+                Ok(permit) => permit,
+                Err(open) => return ResponseFuture::rejected(open, self.classifier.clone()),
+            },
+        };
+        permit.start();
+        ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
     }
 }
 
@@ -131,19 +148,21 @@ where
 /// breaker per endpoint.
 pub struct EndpointBreaker<S, C = DefaultClassifier> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<Breaker>,
     classifier: C,
+    closed: Option<u32>,
     permit: Option<Permit>,
     sleep: Option<Pin<Box<Sleep>>>,
     notified: Option<Pin<Box<OwnedNotified>>>,
 }
 
 impl<S, C> EndpointBreaker<S, C> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Breaker>, classifier: C) -> Self {
         EndpointBreaker {
             inner,
             shared,
             classifier,
+            closed: None,
             permit: None,
             sleep: None,
             notified: None,
@@ -193,6 +212,13 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(generation) = self.shared.closed_generation() {
+            self.permit = None;
+            self.notified = None;
+            self.closed = Some(generation);
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
+        self.closed = None;
         loop {
             if let Some(permit) = &self.permit {
                 if permit.is_current() {
@@ -234,10 +260,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let mut permit = self
-            .permit
-            .take()
-            .expect("EndpointBreaker::call without poll_ready returning Ready first");
+        let mut permit = match self.closed.take() {
+            Some(generation) => self.shared.closed_permit(generation),
+            None => self
+                .permit
+                .take()
+                .expect("EndpointBreaker::call without poll_ready returning Ready first"),
+        };
         permit.start();
         ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
     }

@@ -103,6 +103,7 @@ struct Counters {
     shards: [Shard; SHARDS],
 }
 
+#[inline]
 fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -235,6 +236,7 @@ impl Shared {
         }
     }
 
+    #[inline]
     fn policy(&self) -> &Policy {
         &self.config.policy
     }
@@ -257,14 +259,15 @@ impl Shared {
             .then(|| self.instant(self.open_until.load(Ordering::Acquire)))
     }
 
-    /// Asks to make one call. On success the permit must be completed with the call's outcome
-    /// (or dropped, which gives a probe permit back).
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<Permit, Open> {
+    /// The slow path of [`Breaker::try_acquire`]: every state but closed and disabled.
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_slow(&self, stripe: &Arc<Stripe>) -> Result<Permit, Open> {
         loop {
             let cur = self.word.0.load();
             match cur.state() {
                 word::CLOSED | word::DISABLED => {
-                    return Ok(Permit::new(self.clone(), cur.generation(), false));
+                    return Ok(Permit::new(stripe.clone(), cur.generation(), false));
                 }
                 word::OPEN => {
                     let until = self.open_until.load(Ordering::Acquire);
@@ -280,7 +283,7 @@ impl Shared {
                         policy.half_open_probes,
                         policy.success_threshold,
                     ) {
-                        Ok(()) => return Ok(Permit::new(self.clone(), cur.generation(), true)),
+                        Ok(()) => return Ok(Permit::new(stripe.clone(), cur.generation(), true)),
                         Err(now) if now.generation() == cur.generation() => {
                             return Err(self.reject(State::HalfOpen, None));
                         }
@@ -292,26 +295,28 @@ impl Shared {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn word_snapshot(&self) -> word::Snapshot {
         self.word.0.load()
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn base(&self) -> Instant {
         self.base
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn generation(&self) -> u32 {
         self.word.0.load().generation()
     }
 
     /// Whether a permit of `generation` is still current.
+    #[inline]
     pub(crate) fn is_current(&self, generation: u32) -> bool {
         self.word.0.load().generation() == generation
     }
 
+    #[cold]
     fn reject(&self, state: State, retry_at: Option<Instant>) -> Open {
         self.counters
             .shard()
@@ -324,7 +329,37 @@ impl Shared {
         open
     }
 
+    /// Records a call's outcome. The common case (closed, consecutive failures only, no slow
+    /// calls, a success with no failure run to reset) touches one sharded counter and two
+    /// shared loads.
+    #[inline]
     fn complete(&self, generation: u32, probe: bool, outcome: Outcome, elapsed: Option<Duration>) {
+        if elapsed.is_none() && outcome == Outcome::Success && self.window.is_none() {
+            let cur = self.word.0.load();
+            if cur.generation() == generation
+                && cur.state() == word::CLOSED
+                && self.consecutive.load(Ordering::Relaxed) == 0
+            {
+                self.counters
+                    .shard()
+                    .successes
+                    .fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.success.increment(1);
+                return;
+            }
+        }
+        self.complete_slow(generation, probe, outcome, elapsed)
+    }
+
+    #[inline(never)]
+    fn complete_slow(
+        &self,
+        generation: u32,
+        probe: bool,
+        outcome: Outcome,
+        elapsed: Option<Duration>,
+    ) {
         let slow = match (elapsed, self.policy().slow_call_duration) {
             (Some(elapsed), Some(limit)) if elapsed >= limit => {
                 self.config.hooks.on_slow_call.on_slow_call(&SlowCall {
@@ -382,6 +417,7 @@ impl Shared {
         }
     }
 
+    #[cold]
     fn release(&self, generation: u32) {
         if self.word.0.release_probe(generation) {
             self.notify.notify_waiters();
@@ -426,6 +462,7 @@ impl Shared {
     }
 
     /// Moves from `from` in `generation` to `to`; returns false if the breaker has moved on.
+    #[cold]
     pub(crate) fn transition(&self, generation: u32, from: State, to: State) -> bool {
         let open_for = {
             let mut cold = lock(&self.cold);
@@ -530,16 +567,84 @@ impl Shared {
     }
 }
 
+/// One of a breaker's reference stripes.
+///
+/// Every permit holds a reference to the stripe of the thread that took it rather than to the
+/// breaker itself, so that threads calling through one breaker do not all bump the same
+/// reference count (a contended cache line) on every call.
+#[repr(align(64))]
+#[derive(Debug)]
+pub(crate) struct Stripe {
+    shared: Arc<Shared>,
+}
+
+/// A breaker as its services hold it: the shared core plus per-thread reference stripes.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    stripes: [Arc<Stripe>; SHARDS],
+}
+
+impl Breaker {
+    pub(crate) fn new(shared: Shared) -> Arc<Self> {
+        let shared = Arc::new(shared);
+        Arc::new(Breaker {
+            stripes: std::array::from_fn(|_| {
+                Arc::new(Stripe {
+                    shared: shared.clone(),
+                })
+            }),
+        })
+    }
+
+    /// The generation, if the breaker is closed: a call may then be made without taking a
+    /// permit up front (see [`closed_permit`](Self::closed_permit)).
+    #[inline]
+    pub(crate) fn closed_generation(&self) -> Option<u32> {
+        let cur = self.stripes[0].shared.word.0.load();
+        (cur.state() == word::CLOSED).then_some(cur.generation())
+    }
+
+    /// A permit for a call admitted while the breaker was closed in `generation`; its
+    /// outcome is recorded only if the breaker is still in that generation.
+    #[inline]
+    pub(crate) fn closed_permit(&self, generation: u32) -> Permit {
+        Permit::new(self.stripes[shard_index()].clone(), generation, false)
+    }
+
+    /// Asks to make one call. On success the permit must be completed with the call's outcome
+    /// (or dropped, which gives a probe permit back).
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Result<Permit, Open> {
+        let stripe = &self.stripes[shard_index()];
+        let cur = stripe.shared.word.0.load();
+        if cur.state() == word::CLOSED {
+            Ok(Permit::new(stripe.clone(), cur.generation(), false))
+        } else {
+            stripe.shared.try_acquire_slow(stripe)
+        }
+    }
+}
+
+impl std::ops::Deref for Breaker {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.stripes[0].shared
+    }
+}
+
 /// Leave to make one call, taken from the breaker before calling the inner service.
 ///
 /// Completing it records the outcome; dropping it uncompleted (a cancelled call, or a service
 /// dropped after `poll_ready`) gives a half-open probe permit back.
 pub(crate) struct Permit {
-    shared: Arc<Shared>,
+    stripe: Arc<Stripe>,
+    /// Nanoseconds since the breaker's base instant, plus one, when the call started; zero if
+    /// slow calls are not tracked.
+    start: u64,
     generation: u32,
+    /// A half-open probe still holding its slot (cleared once the outcome is recorded).
     probe: bool,
-    start: Option<Instant>,
-    done: bool,
 }
 
 impl fmt::Debug for Permit {
@@ -552,42 +657,48 @@ impl fmt::Debug for Permit {
 }
 
 impl Permit {
-    fn new(shared: Arc<Shared>, generation: u32, probe: bool) -> Self {
+    #[inline]
+    fn new(stripe: Arc<Stripe>, generation: u32, probe: bool) -> Self {
         Permit {
-            start: None,
-            shared,
+            stripe,
+            start: 0,
             generation,
             probe,
-            done: false,
         }
     }
 
     /// Whether the breaker is still in the generation this permit was taken in.
+    #[inline]
     pub(crate) fn is_current(&self) -> bool {
-        self.shared.is_current(self.generation)
+        self.stripe.shared.is_current(self.generation)
     }
 
     /// Starts the slow-call clock, if slow calls are tracked. Called when the call is made.
     #[inline]
     pub(crate) fn start(&mut self) {
-        if self.shared.policy().slow_call_duration.is_some() {
-            self.start = Some(Instant::now());
+        let shared = &self.stripe.shared;
+        if shared.policy().slow_call_duration.is_some() {
+            self.start = shared.nanos(Instant::now()).saturating_add(1);
         }
     }
 
     /// Records the call's outcome.
+    #[inline]
     pub(crate) fn complete(mut self, outcome: Outcome) {
-        self.done = true;
-        let elapsed = self.start.map(|start| start.elapsed());
-        self.shared
-            .complete(self.generation, self.probe, outcome, elapsed);
+        let shared = &self.stripe.shared;
+        let elapsed = (self.start != 0).then(|| {
+            Duration::from_nanos(shared.nanos(Instant::now()).saturating_sub(self.start - 1))
+        });
+        shared.complete(self.generation, self.probe, outcome, elapsed);
+        self.probe = false;
     }
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
-        if !self.done && self.probe {
-            self.shared.release(self.generation);
+        if self.probe {
+            self.stripe.shared.release(self.generation);
         }
     }
 }
@@ -599,7 +710,7 @@ impl Drop for Permit {
 /// for endpoint breakers.
 #[derive(Clone)]
 pub struct Handle {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Breaker>,
 }
 
 impl fmt::Debug for Handle {

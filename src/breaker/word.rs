@@ -8,9 +8,9 @@
 //! Transitions (`publish`) are serialised by the breaker's transition lock; permits are taken
 //! and released lock-free.
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 use loom::sync::atomic::{AtomicU64, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const STATE_MASK: u64 = 0b111;
@@ -220,7 +220,7 @@ mod loom_tests {
             let got = a.join().unwrap();
             let succ = b.join().unwrap();
             let cur = word.load();
-            assert_eq!(succ.is_some(), true);
+            assert!(succ.is_some());
             assert_eq!(cur.successes(), 1);
             assert_eq!(cur.inflight(), u32::from(got));
         });
