@@ -105,7 +105,9 @@ where
         if let Some(generation) = self.shared.closed_generation() {
             // Closed: no permit to hold; the call takes one. A half-open permit taken by an
             // earlier poll is given back.
-            self.permit = None;
+            if self.permit.is_some() {
+                self.permit = None;
+            }
             self.closed = Some(generation);
             return self.inner.poll_ready(cx).map_err(Into::into);
         }
@@ -213,8 +215,12 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Some(generation) = self.shared.closed_generation() {
-            self.permit = None;
-            self.notified = None;
+            if self.permit.is_some() {
+                self.permit = None;
+            }
+            if self.notified.is_some() {
+                self.notified = None;
+            }
             self.closed = Some(generation);
             return self.inner.poll_ready(cx).map_err(Into::into);
         }

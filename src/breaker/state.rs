@@ -334,20 +334,21 @@ impl Shared {
     /// shared loads.
     #[inline]
     fn complete(&self, generation: u32, probe: bool, outcome: Outcome, elapsed: Option<Duration>) {
-        if elapsed.is_none() && outcome == Outcome::Success && self.window.is_none() {
-            let cur = self.word.0.load();
-            if cur.generation() == generation
-                && cur.state() == word::CLOSED
-                && self.consecutive.load(Ordering::Relaxed) == 0
-            {
-                self.counters
-                    .shard()
-                    .successes
-                    .fetch_add(1, Ordering::Relaxed);
-                #[cfg(feature = "metrics")]
-                self.metrics.success.increment(1);
-                return;
-            }
+        // A success that is not a probe, not timed and not windowed changes nothing but the
+        // counters unless it ends a run of failures, whatever the state is now.
+        if !probe
+            && elapsed.is_none()
+            && outcome == Outcome::Success
+            && self.window.is_none()
+            && self.consecutive.load(Ordering::Relaxed) == 0
+        {
+            self.counters
+                .shard()
+                .successes
+                .fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            self.metrics.success.increment(1);
+            return;
         }
         self.complete_slow(generation, probe, outcome, elapsed)
     }
@@ -576,6 +577,8 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Stripe {
     shared: Arc<Shared>,
+    /// Whether calls are timed (a slow-call duration is set), cached off the policy.
+    timed: bool,
 }
 
 /// A breaker as its services hold it: the shared core plus per-thread reference stripes.
@@ -591,6 +594,7 @@ impl Breaker {
             stripes: std::array::from_fn(|_| {
                 Arc::new(Stripe {
                     shared: shared.clone(),
+                    timed: shared.policy().slow_call_duration.is_some(),
                 })
             }),
         })
@@ -676,9 +680,8 @@ impl Permit {
     /// Starts the slow-call clock, if slow calls are tracked. Called when the call is made.
     #[inline]
     pub(crate) fn start(&mut self) {
-        let shared = &self.stripe.shared;
-        if shared.policy().slow_call_duration.is_some() {
-            self.start = shared.nanos(Instant::now()).saturating_add(1);
+        if self.stripe.timed {
+            self.start = self.stripe.shared.nanos(Instant::now()).saturating_add(1);
         }
     }
 
