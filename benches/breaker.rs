@@ -1,0 +1,283 @@
+//! Circuit breaker benchmarks against failsafe 1.3 and tower-resilience's circuit breaker,
+//! all configured with the same policy: open after 5 consecutive failures, stay open 30 s.
+//!
+//! Run: `cargo bench --bench breaker --all-features -- --warm-up-time 1 --measurement-time 3`
+//! (see `benches/README.md` for the measured ratios).
+
+use std::future::{ready, Future, Ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{criterion_group, Criterion};
+use tokio::time::Instant;
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PendingRequests};
+use tower::{service_fn, BoxError, Service, ServiceExt};
+use tower_layer::Layer;
+use tower_mesh::breaker::{CircuitBreakerLayer, EndpointBreakerLayer};
+
+const FAILURES: u32 = 5;
+const OPEN: Duration = Duration::from_secs(30);
+
+type Inner = tower::util::ServiceFn<fn(bool) -> Ready<Result<(), &'static str>>>;
+
+fn inner() -> Inner {
+    fn f(ok: bool) -> Ready<Result<(), &'static str>> {
+        ready(if ok { Ok(()) } else { Err("down") })
+    }
+    service_fn(f as fn(bool) -> Ready<Result<(), &'static str>>)
+}
+
+/// Polls a service for readiness, calls it, and polls the response, spinning on `Pending`
+/// (only tower-resilience, whose breaker sits behind an async mutex, can be pending here, and
+/// only when two threads contend).
+#[inline]
+fn drive<S: Service<bool>>(svc: &mut S, ok: bool) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => break,
+            Poll::Ready(Err(_)) => panic!("readiness error"),
+            Poll::Pending => std::hint::spin_loop(),
+        }
+    }
+    let mut fut = pin!(svc.call(ok));
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => return r.is_ok(),
+            Poll::Pending => std::hint::spin_loop(),
+        }
+    }
+}
+
+#[inline]
+fn drive_failsafe<C: failsafe::futures::CircuitBreaker>(cb: &C, ok: bool) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut fut = pin!(cb.call(ready(if ok { Ok(()) } else { Err("down") })));
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => return r.is_ok(),
+            Poll::Pending => std::hint::spin_loop(),
+        }
+    }
+}
+
+fn ours() -> tower_mesh::breaker::CircuitBreaker<Inner> {
+    CircuitBreakerLayer::builder()
+        .consecutive_failures(FAILURES)
+        .open_duration(OPEN)
+        .backoff_multiplier(1.0)
+        .build()
+        .unwrap()
+        .layer(inner())
+}
+
+fn failsafe_cb() -> impl failsafe::futures::CircuitBreaker + Clone + Send + 'static {
+    failsafe::Config::new()
+        .failure_policy(failsafe::failure_policy::consecutive_failures(
+            FAILURES,
+            failsafe::backoff::constant(OPEN),
+        ))
+        .build()
+}
+
+type Resilience = tower_resilience::circuitbreaker::CircuitBreaker<
+    Inner,
+    tower_resilience::circuitbreaker::DefaultClassifier,
+>;
+
+fn resilience() -> Resilience {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .consecutive_failures(FAILURES as usize)
+        .wait_duration_in_open(OPEN)
+        .build()
+        .unwrap()
+        .layer_fn(inner())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// Only tower-resilience runs inside a tokio runtime context: with tokio's `test-util` feature
+// (on in benches through dev-dependencies) `tokio::time::Instant::now` reads a mocked,
+// mutex-guarded clock inside a runtime, which production builds do not have.
+
+fn closed(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("closed_call");
+    let mut bare = inner();
+    g.bench_function("bare_inner", |b| {
+        b.iter(|| drive(&mut bare, black_box(true)))
+    });
+    let mut svc = ours();
+    g.bench_function("tower_mesh", |b| {
+        b.iter(|| drive(&mut svc, black_box(true)))
+    });
+    let cb = failsafe_cb();
+    g.bench_function("failsafe", |b| {
+        b.iter(|| drive_failsafe(&cb, black_box(true)))
+    });
+    let mut tr = resilience();
+    g.bench_function("tower_resilience", |b| {
+        let _guard = rt.enter();
+        b.iter(|| drive(&mut tr, black_box(true)))
+    });
+    g.finish();
+}
+
+fn open(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut g = c.benchmark_group("open_reject");
+    let mut svc = ours();
+    let cb = failsafe_cb();
+    let mut tr = resilience();
+    for _ in 0..FAILURES {
+        drive(&mut svc, false);
+        drive_failsafe(&cb, false);
+        drive(&mut tr, false);
+    }
+    assert!(!drive(&mut svc, true), "tower-mesh breaker is open");
+    assert!(!drive_failsafe(&cb, true), "failsafe breaker is open");
+    assert!(!drive(&mut tr, true), "tower-resilience breaker is open");
+    g.bench_function("tower_mesh", |b| {
+        b.iter(|| drive(&mut svc, black_box(true)))
+    });
+    g.bench_function("failsafe", |b| {
+        b.iter(|| drive_failsafe(&cb, black_box(true)))
+    });
+    g.bench_function("tower_resilience", |b| {
+        b.iter(|| drive(&mut tr, black_box(true)))
+    });
+    g.finish();
+}
+
+/// Two threads hammering one breaker; reports the time for each thread to make `iters` calls.
+fn two_threads<T, F>(iters: u64, enter: bool, make: impl Fn() -> T, call: F) -> Duration
+where
+    T: Send + 'static,
+    F: Fn(&mut T) -> bool + Send + Sync + Copy + 'static,
+{
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let mut t = make();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let rt = runtime();
+                let _guard = enter.then(|| rt.enter());
+                barrier.wait();
+                for _ in 0..iters {
+                    black_box(call(&mut t));
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    start.elapsed()
+}
+
+fn contended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("contended_two_threads");
+    let svc = ours();
+    g.bench_function("tower_mesh", |b| {
+        b.iter_custom(|iters| two_threads(iters, false, || svc.clone(), |s| drive(s, true)))
+    });
+    let cb = failsafe_cb();
+    g.bench_function("failsafe", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, false, || cb.clone(), |cb| drive_failsafe(cb, true))
+        })
+    });
+    let tr = resilience();
+    g.bench_function("tower_resilience", |b| {
+        b.iter_custom(|iters| two_threads(iters, true, || tr.clone(), |s| drive(s, true)))
+    });
+    g.finish();
+}
+
+/// One of ten backends always fails; a p2c balancer sends `REQUESTS` requests, one per
+/// simulated millisecond (paused tokio time), with and without endpoint breakers (open 1 s,
+/// doubling up to 30 s). Returns the client-visible error rates.
+fn error_rates() -> (f64, f64) {
+    const BACKENDS: usize = 10;
+    const REQUESTS: usize = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let backend = |i: usize| {
+        service_fn(move |_: ()| {
+            ready(if i == 0 {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            })
+        })
+    };
+    rt.block_on(async {
+        let plain: Vec<_> = (0..BACKENDS)
+            .map(|i| PendingRequests::new(backend(i), CompleteOnResponse::default()))
+            .collect();
+        let mut balance = Balance::new(ServiceList::new(plain));
+        let mut errors_without = 0;
+        for _ in 0..REQUESTS {
+            if balance.ready().await.unwrap().call(()).await.is_err() {
+                errors_without += 1;
+            }
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+
+        let layer = EndpointBreakerLayer::builder()
+            .consecutive_failures(FAILURES)
+            .open_duration(Duration::from_secs(1))
+            .max_open_duration(OPEN)
+            .build_endpoint()
+            .unwrap();
+        let guarded: Vec<_> = (0..BACKENDS)
+            .map(|i| PendingRequests::new(layer.layer(backend(i)), CompleteOnResponse::default()))
+            .collect();
+        let mut balance = Balance::new(ServiceList::new(guarded));
+        let mut errors_with = 0;
+        for _ in 0..REQUESTS {
+            if balance.ready().await.unwrap().call(()).await.is_err() {
+                errors_with += 1;
+            }
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        (
+            errors_without as f64 / REQUESTS as f64,
+            errors_with as f64 / REQUESTS as f64,
+        )
+    })
+}
+
+criterion_group!(benches, closed, open, contended);
+
+fn main() {
+    let (without, with) = error_rates();
+    println!(
+        "end_to_end_error_rate: without breakers {:.4}%, with endpoint breakers {:.4}%, ratio {:.5}",
+        without * 100.0,
+        with * 100.0,
+        with / without
+    );
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,96 @@
+//! Circuit breaking: a service-level breaker that fails fast and an endpoint breaker that a
+//! balancer routes around.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+//! use tower_mesh::breaker::{error::Open, CircuitBreakerLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let (breaker, handle) = CircuitBreakerLayer::builder()
+//!     .name("orders")
+//!     .consecutive_failures(3)
+//!     .open_duration(Duration::from_secs(10))
+//!     .build_with_handle()?;
+//!
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(breaker)
+//!     .service(service_fn(|_req: ()| async { Err::<(), BoxError>("down".into()) }));
+//!
+//! for _ in 0..3 {
+//!     let _ = svc.ready().await?.call(()).await;
+//! }
+//! let err = svc.ready().await?.call(()).await.unwrap_err();
+//! assert!(err.downcast_ref::<Open>().is_some(), "fails fast while open");
+//! assert_eq!(handle.counters().failures, 3);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Two placements, one state machine
+//!
+//! * [`CircuitBreaker`] (made by [`CircuitBreakerLayer`]) sits in front of a whole service.
+//!   While open, calls fail at once with [`error::Open`], which names the service and says when
+//!   the breaker may half-open. `poll_ready` never fails because of the breaker, since
+//!   `Buffer` and balancers treat a readiness error as fatal.
+//! * [`EndpointBreaker`] (made by [`EndpointBreakerLayer`], one breaker per endpoint) sits
+//!   inside a balancer. While open, `poll_ready` returns `Pending` and wakes when the breaker may
+//!   half-open, so the balancer routes around the endpoint, as linkerd's gate does
+//!   (`linkerd/stack/src/gate.rs`).
+//!
+//! # Policy
+//!
+//! The breaker follows resilience4j's `CircuitBreaker` and Finagle's failure accrual:
+//!
+//! * **Closed → Open** after N consecutive failures, or when the failure rate or slow-call
+//!   rate over a count-based (last N calls) or time-based (per-second buckets over N seconds)
+//!   [`Window`] reaches its threshold once the window holds a minimum number of calls.
+//! * **Open → HalfOpen** once the open duration has passed. The open duration grows
+//!   exponentially with consecutive openings, capped, with optional jitter, and starts again
+//!   from the base after the breaker closes (Finagle's and linkerd's failure-accrual backoff).
+//! * **HalfOpen** admits at most K probe calls at once; enough successes close it, one failure
+//!   opens it again. A probe that is dropped or cancelled gives its permit back.
+//! * **Disabled** and **ForcedOpen** are set through a [`Handle`], which also reads the state
+//!   and counters and resets the breaker.
+//!
+//! What counts as a failure is decided by a [`Classify`] implementation: every `Err` by
+//! default, tower-http's classifiers through [`HttpClassifier`], or any closure; calls can
+//! also be [`Outcome::Ignored`].
+//!
+//! Every transition emits a `tracing` event and calls the
+//! [`on_state_change`](Builder::on_state_change) hook; with the `metrics` feature the breaker
+//! also reports `tower_mesh_breaker_calls_total{breaker, outcome}`,
+//! `tower_mesh_breaker_transitions_total{breaker, from, to}` and the gauge
+//! `tower_mesh_breaker_state{breaker}` (0 closed, 1 open, 2 half-open, 3 disabled,
+//! 4 forced open).
+//!
+//! # Hot path
+//!
+//! The state, the generation and the half-open permits share one atomic word; a call in the
+//! closed state takes no lock and allocates nothing (failure and slow-call *rates* take a short
+//! lock on their window; no lock is ever held across an `.await`). Transitions are serialised by
+//! a lock, and are rare.
+
+mod classify;
+pub mod error;
+pub mod future;
+mod hooks;
+mod layer;
+mod policy;
+mod service;
+mod state;
+mod window;
+mod word;
+
+pub use self::classify::{Classify, DefaultClassifier, HttpClassifier, Outcome};
+pub use self::hooks::{OnRejected, OnSlowCall, OnStateChange, SlowCall, Transition};
+pub use self::layer::{Builder, CircuitBreakerLayer, EndpointBreakerLayer};
+pub use self::policy::Window;
+pub use self::service::{CircuitBreaker, EndpointBreaker};
+pub use self::state::{CounterSnapshot, Handle, State};
+
+#[cfg(all(test, not(loom)))]
+mod model_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,279 @@
+//! The service-level [`CircuitBreaker`] and the per-endpoint [`EndpointBreaker`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::{sleep_until, Sleep};
+use tower::{BoxError, Service};
+
+use super::classify::{Classify, DefaultClassifier};
+use super::error::Open;
+use super::future::ResponseFuture;
+use super::layer::CircuitBreakerLayer;
+use super::state::{Breaker, Handle, Permit};
+
+/// A service-level circuit breaker: while open, calls fail at once with [`Open`] without
+/// reaching the inner service.
+///
+/// `poll_ready` never fails because of the breaker: a rejected call is ready at once and its
+/// future resolves to an [`Open`] error (boxed), so `Buffer` and balancers in front of it keep
+/// working. Clones share the breaker. Made by [`CircuitBreakerLayer`].
+pub struct CircuitBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    shared: Arc<Breaker>,
+    classifier: C,
+    /// Set by `poll_ready` when the breaker was closed: the call takes its permit then.
+    closed: Option<u32>,
+    /// Set by `poll_ready` in every other state.
+    permit: Option<Result<Permit, Open>>,
+}
+
+impl<S, C: Clone> CircuitBreaker<S, C> {
+    /// Wraps `inner` in the breaker that `layer` holds (the same as `layer.layer(inner)`).
+    pub fn new(inner: S, layer: &CircuitBreakerLayer<C>) -> Self {
+        CircuitBreaker {
+            inner,
+            shared: layer.shared.clone(),
+            classifier: layer.classifier.clone(),
+            closed: None,
+            permit: None,
+        }
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// A handle on the breaker.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the breaker, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        CircuitBreaker {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            classifier: self.classifier.clone(),
+            closed: None,
+            permit: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(generation) = self.shared.closed_generation() {
+            // Closed: no permit to hold; the call takes one. A half-open permit taken by an
+            // earlier poll is given back.
+            if self.permit.is_some() {
+                self.permit = None;
+            }
+            self.closed = Some(generation);
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
+        self.closed = None;
+        match &self.permit {
+            Some(Ok(permit)) if permit.is_current() => {}
+            _ => self.permit = Some(self.shared.try_acquire()),
+        }
+        match &self.permit {
+            Some(Ok(_)) => self.inner.poll_ready(cx).map_err(Into::into),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let mut permit = match self.closed.take() {
+            Some(generation) => self.shared.closed_permit(generation),
+            None => match self
+                .permit
+                .take()
+                .expect("CircuitBreaker::call without poll_ready returning Ready first")
+            {
+                Ok(permit) => permit,
+                Err(open) => return ResponseFuture::rejected(open, self.classifier.clone()),
+            },
+        };
+        permit.start();
+        ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+    }
+}
+
+/// A per-endpoint circuit breaker: while open it is simply not ready, so a balancer routes
+/// around the endpoint; it never fails `poll_ready` because of the breaker.
+///
+/// While open, `poll_ready` returns `Pending` and arranges a wake-up for when the breaker may
+/// half-open; while half-open with every probe permit taken, it wakes when a probe ends. This is
+/// linkerd's gate (`linkerd/stack/src/gate.rs`) driven by a failure-accrual policy (Finagle's
+/// `FailureAccrualFactory`). Made by [`EndpointBreakerLayer`](super::EndpointBreakerLayer), one
+/// breaker per endpoint.
+pub struct EndpointBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    shared: Arc<Breaker>,
+    classifier: C,
+    closed: Option<u32>,
+    permit: Option<Permit>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    notified: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl<S, C> EndpointBreaker<S, C> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Breaker>, classifier: C) -> Self {
+        EndpointBreaker {
+            inner,
+            shared,
+            classifier,
+            closed: None,
+            permit: None,
+            sleep: None,
+            notified: None,
+        }
+    }
+
+    /// A handle on this endpoint's breaker.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the breaker, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for EndpointBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for EndpointBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(generation) = self.shared.closed_generation() {
+            if self.permit.is_some() {
+                self.permit = None;
+            }
+            if self.notified.is_some() {
+                self.notified = None;
+            }
+            self.closed = Some(generation);
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
+        self.closed = None;
+        loop {
+            if let Some(permit) = &self.permit {
+                if permit.is_current() {
+                    return self.inner.poll_ready(cx).map_err(Into::into);
+                }
+                self.permit = None;
+            }
+            match self.shared.try_acquire() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    self.notified = None;
+                }
+                Err(open) => {
+                    // Register for state changes first, then look again, so that a change
+                    // between the refusal and the registration is not missed.
+                    if self.notified.is_none() {
+                        let notified = self.shared.notify.clone().notified_owned();
+                        self.notified = Some(Box::pin(notified));
+                        continue;
+                    }
+                    if let Some(at) = open.retry_at() {
+                        let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
+                        if sleep.deadline() != at {
+                            sleep.as_mut().reset(at);
+                        }
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            continue;
+                        }
+                    }
+                    let notified = self.notified.as_mut().expect("registered above");
+                    if notified.as_mut().poll(cx).is_ready() {
+                        self.notified = None;
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let mut permit = match self.closed.take() {
+            Some(generation) => self.shared.closed_permit(generation),
+            None => self
+                .permit
+                .take()
+                .expect("EndpointBreaker::call without poll_ready returning Ready first"),
+        };
+        permit.start();
+        ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+    }
+}

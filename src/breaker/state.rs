@@ -1,0 +1,765 @@
+//! The shared breaker core: state machine, permits, counters and the handle.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::classify::Outcome;
+use super::error::Open;
+use super::hooks::{Hooks, SlowCall, Transition};
+use super::policy::{Policy, Window};
+use super::window::Outcomes;
+use super::word::{self, Word};
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Calls pass and their outcomes are recorded.
+    Closed,
+    /// Calls are rejected (service level) or held back (endpoint level) until the open
+    /// duration has passed.
+    Open,
+    /// A limited number of probe calls pass; enough successes close the breaker, one failure
+    /// opens it again.
+    HalfOpen,
+    /// Set through the [`Handle`]: every call passes and nothing is recorded.
+    Disabled,
+    /// Set through the [`Handle`]: every call is rejected until the handle resets the breaker.
+    ForcedOpen,
+}
+
+impl State {
+    fn from_code(code: u8) -> State {
+        match code {
+            word::CLOSED => State::Closed,
+            word::OPEN => State::Open,
+            word::HALF_OPEN => State::HalfOpen,
+            word::DISABLED => State::Disabled,
+            _ => State::ForcedOpen,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            State::Closed => word::CLOSED,
+            State::Open => word::OPEN,
+            State::HalfOpen => word::HALF_OPEN,
+            State::Disabled => word::DISABLED,
+            State::ForcedOpen => word::FORCED_OPEN,
+        }
+    }
+
+    /// A short lowercase name (`"closed"`, `"open"`, `"half_open"`, `"disabled"`,
+    /// `"forced_open"`), as used in tracing and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::Disabled => "disabled",
+            State::ForcedOpen => "forced_open",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Configuration shared by every breaker a builder makes.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) policy: Policy,
+    pub(crate) hooks: Hooks,
+    pub(crate) name: Arc<str>,
+    pub(crate) seed: Option<u64>,
+}
+
+const SHARDS: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard {
+    successes: AtomicU64,
+    failures: AtomicU64,
+    ignored: AtomicU64,
+    rejected: AtomicU64,
+    slow: AtomicU64,
+}
+
+/// Per-thread sharded counters, so that threads hammering one breaker do not fight over one
+/// cache line.
+#[derive(Debug, Default)]
+struct Counters {
+    shards: [Shard; SHARDS],
+}
+
+#[inline]
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+impl Counters {
+    #[inline]
+    fn shard(&self) -> &Shard {
+        &self.shards[shard_index()]
+    }
+
+    fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// A snapshot of a breaker's counters, read through [`Handle::counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CounterSnapshot {
+    /// Calls classified as successes.
+    pub successes: u64,
+    /// Calls classified as failures.
+    pub failures: u64,
+    /// Calls classified as ignored.
+    pub ignored: u64,
+    /// Calls rejected (service level) or readiness polls held back (endpoint level).
+    pub rejected: u64,
+    /// Calls at least as slow as the slow-call duration.
+    pub slow: u64,
+    /// State transitions.
+    pub transitions: u64,
+    /// The current run of consecutive failures in the closed state.
+    pub consecutive_failures: u32,
+}
+
+#[derive(Debug)]
+struct Cold {
+    openings: u32,
+    rng: Option<SmallRng>,
+}
+
+#[repr(align(64))]
+#[derive(Debug)]
+struct Padded<T>(T);
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Metrics {
+    success: metrics::Counter,
+    failure: metrics::Counter,
+    ignored: metrics::Counter,
+    rejected: metrics::Counter,
+    state: metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+impl Metrics {
+    fn new(name: &Arc<str>) -> Self {
+        let calls = |outcome: &'static str| metrics::counter!("tower_mesh_breaker_calls_total", "breaker" => name.to_string(), "outcome" => outcome);
+        Metrics {
+            success: calls("success"),
+            failure: calls("failure"),
+            ignored: calls("ignored"),
+            rejected: calls("rejected"),
+            state: metrics::gauge!("tower_mesh_breaker_state", "breaker" => name.to_string()),
+        }
+    }
+}
+
+/// The state one breaker shares between its services, futures and handles.
+pub(crate) struct Shared {
+    word: Padded<Word>,
+    open_until: AtomicU64,
+    consecutive: AtomicU32,
+    transitions: AtomicU64,
+    counters: Counters,
+    cold: Mutex<Cold>,
+    window: Option<Mutex<Outcomes>>,
+    pub(crate) notify: Arc<Notify>,
+    config: Arc<Config>,
+    name: Arc<str>,
+    base: Instant,
+    #[cfg(feature = "metrics")]
+    metrics: Metrics,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(config: Arc<Config>, name: Arc<str>) -> Self {
+        let policy = &config.policy;
+        let rng = (policy.jitter > 0.0).then(|| match config.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_rng(&mut rand::rng()),
+        });
+        Shared {
+            word: Padded(Word::new(word::CLOSED)),
+            open_until: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            transitions: AtomicU64::new(0),
+            counters: Counters::default(),
+            cold: Mutex::new(Cold { openings: 0, rng }),
+            window: policy
+                .uses_window()
+                .then(|| Mutex::new(Outcomes::new(policy.window))),
+            notify: Arc::new(Notify::new()),
+            #[cfg(feature = "metrics")]
+            metrics: Metrics::new(&name),
+            config,
+            name,
+            base: Instant::now(),
+        }
+    }
+
+    #[inline]
+    fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
+    pub(crate) fn state(&self) -> State {
+        State::from_code(self.word.0.load().state())
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.base + Duration::from_nanos(nanos)
+    }
+
+    /// When an open breaker may half-open, if it is open.
+    pub(crate) fn open_until(&self) -> Option<Instant> {
+        (self.word.0.load().state() == word::OPEN)
+            .then(|| self.instant(self.open_until.load(Ordering::Acquire)))
+    }
+
+    /// The slow path of [`Breaker::try_acquire`]: every state but closed and disabled.
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_slow(&self, stripe: &Arc<Stripe>) -> Result<Permit, Open> {
+        loop {
+            let cur = self.word.0.load();
+            match cur.state() {
+                word::CLOSED | word::DISABLED => {
+                    return Ok(Permit::new(stripe.clone(), cur.generation(), false));
+                }
+                word::OPEN => {
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if self.nanos(Instant::now()) < until {
+                        return Err(self.reject(State::Open, Some(self.instant(until))));
+                    }
+                    self.transition(cur.generation(), State::Open, State::HalfOpen);
+                }
+                word::HALF_OPEN => {
+                    let policy = self.policy();
+                    match self.word.0.try_acquire_probe(
+                        cur.generation(),
+                        policy.half_open_probes,
+                        policy.success_threshold,
+                    ) {
+                        Ok(()) => return Ok(Permit::new(stripe.clone(), cur.generation(), true)),
+                        Err(now) if now.generation() == cur.generation() => {
+                            return Err(self.reject(State::HalfOpen, None));
+                        }
+                        Err(_) => {}
+                    }
+                }
+                _ => return Err(self.reject(State::ForcedOpen, None)),
+            }
+        }
+    }
+
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn word_snapshot(&self) -> word::Snapshot {
+        self.word.0.load()
+    }
+
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn base(&self) -> Instant {
+        self.base
+    }
+
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn generation(&self) -> u32 {
+        self.word.0.load().generation()
+    }
+
+    /// Whether a permit of `generation` is still current.
+    #[inline]
+    pub(crate) fn is_current(&self, generation: u32) -> bool {
+        self.word.0.load().generation() == generation
+    }
+
+    #[cold]
+    fn reject(&self, state: State, retry_at: Option<Instant>) -> Open {
+        self.counters
+            .shard()
+            .rejected
+            .fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.rejected.increment(1);
+        let open = Open::new(self.name.clone(), state, retry_at);
+        self.config.hooks.on_rejected.on_rejected(&open);
+        open
+    }
+
+    /// Records a call's outcome. The common case (closed, consecutive failures only, no slow
+    /// calls, a success with no failure run to reset) touches one sharded counter and two
+    /// shared loads.
+    #[inline]
+    fn complete(&self, generation: u32, probe: bool, outcome: Outcome, elapsed: Option<Duration>) {
+        // A success that is not a probe, not timed and not windowed changes nothing but the
+        // counters unless it ends a run of failures, whatever the state is now.
+        if !probe
+            && elapsed.is_none()
+            && outcome == Outcome::Success
+            && self.window.is_none()
+            && self.consecutive.load(Ordering::Relaxed) == 0
+        {
+            self.counters
+                .shard()
+                .successes
+                .fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            self.metrics.success.increment(1);
+            return;
+        }
+        self.complete_slow(generation, probe, outcome, elapsed)
+    }
+
+    #[inline(never)]
+    fn complete_slow(
+        &self,
+        generation: u32,
+        probe: bool,
+        outcome: Outcome,
+        elapsed: Option<Duration>,
+    ) {
+        let slow = match (elapsed, self.policy().slow_call_duration) {
+            (Some(elapsed), Some(limit)) if elapsed >= limit => {
+                self.config.hooks.on_slow_call.on_slow_call(&SlowCall {
+                    name: &self.name,
+                    elapsed,
+                });
+                true
+            }
+            _ => false,
+        };
+        let shard = self.counters.shard();
+        match outcome {
+            Outcome::Success => {
+                shard.successes.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.success.increment(1);
+            }
+            Outcome::Failure => {
+                shard.failures.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.failure.increment(1);
+            }
+            Outcome::Ignored => {
+                shard.ignored.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.ignored.increment(1);
+            }
+        }
+        if slow {
+            shard.slow.fetch_add(1, Ordering::Relaxed);
+        }
+
+        let cur = self.word.0.load();
+        if cur.generation() != generation {
+            return;
+        }
+        match cur.state() {
+            word::CLOSED => self.record_closed(generation, outcome, slow),
+            word::HALF_OPEN if probe => match outcome {
+                Outcome::Success => {
+                    if let Some(successes) = self.word.0.probe_succeeded(generation) {
+                        if successes >= self.policy().success_threshold {
+                            self.transition(generation, State::HalfOpen, State::Closed);
+                        } else {
+                            self.notify.notify_waiters();
+                        }
+                    }
+                }
+                Outcome::Failure => {
+                    self.transition(generation, State::HalfOpen, State::Open);
+                }
+                Outcome::Ignored => self.release(generation),
+            },
+            _ => {}
+        }
+    }
+
+    #[cold]
+    fn release(&self, generation: u32) {
+        if self.word.0.release_probe(generation) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn record_closed(&self, generation: u32, outcome: Outcome, slow: bool) {
+        let failure = match outcome {
+            Outcome::Success => false,
+            Outcome::Failure => true,
+            Outcome::Ignored => return,
+        };
+        let policy = self.policy();
+        let mut trip = false;
+        if let Some(threshold) = policy.consecutive_failures {
+            if failure {
+                trip = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1 >= threshold;
+            } else if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+        }
+        if let Some(window) = &self.window {
+            let second = match policy.window {
+                Window::Time(_) => Instant::now()
+                    .saturating_duration_since(self.base)
+                    .as_secs(),
+                Window::Count(_) => 0,
+            };
+            let totals = lock(window).record(failure, slow, second);
+            if totals.calls >= u64::from(policy.minimum_calls) {
+                let calls = totals.calls as f64;
+                let over = |count: u64, rate: Option<f64>| {
+                    rate.is_some_and(|rate| count as f64 / calls >= rate)
+                };
+                trip |= over(totals.failures, policy.failure_rate)
+                    || over(totals.slow, policy.slow_call_rate);
+            }
+        }
+        if trip {
+            self.transition(generation, State::Closed, State::Open);
+        }
+    }
+
+    /// Moves from `from` in `generation` to `to`; returns false if the breaker has moved on.
+    #[cold]
+    pub(crate) fn transition(&self, generation: u32, from: State, to: State) -> bool {
+        let open_for = {
+            let mut cold = lock(&self.cold);
+            let cur = self.word.0.load();
+            if cur.generation() != generation || cur.state() != from.code() {
+                return false;
+            }
+            let open_for = self.prepare(&mut cold, to);
+            let published = self.word.0.publish(generation, to.code());
+            debug_assert!(
+                published,
+                "generation moved while the transition lock was held"
+            );
+            open_for
+        };
+        self.after_transition(from, to, open_for);
+        true
+    }
+
+    /// Moves to `to` from whatever state the breaker is in (the handle's operations).
+    fn force(&self, to: State) {
+        let (from, open_for) = {
+            let mut cold = lock(&self.cold);
+            let cur = self.word.0.load();
+            let open_for = self.prepare(&mut cold, to);
+            let published = self.word.0.publish(cur.generation(), to.code());
+            debug_assert!(
+                published,
+                "generation moved while the transition lock was held"
+            );
+            (State::from_code(cur.state()), open_for)
+        };
+        self.after_transition(from, to, open_for);
+    }
+
+    fn prepare(&self, cold: &mut Cold, to: State) -> Option<Duration> {
+        match to {
+            State::Open => {
+                let policy = self.policy();
+                let mut open_for = policy.open_duration(cold.openings);
+                if let Some(rng) = cold.rng.as_mut() {
+                    let u: f64 = rng.random();
+                    open_for = open_for.mul_f64(1.0 + policy.jitter * u);
+                }
+                cold.openings = cold.openings.saturating_add(1);
+                let until = self.nanos(Instant::now() + open_for);
+                self.open_until.store(until, Ordering::Release);
+                Some(open_for)
+            }
+            State::Closed => {
+                cold.openings = 0;
+                self.consecutive.store(0, Ordering::Relaxed);
+                if let Some(window) = &self.window {
+                    lock(window).reset();
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn after_transition(&self, from: State, to: State, open_for: Option<Duration>) {
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        if to == State::Open || to == State::ForcedOpen {
+            tracing::warn!(breaker = %self.name, %from, %to, ?open_for, "circuit breaker opened");
+        } else {
+            tracing::info!(breaker = %self.name, %from, %to, "circuit breaker state changed");
+        }
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!(
+                "tower_mesh_breaker_transitions_total",
+                "breaker" => self.name.to_string(),
+                "from" => from.as_str(),
+                "to" => to.as_str()
+            )
+            .increment(1);
+            self.metrics.state.set(f64::from(to.code()));
+        }
+        self.config
+            .hooks
+            .on_state_change
+            .on_state_change(&Transition {
+                name: &self.name,
+                from,
+                to,
+                open_for,
+            });
+        self.notify.notify_waiters();
+    }
+
+    fn counters(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            successes: self.counters.sum(|s| &s.successes),
+            failures: self.counters.sum(|s| &s.failures),
+            ignored: self.counters.sum(|s| &s.ignored),
+            rejected: self.counters.sum(|s| &s.rejected),
+            slow: self.counters.sum(|s| &s.slow),
+            transitions: self.transitions.load(Ordering::Relaxed),
+            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One of a breaker's reference stripes.
+///
+/// Every permit holds a reference to the stripe of the thread that took it rather than to the
+/// breaker itself, so that threads calling through one breaker do not all bump the same
+/// reference count (a contended cache line) on every call.
+#[repr(align(64))]
+#[derive(Debug)]
+pub(crate) struct Stripe {
+    shared: Arc<Shared>,
+    /// Whether calls are timed (a slow-call duration is set), cached off the policy.
+    timed: bool,
+}
+
+/// A breaker as its services hold it: the shared core plus per-thread reference stripes.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    stripes: [Arc<Stripe>; SHARDS],
+}
+
+impl Breaker {
+    pub(crate) fn new(shared: Shared) -> Arc<Self> {
+        let shared = Arc::new(shared);
+        Arc::new(Breaker {
+            stripes: std::array::from_fn(|_| {
+                Arc::new(Stripe {
+                    shared: shared.clone(),
+                    timed: shared.policy().slow_call_duration.is_some(),
+                })
+            }),
+        })
+    }
+
+    /// The generation, if the breaker is closed: a call may then be made without taking a
+    /// permit up front (see [`closed_permit`](Self::closed_permit)).
+    #[inline]
+    pub(crate) fn closed_generation(&self) -> Option<u32> {
+        let cur = self.stripes[0].shared.word.0.load();
+        (cur.state() == word::CLOSED).then_some(cur.generation())
+    }
+
+    /// A permit for a call admitted while the breaker was closed in `generation`; its
+    /// outcome is recorded only if the breaker is still in that generation.
+    #[inline]
+    pub(crate) fn closed_permit(&self, generation: u32) -> Permit {
+        Permit::new(self.stripes[shard_index()].clone(), generation, false)
+    }
+
+    /// Asks to make one call. On success the permit must be completed with the call's outcome
+    /// (or dropped, which gives a probe permit back).
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Result<Permit, Open> {
+        let stripe = &self.stripes[shard_index()];
+        let cur = stripe.shared.word.0.load();
+        if cur.state() == word::CLOSED {
+            Ok(Permit::new(stripe.clone(), cur.generation(), false))
+        } else {
+            stripe.shared.try_acquire_slow(stripe)
+        }
+    }
+}
+
+impl std::ops::Deref for Breaker {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.stripes[0].shared
+    }
+}
+
+/// Leave to make one call, taken from the breaker before calling the inner service.
+///
+/// Completing it records the outcome; dropping it uncompleted (a cancelled call, or a service
+/// dropped after `poll_ready`) gives a half-open probe permit back.
+pub(crate) struct Permit {
+    stripe: Arc<Stripe>,
+    /// Nanoseconds since the breaker's base instant, plus one, when the call started; zero if
+    /// slow calls are not tracked.
+    start: u64,
+    generation: u32,
+    /// A half-open probe still holding its slot (cleared once the outcome is recorded).
+    probe: bool,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("generation", &self.generation)
+            .field("probe", &self.probe)
+            .finish()
+    }
+}
+
+impl Permit {
+    #[inline]
+    fn new(stripe: Arc<Stripe>, generation: u32, probe: bool) -> Self {
+        Permit {
+            stripe,
+            start: 0,
+            generation,
+            probe,
+        }
+    }
+
+    /// Whether the breaker is still in the generation this permit was taken in.
+    #[inline]
+    pub(crate) fn is_current(&self) -> bool {
+        self.stripe.shared.is_current(self.generation)
+    }
+
+    /// Starts the slow-call clock, if slow calls are tracked. Called when the call is made.
+    #[inline]
+    pub(crate) fn start(&mut self) {
+        if self.stripe.timed {
+            self.start = self.stripe.shared.nanos(Instant::now()).saturating_add(1);
+        }
+    }
+
+    /// Records the call's outcome.
+    #[inline]
+    pub(crate) fn complete(mut self, outcome: Outcome) {
+        let shared = &self.stripe.shared;
+        let elapsed = (self.start != 0).then(|| {
+            Duration::from_nanos(shared.nanos(Instant::now()).saturating_sub(self.start - 1))
+        });
+        shared.complete(self.generation, self.probe, outcome, elapsed);
+        self.probe = false;
+    }
+}
+
+impl Drop for Permit {
+    #[inline]
+    fn drop(&mut self) {
+        if self.probe {
+            self.stripe.shared.release(self.generation);
+        }
+    }
+}
+
+/// A handle on a breaker: read its state and counters, force it open, disable it, reset it.
+///
+/// Cheap to clone; made by [`Builder::build_with_handle`](super::Builder::build_with_handle)
+/// for service-level breakers and [`EndpointBreaker::handle`](super::EndpointBreaker::handle)
+/// for endpoint breakers.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Breaker>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("name", &self.shared.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Handle {
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The current state. An open breaker reports [`State::Open`] until a call (or, at the
+    /// endpoint level, the readiness wake-up) finds the open duration over and half-opens it.
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    /// When an open breaker may half-open; `None` in every other state.
+    pub fn open_until(&self) -> Option<Instant> {
+        self.shared.open_until()
+    }
+
+    /// The breaker's counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.shared.counters()
+    }
+
+    /// Forces the breaker open: every call is rejected until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.shared.force(State::ForcedOpen);
+    }
+
+    /// Disables the breaker: every call passes and nothing is recorded until
+    /// [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.shared.force(State::Disabled);
+    }
+
+    /// Closes the breaker and clears its failure counts, window and open-duration backoff.
+    pub fn reset(&self) {
+        self.shared.force(State::Closed);
+    }
+}

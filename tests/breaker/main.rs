@@ -1,0 +1,227 @@
+//! The endpoint breaker inside a balancer, against real hyper servers on loopback.
+//!
+//! Five backends; one starts answering 500. Its endpoint breaker opens after the threshold,
+//! the balancer stops sending it traffic, and once the backend heals it is readmitted
+//! through exactly K probes. Everything is event-driven: no wall-clock assertions.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PendingRequests};
+use tower::{BoxError, ServiceExt};
+use tower_mesh::breaker::{EndpointBreakerLayer, Handle, HttpClassifier, State, Transition};
+
+const BACKENDS: usize = 5;
+const BAD: usize = 2;
+const THRESHOLD: u32 = 3;
+const K: u32 = 2;
+const CONCURRENCY: usize = 8;
+
+struct Backend {
+    addr: SocketAddr,
+    failing: AtomicBool,
+    served: AtomicUsize,
+    /// Calls the client made to this endpoint, by the breaker state at the time of the call.
+    calls: Mutex<HashMap<State, usize>>,
+    breaker: OnceLock<Handle>,
+}
+
+async fn start_backend() -> Arc<Backend> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = Arc::new(Backend {
+        addr: listener.local_addr().unwrap(),
+        failing: AtomicBool::new(false),
+        served: AtomicUsize::new(0),
+        calls: Mutex::new(HashMap::new()),
+        breaker: OnceLock::new(),
+    });
+    let b = backend.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let b = b.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        b.served.fetch_add(1, Ordering::SeqCst);
+                        let status = if b.failing.load(Ordering::SeqCst) {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            StatusCode::OK
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"hi")));
+                        *resp.status_mut() = status;
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    backend
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    ok: usize,
+    failed: usize,
+}
+
+#[tokio::test]
+async fn balancer_routes_around_an_open_endpoint_and_readmits_it() {
+    let mut backends = Vec::new();
+    for _ in 0..BACKENDS {
+        backends.push(start_backend().await);
+    }
+
+    // Transitions of every endpoint breaker, as events. The bad backend heals the moment its
+    // breaker opens, so that readmission can follow.
+    let (events_tx, mut events) = mpsc::unbounded_channel::<(String, State, State)>();
+    let bad = backends[BAD].clone();
+    let bad_name = format!("backend-{BAD}");
+    let hook_bad_name = bad_name.clone();
+    let layer = EndpointBreakerLayer::builder()
+        .consecutive_failures(THRESHOLD)
+        .open_duration(Duration::from_millis(300))
+        .half_open_probes(K)
+        .success_threshold(K)
+        .classifier(HttpClassifier::server_errors())
+        .on_state_change(move |t: &Transition<'_>| {
+            if t.name == hook_bad_name && t.to == State::Open {
+                bad.failing.store(false, Ordering::SeqCst);
+            }
+            let _ = events_tx.send((t.name.to_string(), t.from, t.to));
+        })
+        .build_endpoint()
+        .unwrap();
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let endpoints: Vec<_> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, backend)| {
+            let b = backend.clone();
+            let uri: Uri = format!("http://{}/", backend.addr).parse().unwrap();
+            let target = client
+                .clone()
+                .map_request(move |mut req: Request<Empty<Bytes>>| {
+                    if let Some(h) = b.breaker.get() {
+                        *b.calls.lock().unwrap().entry(h.state()).or_default() += 1;
+                    }
+                    *req.uri_mut() = uri.clone();
+                    req
+                });
+            let endpoint = layer.layer_named(target, format!("backend-{i}"));
+            backend.breaker.set(endpoint.handle()).unwrap();
+            PendingRequests::new(endpoint, CompleteOnResponse::default())
+        })
+        .collect();
+    let balance = Balance::new(ServiceList::new(endpoints));
+    let svc = Buffer::new(balance, 1024);
+
+    let batch = |svc: Buffer<Request<Empty<Bytes>>, _>| async move {
+        let results = join_all(
+            (0..CONCURRENCY).map(|_| svc.clone().oneshot(Request::new(Empty::<Bytes>::new()))),
+        )
+        .await;
+        let mut tally = Tally::default();
+        for r in results {
+            let r: Result<Response<_>, BoxError> = r;
+            match r {
+                Ok(resp) if resp.status().is_success() => tally.ok += 1,
+                _ => tally.failed += 1,
+            }
+        }
+        tally
+    };
+
+    let safety = Duration::from_secs(60);
+    tokio::time::timeout(safety, async {
+        // Warm-up: every backend healthy.
+        for _ in 0..10 {
+            let t = batch(svc.clone()).await;
+            assert_eq!(t.failed, 0);
+        }
+        assert!(backends.iter().all(|b| b.served.load(Ordering::SeqCst) > 0));
+
+        // One backend starts answering 500 until its breaker opens.
+        backends[BAD].failing.store(true, Ordering::SeqCst);
+        let mut failures = 0;
+        let mut batches = 0;
+        loop {
+            let t = batch(svc.clone()).await;
+            failures += t.failed;
+            batches += 1;
+            assert!(batches < 1000, "the breaker never opened");
+            if let Ok((name, from, to)) = events.try_recv() {
+                assert_eq!(
+                    (name.as_str(), from, to),
+                    (bad_name.as_str(), State::Closed, State::Open)
+                );
+                break;
+            }
+        }
+        assert!(failures >= THRESHOLD as usize);
+        assert!(
+            failures <= THRESHOLD as usize + CONCURRENCY,
+            "client saw {failures} failures, more than threshold + in flight"
+        );
+
+        // Open: no call reaches the endpoint; then it half-opens, K probes succeed, it closes.
+        let mut seen = Vec::new();
+        let mut batches = 0;
+        while !seen.contains(&State::Closed) {
+            let t = batch(svc.clone()).await;
+            assert_eq!(t.failed, 0, "healthy backends answer every request");
+            while let Ok((name, _, to)) = events.try_recv() {
+                assert_eq!(name, bad_name);
+                seen.push(to);
+            }
+            batches += 1;
+            assert!(batches < 100_000, "the endpoint was never readmitted");
+        }
+        assert_eq!(seen, vec![State::HalfOpen, State::Closed]);
+        let calls = backends[BAD].calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.get(&State::Open),
+            None,
+            "no calls while open: {calls:?}"
+        );
+        assert_eq!(
+            calls.get(&State::HalfOpen),
+            Some(&(K as usize)),
+            "exactly K probes: {calls:?}"
+        );
+
+        // Readmitted: it serves traffic again.
+        let before = backends[BAD].served.load(Ordering::SeqCst);
+        for _ in 0..50 {
+            assert_eq!(batch(svc.clone()).await.failed, 0);
+        }
+        assert!(backends[BAD].served.load(Ordering::SeqCst) > before);
+        assert_eq!(backends[BAD].breaker.get().unwrap().state(), State::Closed);
+        for (i, b) in backends.iter().enumerate() {
+            if i != BAD {
+                assert_eq!(b.breaker.get().unwrap().counters().failures, 0);
+            }
+        }
+    })
+    .await
+    .expect("safety timeout: the scenario did not finish");
+}
