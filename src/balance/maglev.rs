@@ -85,9 +85,13 @@ pub(crate) fn build_table(keys: &[u64], weights: &[u32], m: u64) -> Vec<u32> {
     let mut next = vec![0u64; n];
     let max_w = u64::from(*weights.iter().max().expect("n > 0"));
     let mut credit = vec![0u64; n];
+    // Take turns in key-hash order, so that the table depends on the endpoint set only,
+    // not on the order discovery reported it in.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (keys[i], i));
     let mut filled = 0u64;
     'fill: loop {
-        for i in 0..n {
+        for &i in &order {
             // Weighted turns: an endpoint claims a slot each time its credit reaches the
             // largest weight (equal weights: one slot per round, as in the paper).
             credit[i] += u64::from(weights[i]);
