@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use crate::balance::error::UnknownStrategy;
 use crate::balance::{
-    Endpoints, LeastRequests, Maglev, P2c, Pick, Random, RingHash, RoundRobin, Tracking,
-    Weighted,
+    Endpoints, LeastRequests, Maglev, P2c, Pick, Random, RingHash, RoundRobin, Tracking, Weighted,
 };
 
 /// A strategy named at run time, for example in the gateway's per-service configuration.
@@ -100,7 +99,11 @@ impl<Req> Clone for DynKey<Req> {
 
 impl<Req> fmt::Debug for DynKey<Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "DynKey(Some(..))" } else { "DynKey(None)" })
+        f.write_str(if self.0.is_some() {
+            "DynKey(Some(..))"
+        } else {
+            "DynKey(None)"
+        })
     }
 }
 

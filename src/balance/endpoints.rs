@@ -204,9 +204,10 @@ impl<K> Endpoints<K> {
     #[inline]
     pub fn effective_weight(&self, i: usize, now: Instant) -> u64 {
         match (self.slow_start, self.warm_until) {
-            (Some(ss), Some(_)) => {
-                ss.effective_weight(self.weights[i], now.saturating_duration_since(self.added[i]))
-            }
+            (Some(ss), Some(_)) => ss.effective_weight(
+                self.weights[i],
+                now.saturating_duration_since(self.added[i]),
+            ),
             _ => u64::from(self.weights[i]) * 1_000,
         }
     }

@@ -79,9 +79,7 @@ impl Header {
 
 impl<B> HashKey<http::Request<B>> for Header {
     fn hash_key(&self, req: &http::Request<B>) -> Option<u64> {
-        req.headers()
-            .get(&self.0)
-            .map(|v| hash_bytes(v.as_bytes()))
+        req.headers().get(&self.0).map(|v| hash_bytes(v.as_bytes()))
     }
 }
 

@@ -68,7 +68,10 @@ impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
                     ties = 1;
                 }
                 Some((_, bf, bw)) => {
-                    let (lhs, rhs) = (u128::from(f) * u128::from(bw), u128::from(bf) * u128::from(w));
+                    let (lhs, rhs) = (
+                        u128::from(f) * u128::from(bw),
+                        u128::from(bf) * u128::from(w),
+                    );
                     if lhs < rhs {
                         best = Some((i, f, w));
                         ties = 1;

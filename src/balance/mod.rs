@@ -102,6 +102,9 @@ pub use self::weighted::Weighted;
 
 use std::hash::Hash;
 
+#[cfg(test)]
+use self::hash::mix64;
+
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A load-balancing strategy: chooses one of the usable endpoints for a request.

@@ -61,7 +61,11 @@ impl<E, F> RingHash<E, F> {
         if self.points.is_empty() {
             return None;
         }
-        let b = if self.shift >= 64 { 0 } else { (h >> self.shift) as usize };
+        let b = if self.shift >= 64 {
+            0
+        } else {
+            (h >> self.shift) as usize
+        };
         let mut j = self.buckets[b] as usize;
         while j < self.points.len() && self.points[j] < h {
             j += 1;
@@ -97,7 +101,13 @@ where
         self.points = ring.iter().map(|p| p.0).collect();
         self.owners = ring.iter().map(|p| p.1).collect();
         // Bucket index: about one point per bucket.
-        let bits = (self.points.len().max(1).next_power_of_two().trailing_zeros()).max(1);
+        let bits = (self
+            .points
+            .len()
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros())
+        .max(1);
         self.shift = 64 - bits;
         let nb = 1usize << bits;
         self.buckets.clear();

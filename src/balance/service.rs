@@ -139,7 +139,10 @@ where
         drop(self.services.swap_remove(i));
         self.index.remove(&key);
         if i < self.services.len() {
-            *self.index.get_mut(&self.set.keys[i]).expect("moved key indexed") = i;
+            *self
+                .index
+                .get_mut(&self.set.keys[i])
+                .expect("moved key indexed") = i;
         }
         self.dirty = true;
         key
@@ -305,7 +308,10 @@ where
             "Balance::call without a successful poll_ready"
         );
         let i = self.strategy.pick(&self.set, &req);
-        debug_assert!(self.set.is_usable(i), "strategy picked an unusable endpoint");
+        debug_assert!(
+            self.set.is_usable(i),
+            "strategy picked an unusable endpoint"
+        );
         // The endpoint must be polled ready again before its next request.
         self.set.set_flags(i, 0);
         self.to_poll.push(i);

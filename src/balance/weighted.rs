@@ -193,7 +193,11 @@ mod tests {
         ] {
             let g = weights.iter().fold(0u64, |g, &w| gcd(g, u64::from(w))) as u32;
             let reduced: Vec<u32> = weights.iter().map(|w| w / g).collect();
-            assert_eq!(swrr_period(&weights).unwrap(), naive(&reduced), "{weights:?}");
+            assert_eq!(
+                swrr_period(&weights).unwrap(),
+                naive(&reduced),
+                "{weights:?}"
+            );
         }
     }
 }
