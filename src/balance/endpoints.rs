@@ -1,8 +1,8 @@
 //! The endpoint set a [`Pick`](super::Pick) strategy chooses from.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -67,59 +67,78 @@ impl SlowStart {
 /// sample starts at the configured default RTT.
 pub(crate) struct Load {
     in_flight: AtomicUsize,
-    rtt: Mutex<Ewma>,
+    /// RTT estimate in nanoseconds (`f64` bits).
+    cost: AtomicU64,
+    /// When the estimate was last updated, in nanoseconds since `epoch`.
+    stamp: AtomicU64,
+    epoch: Instant,
     decay_ns: f64,
-}
-
-#[derive(Clone, Copy)]
-struct Ewma {
-    cost_ns: f64,
-    stamp: Instant,
 }
 
 impl Load {
     pub(crate) fn new(default_rtt: Duration, decay: Duration, now: Instant) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            rtt: Mutex::new(Ewma {
-                cost_ns: default_rtt.as_nanos() as f64,
-                stamp: now,
-            }),
+            cost: AtomicU64::new((default_rtt.as_nanos() as f64).to_bits()),
+            stamp: AtomicU64::new(0),
+            epoch: now,
             decay_ns: (decay.as_nanos() as f64).max(1.0),
         }
     }
 
+    #[inline]
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn start(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn end(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The decayed RTT estimate in nanoseconds at `now`.
-    pub(crate) fn rtt_ns(&self, now: Instant) -> f64 {
-        let e = *self.rtt.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(e.stamp).as_nanos() as f64;
-        e.cost_ns * (-elapsed / self.decay_ns).exp()
+    #[inline]
+    fn since_epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
+    /// The decayed RTT estimate in nanoseconds at `now`.
+    ///
+    /// Lock-free: the estimate and its timestamp are two atomics, so a read that races
+    /// with an update may pair a new estimate with an old stamp (a slightly stronger
+    /// decay); tower's version takes a lock per read instead.
+    #[inline]
+    pub(crate) fn rtt_ns(&self, now: Instant) -> f64 {
+        let cost = f64::from_bits(self.cost.load(Ordering::Relaxed));
+        let stamp = self.stamp.load(Ordering::Relaxed);
+        let elapsed = self.since_epoch(now).saturating_sub(stamp) as f64;
+        if elapsed == 0.0 {
+            cost
+        } else {
+            cost * (-elapsed / self.decay_ns).exp()
+        }
+    }
+
+    /// Record a round-trip sample (the peak-EWMA update). Concurrent updates may lose one
+    /// of the samples.
     pub(crate) fn observe(&self, rtt: Duration, now: Instant) {
         let sample = rtt.as_nanos() as f64;
-        let mut e = self.rtt.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(e.stamp).as_nanos() as f64;
+        let t = self.since_epoch(now);
+        let cost = f64::from_bits(self.cost.load(Ordering::Relaxed));
+        let elapsed = t.saturating_sub(self.stamp.load(Ordering::Relaxed)) as f64;
         let decay = (-elapsed / self.decay_ns).exp();
-        let current = e.cost_ns * decay;
-        e.cost_ns = if sample > current {
+        let current = cost * decay;
+        let next = if sample > current {
             sample
         } else {
             current + (sample - current) * (1.0 - decay)
         };
-        e.stamp = now;
+        self.cost.store(next.to_bits(), Ordering::Relaxed);
+        self.stamp.store(t, Ordering::Relaxed);
     }
 }
 
@@ -148,6 +167,7 @@ pub struct Endpoints<K> {
     pub(crate) ready_healthy: usize,
     pub(crate) slow_start: Option<SlowStart>,
     pub(crate) warm_until: Option<Instant>,
+    pub(crate) now: Option<Instant>,
 }
 
 impl<K> Endpoints<K> {
@@ -163,6 +183,7 @@ impl<K> Endpoints<K> {
             ready_healthy: 0,
             slow_start,
             warm_until: None,
+            now: None,
         }
     }
 
@@ -188,6 +209,13 @@ impl<K> Endpoints<K> {
     #[inline]
     pub fn weight(&self, i: usize) -> u32 {
         self.weights[i]
+    }
+
+    /// The time of the current pick: read once per request by the balancer when the
+    /// strategy tracks latency or an endpoint is warming up, else read now.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.now.unwrap_or_else(Instant::now)
     }
 
     /// Whether some endpoint is still inside its slow-start window.

@@ -18,9 +18,8 @@ pub(crate) struct LoadGuard {
 }
 
 impl LoadGuard {
-    pub(crate) fn new(load: Arc<Load>, latency: bool) -> Self {
+    pub(crate) fn new(load: Arc<Load>, start: Option<Instant>) -> Self {
         load.start();
-        let start = if latency { Some(Instant::now()) } else { None };
         Self { load, start }
     }
 

@@ -2,7 +2,6 @@ use std::hash::Hash;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::time::Instant;
 
 use crate::balance::{Endpoints, Pick, Tracking};
 
@@ -48,14 +47,15 @@ impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
 
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, _req: &Req) -> usize {
         let warming = endpoints.is_warming();
-        let now = if warming { Some(Instant::now()) } else { None };
+        let now = if warming { Some(endpoints.now()) } else { None };
         let weight = |i: usize| match now {
             Some(now) => endpoints.effective_weight(i, now),
             None => u64::from(endpoints.weight(i)),
         };
-        // best: (index, in_flight, weight); compare in_flight_a * w_b with in_flight_b * w_a.
+        // First pass: the least loaded endpoint and how many tie with it
+        // (compare in_flight_a * w_b with in_flight_b * w_a: no division).
         let mut best: Option<(usize, u64, u64)> = None;
-        let mut ties = 0u32;
+        let mut ties = 0usize;
         for i in 0..endpoints.len() {
             if !endpoints.is_usable(i) {
                 continue;
@@ -63,29 +63,40 @@ impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
             let f = endpoints.in_flight(i) as u64;
             let w = weight(i);
             match best {
-                None => {
-                    best = Some((i, f, w));
-                    ties = 1;
-                }
                 Some((_, bf, bw)) => {
-                    let (lhs, rhs) = (
-                        u128::from(f) * u128::from(bw),
-                        u128::from(bf) * u128::from(w),
-                    );
+                    let (lhs, rhs) = (u128::from(f) * u128::from(bw), u128::from(bf) * u128::from(w));
                     if lhs < rhs {
                         best = Some((i, f, w));
                         ties = 1;
                     } else if lhs == rhs {
-                        // Reservoir sampling: each tied endpoint wins with probability 1/ties.
                         ties += 1;
-                        if self.rng.random_range(0..ties) == 0 {
-                            best = Some((i, f, w));
-                        }
                     }
+                }
+                None => {
+                    best = Some((i, f, w));
+                    ties = 1;
                 }
             }
         }
-        best.expect("pick called with a usable endpoint").0
+        let (first, bf, bw) = best.expect("pick called with a usable endpoint");
+        if ties == 1 {
+            return first;
+        }
+        // Second pass: the r-th of the tied endpoints, r uniform.
+        let mut r = self.rng.random_range(0..ties);
+        for i in first..endpoints.len() {
+            if !endpoints.is_usable(i) {
+                continue;
+            }
+            let (f, w) = (endpoints.in_flight(i) as u64, weight(i));
+            if u128::from(f) * u128::from(bw) == u128::from(bf) * u128::from(w) {
+                if r == 0 {
+                    return i;
+                }
+                r -= 1;
+            }
+        }
+        first
     }
 
     fn tracking(&self) -> Tracking {

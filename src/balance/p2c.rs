@@ -2,7 +2,6 @@ use std::hash::Hash;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::time::Instant;
 
 use crate::balance::random::random_usable;
 use crate::balance::{Endpoints, Pick, Tracking};
@@ -70,7 +69,7 @@ impl<R: Rng, Req> Pick<Req> for P2c<R> {
         if a == b {
             return a;
         }
-        let now = (self.ewma || endpoints.is_warming()).then(Instant::now);
+        let now = (self.ewma || endpoints.is_warming()).then(|| endpoints.now());
         let cost = |i: usize| {
             let pending = endpoints.in_flight(i) as f64 + 1.0;
             match now {

@@ -2,7 +2,6 @@ use std::hash::Hash;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::time::Instant;
 
 use crate::balance::{Endpoints, Pick};
 
@@ -85,7 +84,7 @@ impl<R: Rng, Req> Pick<Req> for Random<R> {
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, _req: &Req) -> usize {
         if endpoints.is_warming() {
             // Slow start: weights change with time; draw against live effective weights.
-            let now = Instant::now();
+            let now = endpoints.now();
             let total: u64 = (0..endpoints.len())
                 .filter(|&i| endpoints.is_usable(i))
                 .map(|i| endpoints.effective_weight(i, now))

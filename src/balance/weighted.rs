@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
-use tokio::time::Instant;
 
 use crate::balance::{Endpoints, Pick};
 
@@ -133,7 +132,7 @@ impl<Req> Pick<Req> for Weighted {
             }
         }
         // nginx's loop, live.
-        let now = Instant::now();
+        let now = endpoints.now();
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for i in 0..endpoints.len() {
