@@ -59,7 +59,11 @@ impl Service<u64> for Ep {
 
 fn eps(n: usize) -> Vec<Ep> {
     // Weights 1..=4, so the weighted strategies have real work to do.
-    (0..n).map(|i| Ep { weight: (i % 4) as u32 + 1 }).collect()
+    (0..n)
+        .map(|i| Ep {
+            weight: (i % 4) as u32 + 1,
+        })
+        .collect()
 }
 
 fn key(r: &u64) -> Option<u64> {
@@ -295,10 +299,10 @@ fn maglev_balance(n: u64) -> (f64, f64) {
     let ids: Vec<u64> = (0..n).collect();
     let b = keyed(Maglev::new(key as KeyFn), &ids);
     let mut slots = vec![0u64; n as usize];
-    for &i in b.strategy().table() {
-        slots[i as usize] += 1;
+    for c in 0..b.strategy().table_len() {
+        slots[b.strategy().slot(c)] += 1;
     }
-    let mean = b.strategy().table().len() as f64 / n as f64;
+    let mean = b.strategy().table_len() as f64 / n as f64;
     let by_slots = *slots.iter().max().unwrap() as f64 / mean;
     let samples = 1_000_000u64;
     let mut keys = vec![0u64; n as usize];
@@ -324,7 +328,8 @@ impl Weight for Slow {
 impl Service<u64> for Slow {
     type Response = ();
     type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Infallible>> + Send>>;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -353,7 +358,12 @@ where
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut eps = vec![Slow { latency: Duration::from_millis(10) }; 10];
+        let mut eps = vec![
+            Slow {
+                latency: Duration::from_millis(10)
+            };
+            10
+        ];
         eps[0].latency = slow;
         let mut svc = make(eps);
         let lat = Arc::new(Mutex::new(Vec::with_capacity(requests)));
@@ -387,7 +397,11 @@ fn report() {
         let b2 = row[1].1;
         println!("n = {n}: B1 = {b1:.1} ns, B2 = {b2:.1} ns");
         for (name, ns) in &row[2..] {
-            println!("  {name:<16} {ns:>8.1} ns  {:.3}x B1  {:.3}x B2", ns / b1, ns / b2);
+            println!(
+                "  {name:<16} {ns:>8.1} ns  {:.3}x B1  {:.3}x B2",
+                ns / b1,
+                ns / b2
+            );
         }
     }
     println!("== growth from 10 to 10,000 endpoints (per-pick cost ratio) ==");
@@ -399,7 +413,9 @@ fn report() {
 
     println!("== key movement, one endpoint added / removed (mean of 4 events, 400,000 keys) ==");
     for n in [100u64, 1_000] {
-        let (ra, rr) = movement(RingHash::new(key as KeyFn), n, 4, 400_000, |p, h| p.lookup(h));
+        let (ra, rr) = movement(RingHash::new(key as KeyFn), n, 4, 400_000, |p, h| {
+            p.lookup(h)
+        });
         let (ma, mr) = movement(Maglev::new(key as KeyFn), n, 4, 400_000, |p, h| p.lookup(h));
         let ideal = 1.0 / n as f64;
         println!(
@@ -413,11 +429,14 @@ fn report() {
         println!("  N = {n}: by table slots {slots:.4}, by 1,000,000 keys {keys:.4}");
     }
 
-    println!("== tail latency (paused time: 10 endpoints at 10 ms, 20,000 requests, one every 2 ms) ==");
+    println!(
+        "== tail latency (paused time: 10 endpoints at 10 ms, 20,000 requests, one every 2 ms) =="
+    );
     let n = 20_000;
     let healthy = Duration::from_millis(10);
     let slow = Duration::from_millis(100);
-    let ewma = |eps: Vec<Slow>| BalanceLayer::new(P2c::peak_ewma().seeded(1)).build(ServiceList::new(eps));
+    let ewma =
+        |eps: Vec<Slow>| BalanceLayer::new(P2c::peak_ewma().seeded(1)).build(ServiceList::new(eps));
     let rr = |eps: Vec<Slow>| BalanceLayer::new(RoundRobin::new()).build(ServiceList::new(eps));
     let tower_ewma = |eps: Vec<Slow>| {
         tower::balance::p2c::Balance::new(PeakEwmaDiscover::new(

@@ -277,4 +277,23 @@ impl<Req> Pick<Req> for AnyPick<Req> {
             Inner::Maglev(p) => p.tracking(),
         }
     }
+
+    #[inline]
+    fn endpoint_changed<K>(&mut self, e: &Endpoints<K>, i: usize) {
+        match &mut self.inner {
+            Inner::LeastRequests(p) => Pick::<Req>::endpoint_changed(p, e, i),
+            Inner::RingHash(p) => p.endpoint_changed(e, i),
+            Inner::Maglev(p) => p.endpoint_changed(e, i),
+            _ => {}
+        }
+    }
+
+    fn wants_completions(&self) -> bool {
+        match &self.inner {
+            Inner::LeastRequests(p) => Pick::<Req>::wants_completions(p),
+            Inner::RingHash(p) => p.wants_completions(),
+            Inner::Maglev(p) => p.wants_completions(),
+            _ => false,
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! The endpoint set a [`Pick`](super::Pick) strategy chooses from.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -65,8 +65,31 @@ impl SlowStart {
 /// `1 - exp(-elapsed / decay)`, and between samples the estimate decays towards zero with
 /// the same time constant so that an idle endpoint is tried again. An endpoint without a
 /// sample starts at the configured default RTT.
+/// Indices of endpoints whose requests completed, for strategies that keep an index over
+/// in-flight counts ([`Pick::wants_completions`](super::Pick::wants_completions)).
+#[derive(Debug, Default)]
+pub(crate) struct Completions {
+    pub(crate) on: AtomicBool,
+    list: Mutex<Vec<u32>>,
+}
+
+impl Completions {
+    fn push(&self, i: u32) {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+    }
+
+    /// Swap the pending indices into `buf` (cleared first).
+    pub(crate) fn drain_into(&self, buf: &mut Vec<u32>) {
+        buf.clear();
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::swap(&mut *list, buf);
+    }
+}
+
 pub(crate) struct Load {
     in_flight: AtomicUsize,
+    pub(crate) index: AtomicU32,
+    completions: Arc<Completions>,
     /// RTT estimate in nanoseconds (`f64` bits).
     cost: AtomicU64,
     /// When the estimate was last updated, in nanoseconds since `epoch`.
@@ -76,9 +99,16 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    pub(crate) fn new(default_rtt: Duration, decay: Duration, now: Instant) -> Self {
+    pub(crate) fn new(
+        default_rtt: Duration,
+        decay: Duration,
+        now: Instant,
+        completions: Arc<Completions>,
+    ) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            index: AtomicU32::new(u32::MAX),
+            completions,
             cost: AtomicU64::new((default_rtt.as_nanos() as f64).to_bits()),
             stamp: AtomicU64::new(0),
             epoch: now,
@@ -99,6 +129,9 @@ impl Load {
     #[inline]
     pub(crate) fn end(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.completions.on.load(Ordering::Relaxed) {
+            self.completions.push(self.index.load(Ordering::Relaxed));
+        }
     }
 
     #[inline]
@@ -168,6 +201,7 @@ pub struct Endpoints<K> {
     pub(crate) slow_start: Option<SlowStart>,
     pub(crate) warm_until: Option<Instant>,
     pub(crate) now: Option<Instant>,
+    pub(crate) completions: Arc<Completions>,
 }
 
 impl<K> Endpoints<K> {
@@ -184,6 +218,7 @@ impl<K> Endpoints<K> {
             slow_start,
             warm_until: None,
             now: None,
+            completions: Arc::default(),
         }
     }
 
@@ -296,6 +331,14 @@ impl<K> Endpoints<K> {
             }
         }
         self.flags[i] = flags;
+    }
+
+    /// Indices of endpoints with requests completed since the last call, written into `buf`
+    /// (collected only for strategies whose
+    /// [`wants_completions`](super::Pick::wants_completions) is `true`). An index may be
+    /// stale (from before the last rebuild) or out of range; treat it as a hint to re-read.
+    pub fn take_completions(&self, buf: &mut Vec<u32>) {
+        self.completions.drain_into(buf);
     }
 
     pub(crate) fn push(&mut self, key: K, weight: u32, now: Instant, load: Arc<Load>) {

@@ -124,6 +124,20 @@ pub trait Pick<Req> {
     fn tracking(&self) -> Tracking {
         Tracking::None
     }
+
+    /// Endpoint `i`'s usability or requests in flight changed (after a pick, after a
+    /// readiness poll, on entering or leaving panic mode). Strategies that index the set
+    /// by load update it here; the default does nothing.
+    #[inline]
+    fn endpoint_changed<K>(&mut self, endpoints: &Endpoints<K>, i: usize) {
+        let _ = (endpoints, i);
+    }
+
+    /// Whether the strategy wants completed requests reported (it reads them with
+    /// [`Endpoints::take_completions`]). Costs a short lock per completed request.
+    fn wants_completions(&self) -> bool {
+        false
+    }
 }
 
 /// Per-endpoint load that a strategy reads (see [`Pick::tracking`]).

@@ -9,7 +9,8 @@ use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 /// Each endpoint places `vnodes × weight / mean weight` points on a 64-bit ring, at stable
 /// hashes of its key; a request goes to the first point at or after its key hash. Adding
 /// or removing one of N endpoints moves about 1/N of the keys. A bucket index over the
-/// ring makes a lookup O(1) expected instead of a binary search. If the owner of the point
+/// ring (two to four buckets per point, each remembering the owner of the next point) makes
+/// a lookup O(1) expected, usually a single memory access, instead of a binary search. If the owner of the point
 /// is not usable, the walk continues clockwise. Requests without a key
 /// ([`HashKey::hash_key`] is `None`) go to the fallback strategy `F`
 /// (default [`RoundRobin`]).
@@ -20,7 +21,9 @@ pub struct RingHash<E, F = RoundRobin> {
     vnodes: u32,
     points: Vec<u64>,
     owners: Vec<u32>,
-    buckets: Vec<u32>,
+    /// Per bucket of the hash space: (index of the first point at or after the bucket's
+    /// start, that point's owner), plus a sentinel.
+    buckets: Vec<(u32, u32)>,
     shift: u32,
 }
 
@@ -54,10 +57,12 @@ impl<E, F> RingHash<E, F> {
 
     /// The endpoint index for key hash `h`, if the ring is not empty (ignores usability).
     pub fn lookup(&self, h: u64) -> Option<usize> {
-        self.slot(h).map(|j| self.owners[j] as usize)
+        self.slot(h).map(|(_, owner)| owner as usize)
     }
 
-    fn slot(&self, h: u64) -> Option<usize> {
+    /// (ring position, owner) of the first point at or after `h`, wrapping around.
+    #[inline]
+    fn slot(&self, h: u64) -> Option<(usize, u32)> {
         if self.points.is_empty() {
             return None;
         }
@@ -66,11 +71,19 @@ impl<E, F> RingHash<E, F> {
         } else {
             (h >> self.shift) as usize
         };
-        let mut j = self.buckets[b] as usize;
+        let (first, owner) = self.buckets[b];
+        if first == self.buckets[b + 1].0 {
+            // No point inside this bucket: every hash in it maps to the same point, whose
+            // owner the bucket stores (one memory access on the common path).
+            let j = first as usize;
+            return Some((if j == self.points.len() { 0 } else { j }, owner));
+        }
+        let mut j = first as usize;
         while j < self.points.len() && self.points[j] < h {
             j += 1;
         }
-        Some(if j == self.points.len() { 0 } else { j })
+        let j = if j == self.points.len() { 0 } else { j };
+        Some((j, self.owners[j]))
     }
 }
 
@@ -100,33 +113,46 @@ where
         }
         self.points = ring.iter().map(|p| p.0).collect();
         self.owners = ring.iter().map(|p| p.1).collect();
-        // Bucket index: about one point per bucket.
+        // Bucket index: two to four buckets per point, so most buckets hold no point.
         let bits = (self
             .points
             .len()
             .max(1)
             .next_power_of_two()
-            .trailing_zeros())
-        .max(1);
+            .trailing_zeros()
+            + 1)
+        .min(63);
         self.shift = 64 - bits;
         let nb = 1usize << bits;
         self.buckets.clear();
-        self.buckets.reserve(nb);
+        self.buckets.reserve(nb + 1);
+        let len = self.points.len();
+        let owner_at = |j: usize| -> u32 {
+            match len {
+                0 => 0,
+                _ if j == len => self.owners[0],
+                _ => self.owners[j],
+            }
+        };
         let mut j = 0usize;
         for b in 0..nb {
             let start = (b as u64) << self.shift;
-            while j < self.points.len() && self.points[j] < start {
+            while j < len && self.points[j] < start {
                 j += 1;
             }
-            self.buckets.push(j as u32);
+            self.buckets.push((j as u32, owner_at(j)));
         }
+        self.buckets.push((len as u32, owner_at(len)));
     }
 
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, req: &Req) -> usize {
         let Some(h) = self.key.hash_key(req) else {
             return self.fallback.pick(endpoints, req);
         };
-        let mut j = self.slot(h).expect("pick called with endpoints");
+        let (mut j, owner) = self.slot(h).expect("pick called with endpoints");
+        if endpoints.is_usable(owner as usize) {
+            return owner as usize;
+        }
         let len = self.points.len();
         for _ in 0..len {
             let i = self.owners[j] as usize;
@@ -143,5 +169,13 @@ where
 
     fn tracking(&self) -> Tracking {
         self.fallback.tracking()
+    }
+
+    fn endpoint_changed<K>(&mut self, endpoints: &Endpoints<K>, i: usize) {
+        self.fallback.endpoint_changed(endpoints, i);
+    }
+
+    fn wants_completions(&self) -> bool {
+        self.fallback.wants_completions()
     }
 }

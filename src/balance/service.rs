@@ -3,6 +3,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -131,7 +132,12 @@ where
     }
 
     fn new_load(&self, now: Instant) -> Load {
-        Load::new(self.config.default_rtt, self.config.decay, now)
+        Load::new(
+            self.config.default_rtt,
+            self.config.decay,
+            now,
+            self.set.completions.clone(),
+        )
     }
 
     fn remove_index(&mut self, i: usize) -> D::Key {
@@ -173,10 +179,22 @@ where
     }
 
     /// Poll every endpoint not known to be ready; drop those that fail.
+    fn set_flags<Req>(&mut self, i: usize, flags: u8)
+    where
+        P: Pick<Req>,
+    {
+        let was = self.set.is_usable(i);
+        self.set.set_flags(i, flags);
+        if was != self.set.is_usable(i) {
+            self.strategy.endpoint_changed(&self.set, i);
+        }
+    }
+
     fn poll_endpoints<Req>(&mut self, cx: &mut Context<'_>)
     where
         D::Service: Service<Req>,
         <D::Service as Service<Req>>::Error: Into<BoxError>,
+        P: Pick<Req>,
     {
         if self.dirty {
             // Indices may have moved: recompute the set of endpoints to poll.
@@ -189,7 +207,7 @@ where
             let i = self.to_poll[j];
             match self.services[i].poll_ready(cx) {
                 Poll::Pending => {
-                    self.set.set_flags(i, 0);
+                    self.set_flags::<Req>(i, 0);
                     j += 1;
                 }
                 Poll::Ready(Ok(())) => {
@@ -198,7 +216,7 @@ where
                     } else {
                         0
                     };
-                    self.set.set_flags(i, READY | healthy);
+                    self.set_flags::<Req>(i, READY | healthy);
                     self.to_poll.swap_remove(j);
                 }
                 Poll::Ready(Err(e)) => {
@@ -215,13 +233,25 @@ where
         }
     }
 
-    fn update_panic(&mut self) -> Option<error::Panic> {
+    fn update_panic<Req>(&mut self) -> Option<error::Panic>
+    where
+        P: Pick<Req>,
+    {
         let total = self.set.len();
         let threshold = u64::from(self.config.panic_threshold_percent);
         let healthy = self.set.ready_healthy;
         let panic = total > 0 && (healthy as u64) * 100 < threshold * total as u64;
+        let mask = if panic { READY } else { READY | HEALTHY };
+        if mask != self.set.mask {
+            self.set.mask = mask;
+            if panic {
+                tracing::warn!(healthy, discovered = total, "below the panic threshold");
+            }
+            for i in 0..total {
+                self.strategy.endpoint_changed(&self.set, i);
+            }
+        }
         if panic {
-            self.set.mask = READY;
             if self.config.panic_mode == PanicMode::FailFast {
                 return Some(error::Panic {
                     healthy,
@@ -229,8 +259,6 @@ where
                     threshold_percent: self.config.panic_threshold_percent,
                 });
             }
-        } else {
-            self.set.mask = READY | HEALTHY;
         }
         None
     }
@@ -251,7 +279,11 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_discover(cx)?;
-        self.poll_endpoints(cx);
+        self.set
+            .completions
+            .on
+            .store(self.strategy.wants_completions(), Ordering::Relaxed);
+        self.poll_endpoints::<Req>(cx);
         if let Some(until) = self.set.warm_until {
             if Instant::now() >= until {
                 self.set.warm_until = None;
@@ -259,10 +291,13 @@ where
             }
         }
         if self.dirty {
+            for (i, load) in self.set.loads.iter().enumerate() {
+                load.index.store(i as u32, Ordering::Relaxed);
+            }
             self.strategy.rebuild(&self.set);
             self.dirty = false;
         }
-        let panic = self.update_panic();
+        let panic = self.update_panic::<Req>();
         if self.set.usable_len() > 0 {
             if let Some(p) = panic {
                 return Poll::Ready(Err(p.into()));
@@ -314,7 +349,10 @@ where
             None
         };
         let i = self.strategy.pick(&self.set, &req);
-        debug_assert!(self.set.is_usable(i), "strategy picked an unusable endpoint");
+        debug_assert!(
+            self.set.is_usable(i),
+            "strategy picked an unusable endpoint"
+        );
         // The endpoint must be polled ready again before its next request.
         self.set.set_flags(i, 0);
         self.to_poll.push(i);
@@ -323,6 +361,7 @@ where
             Tracking::InFlight => Some(LoadGuard::new(self.set.loads[i].clone(), None)),
             Tracking::Latency => Some(LoadGuard::new(self.set.loads[i].clone(), self.set.now)),
         };
+        self.strategy.endpoint_changed(&self.set, i);
         // A span only when a subscriber listens at DEBUG: creating a disabled span still
         // costs tens of nanoseconds when tracing's `log` feature is on.
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {

@@ -16,7 +16,10 @@ pub(crate) fn endpoint_set(ids: &[u32]) -> Endpoints<u32> {
             Duration::from_millis(1),
             Duration::from_secs(1),
             now,
+            e.completions.clone(),
         ));
+        load.index
+            .store(e.len() as u32, std::sync::atomic::Ordering::Relaxed);
         e.push(id, 1, now, load);
         let i = e.len() - 1;
         e.set_flags(i, READY | HEALTHY);
@@ -110,10 +113,10 @@ fn maglev_table_balance() {
         let mut m = maglev();
         m.rebuild(&set);
         let mut counts = vec![0u64; n as usize];
-        for &i in m.table() {
-            counts[i as usize] += 1;
+        for c in 0..m.table_len() {
+            counts[m.slot(c)] += 1;
         }
-        let mean = m.table().len() as f64 / f64::from(n);
+        let mean = m.table_len() as f64 / f64::from(n);
         let max = *counts.iter().max().unwrap() as f64;
         assert!(max / mean <= 1.01, "n={n}: max/mean {}", max / mean);
     }

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
-
 use crate::balance::{Endpoints, Pick};
 
 /// Longest precomputed schedule (entries); larger weight sums pick live in O(n).
