@@ -251,14 +251,12 @@ where
                 self.strategy.endpoint_changed(&self.set, i);
             }
         }
-        if panic {
-            if self.config.panic_mode == PanicMode::FailFast {
-                return Some(error::Panic {
-                    healthy,
-                    discovered: total,
-                    threshold_percent: self.config.panic_threshold_percent,
-                });
-            }
+        if panic && self.config.panic_mode == PanicMode::FailFast {
+            return Some(error::Panic {
+                healthy,
+                discovered: total,
+                threshold_percent: self.config.panic_threshold_percent,
+            });
         }
         None
     }
