@@ -9,7 +9,8 @@ use crate::balance::{Endpoints, Pick, Tracking};
 /// (slow-start) weight, `in_flight / weight`, ties broken at random (Envoy's least request
 /// with all hosts considered).
 ///
-/// Exact, in O(log n) per pick: the strategy keeps a tournament tree over the endpoints
+/// Exact, in O(log n) per pick beyond 64 endpoints (a plain scan below): the strategy
+/// keeps a tournament tree over the endpoints
 /// (each node holds the least `in_flight / weight` below it and how many endpoints tie at
 /// it), updated when an endpoint is picked, changes readiness, or completes a request
 /// (completions are reported through a short lock), and descends it to the r-th tied
@@ -23,6 +24,9 @@ pub struct LeastRequests<R = SmallRng> {
     tree: Tree,
     scratch: Vec<u32>,
 }
+
+/// Up to this many endpoints a scan is cheaper than keeping the tree up to date.
+const SCAN_MAX: usize = 64;
 
 /// A node: the least `in_flight / weight` below it as (`in_flight`, `weight`), and how many
 /// usable endpoints tie at it. An unusable leaf is (1, 0): infinitely loaded, count 0.
@@ -159,7 +163,7 @@ impl<R> LeastRequests<R> {
 
 impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
-        if endpoints.is_warming() {
+        if endpoints.is_warming() || endpoints.len() <= SCAN_MAX {
             self.tree = Tree::default();
         } else {
             self.tree.build(endpoints);
@@ -172,7 +176,7 @@ impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
     }
 
     fn wants_completions(&self) -> bool {
-        true
+        !self.tree.nodes.is_empty()
     }
 
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, _req: &Req) -> usize {
@@ -270,7 +274,7 @@ mod tests {
     #[test]
     fn tree_pick_is_exact() {
         let mut rng = SmallRng::seed_from_u64(5);
-        let ids: Vec<u32> = (0..37).collect();
+        let ids: Vec<u32> = (0..100).collect(); // above SCAN_MAX: the tree is in use
         let mut set = endpoint_set(&ids);
         for i in 0..set.len() {
             set.weights[i] = rng.random_range(1..5);
@@ -280,6 +284,7 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut lr = LeastRequests::seeded(1);
         Pick::<()>::rebuild(&mut lr, &set);
+        assert!(Pick::<()>::wants_completions(&lr));
         let mut held: Vec<usize> = Vec::new();
         for _ in 0..20_000 {
             match rng.random_range(0..4) {

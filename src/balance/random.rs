@@ -8,13 +8,17 @@ use crate::balance::{Endpoints, Pick};
 /// Picks a random usable endpoint with probability proportional to its (slow-start)
 /// weight.
 ///
-/// Equal weights take O(1) per pick; with unequal weights a pick draws from a cumulative
-/// table (built on rebuild) with one binary search. The RNG is injectable
+/// O(1) per pick: equal weights draw an index; unequal weights use Walker's alias method
+/// (Vose's construction, built on rebuild): draw an index, then keep it or take its alias.
+/// While endpoints warm up (slow start) picks draw against live effective weights (O(n)).
+/// The RNG is injectable
 /// ([`with_rng`](Random::with_rng), [`seeded`](Random::seeded)).
 #[derive(Debug, Clone)]
 pub struct Random<R = SmallRng> {
     rng: R,
-    cumulative: Vec<u64>,
+    /// Alias table: keep `i` when a 32-bit draw is below `keep[i]`, else take `alias[i]`.
+    keep: Vec<u64>,
+    alias: Vec<u32>,
 }
 
 impl Random<SmallRng> {
@@ -40,7 +44,8 @@ impl<R> Random<R> {
     pub fn with_rng(rng: R) -> Self {
         Self {
             rng,
-            cumulative: Vec::new(),
+            keep: Vec::new(),
+            alias: Vec::new(),
         }
     }
 }
@@ -65,7 +70,8 @@ pub(crate) fn random_usable<K, R: Rng>(rng: &mut R, endpoints: &Endpoints<K>) ->
 
 impl<R: Rng, Req> Pick<Req> for Random<R> {
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
-        self.cumulative.clear();
+        self.keep.clear();
+        self.alias.clear();
         let n = endpoints.len();
         if n == 0 {
             return;
@@ -74,10 +80,24 @@ impl<R: Rng, Req> Pick<Req> for Random<R> {
         if (1..n).all(|i| endpoints.weight(i) == w0) {
             return;
         }
-        let mut acc = 0;
-        for i in 0..n {
-            acc += u64::from(endpoints.weight(i));
-            self.cumulative.push(acc);
+        // Vose: scale weights so they average 2^32; pair each small column with a large one.
+        let total: u64 = (0..n).map(|i| u64::from(endpoints.weight(i))).sum();
+        let one = 1u128 << 32;
+        let mut scaled: Vec<u128> = (0..n)
+            .map(|i| u128::from(endpoints.weight(i)) * one * n as u128 / u128::from(total))
+            .collect();
+        self.keep = vec![1u64 << 32; n];
+        self.alias = (0..n as u32).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| scaled[i] < one);
+        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+            self.keep[s] = scaled[s] as u64;
+            self.alias[s] = l as u32;
+            scaled[l] -= one - scaled[s];
+            if scaled[l] < one {
+                large.pop();
+                small.push(l);
+            }
         }
     }
 
@@ -101,13 +121,18 @@ impl<R: Rng, Req> Pick<Req> for Random<R> {
             }
             return random_usable(&mut self.rng, endpoints);
         }
-        if self.cumulative.is_empty() {
+        if self.keep.is_empty() {
             return random_usable(&mut self.rng, endpoints);
         }
-        let total = *self.cumulative.last().expect("non-empty");
+        let n = self.keep.len();
         for _ in 0..8 {
-            let x = self.rng.random_range(0..total);
-            let i = self.cumulative.partition_point(|&c| c <= x);
+            let i = self.rng.random_range(0..n);
+            let x = u64::from(self.rng.random::<u32>());
+            let i = if x < self.keep[i] {
+                i
+            } else {
+                self.alias[i] as usize
+            };
             if endpoints.is_usable(i) {
                 return i;
             }

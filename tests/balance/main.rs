@@ -164,6 +164,30 @@ async fn least_requests_prefers_idle_and_weights() {
 }
 
 #[tokio::test]
+async fn least_requests_exact_over_many_endpoints() {
+    // 100 endpoints: the tree index is in use.
+    let (_c, mut b, _) = setup(BalanceLayer::new(LeastRequests::seeded(8)), &[1; 100]);
+    let mut open = Vec::new();
+    for r in 0..300 {
+        assert!(poll_ready::<_, u64>(&mut b).is_ready());
+        open.push(b.call(r));
+    }
+    for i in 0..100 {
+        assert_eq!(b.endpoints().in_flight(i), 3);
+    }
+    // Complete one request: the next pick goes to the endpoint it finished on.
+    let mut f = open.swap_remove(17);
+    let id = match poll_once(&mut f) {
+        Poll::Ready(Ok(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    drop(f);
+    assert!(poll_ready::<_, u64>(&mut b).is_ready());
+    let mut g = b.call(1_000);
+    assert!(matches!(poll_once(&mut g), Poll::Ready(Ok(got)) if got == id));
+}
+
+#[tokio::test]
 async fn least_requests_breaks_ties_at_random() {
     let (_c, mut b, _) = setup(BalanceLayer::new(LeastRequests::seeded(3)), &[1, 1, 1, 1]);
     let c = counts(&mut b, 4_000);
@@ -478,7 +502,7 @@ async fn slow_start_applies_to_least_requests_weights() {
 /// Random inserts, removes, readiness flips, readiness errors and requests in flight:
 /// no request reaches an endpoint that was removed, nothing panics.
 /// One step in `rate` of those drawn to change the endpoint set does (1: 10% of all steps).
-fn churn(strategy: Strategy, steps: usize, seed: u64, rate: u32) {
+fn churn(strategy: Strategy, steps: usize, seed: u64, rate: u32, cap: usize) {
     use std::sync::{Arc, Mutex};
     let mut rng = SmallRng::seed_from_u64(seed);
     let live: Arc<Mutex<HashSet<u32>>> = Arc::default();
@@ -497,7 +521,7 @@ fn churn(strategy: Strategy, steps: usize, seed: u64, rate: u32) {
             roll = 99; // a request instead
         }
         match roll {
-            0..=4 if endpoints.len() < 40 => {
+            0..=4 if endpoints.len() < cap => {
                 let p = support::Probe::new(next_id, rng.random_range(1..5), live.clone());
                 live.lock().unwrap().insert(next_id);
                 changes.insert(next_id, p.clone());
@@ -563,14 +587,16 @@ async fn churn_stress() {
     .into_iter()
     .enumerate()
     {
-        churn(s, 100_000, i as u64, 1);
+        churn(s, 100_000, i as u64, 1, 40);
     }
+    // Least requests indexes more than 64 endpoints with a tree: churn that too.
+    churn(Strategy::LeastRequests, 100_000, 99, 1, 150);
 }
 
 #[tokio::test(start_paused = true)]
 async fn churn_stress_hashers() {
     // Rebuilding a hash table costs far more than a pick (a Maglev table has 65,537 slots):
     // change the set 20 (ring) or 100 (Maglev) times less often, for as many steps.
-    churn(Strategy::RingHash, 100_000, 11, 20);
-    churn(Strategy::Maglev, 100_000, 12, 100);
+    churn(Strategy::RingHash, 100_000, 11, 20, 40);
+    churn(Strategy::Maglev, 100_000, 12, 100, 40);
 }
