@@ -63,6 +63,17 @@
 //! the default), or fails with [`error::Panic`] ([`PanicMode::FailFast`]). An endpoint that
 //! is not ready cannot take a request in tower, so "all endpoints" means all ready ones.
 //!
+//! # Observability
+//!
+//! Each response future runs in a `balance` tracing span (created only when `DEBUG` is
+//! enabled) whose `endpoint` field is the chosen endpoint's key; an endpoint removed for a
+//! failed readiness check is logged at `WARN` with its key, and so is entering panic mode.
+//! With the `metrics` feature the balancer counts
+//! `tower_mesh_balance_requests_total{endpoint}`,
+//! `tower_mesh_balance_endpoint_failures_total{endpoint}` and
+//! `tower_mesh_balance_no_endpoints_total` through the `metrics` facade (the endpoint label
+//! is the key's `Debug` form).
+//!
 //! # Discovery
 //!
 //! `D` must be `Unpin`, as for tower's balancer. It is polled on every `poll_ready`; every

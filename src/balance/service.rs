@@ -37,6 +37,8 @@ where
     dirty: bool,
     unready_since: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+    #[cfg(feature = "metrics")]
+    requests: Vec<metrics::Counter>,
 }
 
 impl<D, P> Balance<D, P>
@@ -62,6 +64,8 @@ where
             dirty: false,
             unready_since: None,
             sleep: None,
+            #[cfg(feature = "metrics")]
+            requests: Vec::new(),
         }
     }
 
@@ -126,6 +130,11 @@ where
             let load = Arc::new(self.new_load(now));
             self.index.insert(key.clone(), self.services.len());
             self.services.push(svc);
+            #[cfg(feature = "metrics")]
+            self.requests.push(metrics::counter!(
+                "tower_mesh_balance_requests_total",
+                "endpoint" => format!("{key:?}")
+            ));
             self.set.push(key, weight, now, load);
         }
         self.dirty = true;
@@ -143,6 +152,8 @@ where
     fn remove_index(&mut self, i: usize) -> D::Key {
         let key = self.set.swap_remove(i);
         drop(self.services.swap_remove(i));
+        #[cfg(feature = "metrics")]
+        let _ = self.requests.swap_remove(i);
         self.index.remove(&key);
         if i < self.services.len() {
             *self
@@ -222,6 +233,12 @@ where
                 Poll::Ready(Err(e)) => {
                     let e: BoxError = e.into();
                     tracing::warn!(endpoint = ?self.set.keys[i], error = %e, "endpoint failed readiness; removed");
+                    #[cfg(feature = "metrics")]
+                    metrics::counter!(
+                        "tower_mesh_balance_endpoint_failures_total",
+                        "endpoint" => format!("{:?}", self.set.keys[i])
+                    )
+                    .increment(1);
                     self.remove_index(i);
                     // Indices moved: rebuild the poll list and start over.
                     self.to_poll.clear();
@@ -316,6 +333,8 @@ where
             waited: now.saturating_duration_since(since),
         };
         if now >= deadline {
+            #[cfg(feature = "metrics")]
+            metrics::counter!("tower_mesh_balance_no_endpoints_total").increment(1);
             return Poll::Ready(Err(fail.into()));
         }
         let sleep = match &mut self.sleep {
@@ -328,6 +347,8 @@ where
             none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         ready!(sleep.as_mut().poll(cx));
+        #[cfg(feature = "metrics")]
+        metrics::counter!("tower_mesh_balance_no_endpoints_total").increment(1);
         Poll::Ready(Err(error::NoEndpoints {
             discovered: self.set.len(),
             waited: self.config.no_endpoints_timeout,
@@ -360,6 +381,8 @@ where
             Tracking::Latency => Some(LoadGuard::new(self.set.loads[i].clone(), self.set.now)),
         };
         self.strategy.endpoint_changed(&self.set, i);
+        #[cfg(feature = "metrics")]
+        self.requests[i].increment(1);
         // A span only when a subscriber listens at DEBUG: creating a disabled span still
         // costs tens of nanoseconds when tracing's `log` feature is on.
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
