@@ -32,8 +32,8 @@ const SCAN_MAX: usize = 64;
 /// usable endpoints tie at it. An unusable leaf is (1, 0): infinitely loaded, count 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Node {
-    f: u64,
-    w: u64,
+    f: u32,
+    w: u32,
     count: u32,
 }
 
@@ -46,7 +46,7 @@ const NONE: Node = Node {
 impl Node {
     #[inline]
     fn cmp_load(&self, other: &Node) -> std::cmp::Ordering {
-        (u128::from(self.f) * u128::from(other.w)).cmp(&(u128::from(other.f) * u128::from(self.w)))
+        (u64::from(self.f) * u64::from(other.w)).cmp(&(u64::from(other.f) * u64::from(self.w)))
     }
 
     #[inline]
@@ -123,8 +123,8 @@ impl Tree {
 fn leaf<K>(endpoints: &Endpoints<K>, i: usize) -> Node {
     if endpoints.is_usable(i) {
         Node {
-            f: endpoints.in_flight(i) as u64,
-            w: u64::from(endpoints.weight(i)),
+            f: endpoints.in_flight(i).min(u32::MAX as usize) as u32,
+            w: endpoints.weight(i),
             count: 1,
         }
     } else {
