@@ -189,7 +189,7 @@ where
         Ok(())
     }
 
-    /// Poll every endpoint not known to be ready; drop those that fail.
+    /// Set endpoint `i`'s flags and tell the strategy if its usability changed.
     fn set_flags<Req>(&mut self, i: usize, flags: u8)
     where
         P: Pick<Req>,
@@ -201,6 +201,7 @@ where
         }
     }
 
+    /// Poll every endpoint not known to be ready; drop those that fail.
     fn poll_endpoints<Req>(&mut self, cx: &mut Context<'_>)
     where
         D::Service: Service<Req>,
