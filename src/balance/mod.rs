@@ -1,5 +1,7 @@
-//! Client-side load balancing over any [`Discover`](tower::discover::Discover) with
-//! pluggable strategies, panic threshold, slow start and a bound on waiting for endpoints.
+//! Client-side load balancing with pluggable strategies over any `Discover`.
+//!
+//! Works over any [`Discover`](tower::discover::Discover) stream, with a panic threshold,
+//! slow start and a bound on waiting for endpoints.
 //!
 //! [`Balance<D, P>`](Balance) is a `Service<Req>` over a discovery stream `D` and a
 //! [`Pick`] strategy `P`:
@@ -86,7 +88,9 @@
 //! `D` must be `Unpin`, as for tower's balancer. It is polled on every `poll_ready`; every
 //! change (batched per poll) rebuilds the strategy before the next pick, so no pick made
 //! for an older endpoint set survives a change (tower issue #856). A discovery stream
-//! that ends leaves the last endpoint set in place.
+//! that ends leaves the last endpoint set in place. Discovery is polled from `poll_ready`
+//! only: without traffic, changes wait in the stream until the next request (the
+//! registry-fed discovery keeps its own watch current in the background).
 
 mod endpoints;
 mod hash;
@@ -128,9 +132,10 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A load-balancing strategy: chooses one of the usable endpoints for a request.
 ///
 /// [`Balance`] calls [`rebuild`](Pick::rebuild) after every change to the endpoint set
-/// (before the next pick) and [`pick`](Pick::pick) from `call`, when at least one endpoint
-/// is usable ([`Endpoints::usable_len`] `> 0`). `pick` must return the index of a usable
-/// endpoint ([`Endpoints::is_usable`]).
+/// and when the last slow-start window closes, before the next pick, and
+/// [`pick`](Pick::pick) from `call`, when at least one endpoint is usable
+/// ([`Endpoints::usable_len`] `> 0`). `pick` must return the index of a usable endpoint
+/// ([`Endpoints::is_usable`]).
 pub trait Pick<Req> {
     /// The endpoint set changed: drop any state that refers to old indices.
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>);
