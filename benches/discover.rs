@@ -117,7 +117,7 @@ fn load(c: &mut Criterion) {
 fn propagation(c: &mut Criterion) {
     let rt = rt();
     let mut group = c.benchmark_group("propagation");
-    let mut backends: Vec<(&str, Box<dyn Fn() -> (Writer, Watcher)>)> = Vec::new();
+    let mut backends: Vec<(&str, MakePair<'_>)> = Vec::new();
     backends.push((
         "memory",
         Box::new(|| {
@@ -147,8 +147,12 @@ fn propagation(c: &mut Criterion) {
             sqlx::any::install_default_drivers();
             let name = format!("tm_dbench_{}", std::process::id());
             let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-            let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await;
-            conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+                .await;
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
             let mut u = url::Url::parse(&base).unwrap();
             u.set_path(&format!("/{name}"));
             u.to_string()
@@ -165,8 +169,16 @@ fn propagation(c: &mut Criterion) {
     for (name, make) in &backends {
         let (writer, watcher) = make();
         let mut d = match &watcher {
-            Watcher::Memory(r) => Either::A(RegistryDiscover::new(r.clone(), "orders", |i: &Instance| i.port())),
-            Watcher::Sql(r) => Either::B(RegistryDiscover::new(r.clone(), "orders", |i: &Instance| i.port())),
+            Watcher::Memory(r) => Either::A(RegistryDiscover::new(
+                r.clone(),
+                "orders",
+                |i: &Instance| i.port(),
+            )),
+            Watcher::Sql(r) => Either::B(RegistryDiscover::new(
+                r.clone(),
+                "orders",
+                |i: &Instance| i.port(),
+            )),
         };
         let mut port = 1u32;
         group.bench_function(*name, |b| {
@@ -175,7 +187,14 @@ fn propagation(c: &mut Criterion) {
                     let start = tokio::time::Instant::now();
                     for _ in 0..iters {
                         port = port % 60_000 + 1;
-                        writer.register(Instance::builder("orders", "p-1").port(port).build().unwrap()).await;
+                        writer
+                            .register(
+                                Instance::builder("orders", "p-1")
+                                    .port(port)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .await;
                         loop {
                             let change = match &mut d {
                                 Either::A(d) => d.next().await,
@@ -195,6 +214,9 @@ fn propagation(c: &mut Criterion) {
     }
     group.finish();
 }
+
+/// Makes a writer and a watcher on one backend.
+type MakePair<'a> = Box<dyn Fn() -> (Writer, Watcher) + 'a>;
 
 enum Writer {
     Memory(MemoryRegistry),
@@ -222,7 +244,8 @@ enum Either<A, B> {
 
 fn estimate(group: &str, id: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let text = std::fs::read_to_string(format!("{dir}/criterion/{group}/{id}/new/estimates.json")).ok()?;
+    let text =
+        std::fs::read_to_string(format!("{dir}/criterion/{group}/{id}/new/estimates.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["median"]["point_estimate"].as_f64()
 }
@@ -237,9 +260,16 @@ fn main() {
             estimate("load-10k", "registry-discover"),
             estimate("load-10k", "raw-select-and-endpoints"),
         ) {
-            println!("ratio load-10k (ours / raw select + endpoints): {:.3} (target <= 1.5)", ours / raw);
+            println!(
+                "ratio load-10k (ours / raw select + endpoints): {:.3} (target <= 1.5)",
+                ours / raw
+            );
         }
-        for id in ["memory", "sqlite-other-process-10ms-poll", "postgres-other-process-notify"] {
+        for id in [
+            "memory",
+            "sqlite-other-process-10ms-poll",
+            "postgres-other-process-notify",
+        ] {
             if let Some(ns) = estimate("propagation", id) {
                 println!("propagation {id}: {:.1} us", ns / 1000.0);
             }

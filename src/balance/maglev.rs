@@ -1,0 +1,253 @@
+use std::hash::Hash;
+
+use crate::balance::hash::{mix64, stable_hash};
+use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
+
+/// Lookup table sizes: primes, the smallest of them at least 1,000 × endpoints is used
+/// (the largest beyond that).
+pub(crate) const TABLE_SIZES: [u64; 3] = [65_537, 655_373, 6_553_451];
+
+/// Consistent hashing through a Maglev lookup table (Eisenbud et al., *Maglev: A Fast and
+/// Reliable Software Network Load Balancer*, NSDI 2016, section 3.4).
+///
+/// Every endpoint has a permutation of the table slots derived from its key (offset and
+/// skip from two stable hashes); endpoints take turns claiming their next free preferred
+/// slot until the table is full, a heavier endpoint taking proportionally more turns. A
+/// request goes to the slot its key hash maps to (multiply and shift, no division): one
+/// lookup, O(1). The table size
+/// M is the smallest of 65,537 / 655,373 / 6,553,451 that is at least 1,000 × endpoints,
+/// which keeps every endpoint's share within 0.1% of its weight and key movement on a
+/// change close to the minimal 1/N. If the slot's endpoint is not usable, the next slots
+/// are tried in turn. Requests without a key go to the fallback strategy `F` (default
+/// [`RoundRobin`]).
+#[derive(Debug, Clone)]
+pub struct Maglev<E, F = RoundRobin> {
+    key: E,
+    fallback: F,
+    table: Table,
+}
+
+/// The lookup table, 2 bytes a slot while endpoint indices fit (halves its cache footprint).
+#[derive(Debug, Clone)]
+enum Table {
+    Small(Vec<u16>),
+    Large(Vec<u32>),
+}
+
+impl Table {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Table::Small(t) => t.len(),
+            Table::Large(t) => t.len(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, c: usize) -> usize {
+        match self {
+            Table::Small(t) => t[c] as usize,
+            Table::Large(t) => t[c] as usize,
+        }
+    }
+}
+
+/// Maps a 64-bit hash onto `0..m` with a multiply and a shift instead of a division
+/// (Lemire's fast range reduction).
+#[inline]
+fn reduce(h: u64, m: usize) -> usize {
+    ((u128::from(h) * m as u128) >> 64) as usize
+}
+
+impl<E> Maglev<E, RoundRobin> {
+    /// A Maglev table keyed by `key`, falling back to round robin.
+    pub fn new(key: E) -> Self {
+        Self::with_fallback(key, RoundRobin::new())
+    }
+}
+
+impl<E, F> Maglev<E, F> {
+    /// A Maglev table keyed by `key` that sends keyless requests to `fallback`.
+    pub fn with_fallback(key: E, fallback: F) -> Self {
+        Self {
+            key,
+            fallback,
+            table: Table::Large(Vec::new()),
+        }
+    }
+
+    /// The table size used for `endpoints` endpoints.
+    pub fn table_size_for(endpoints: usize) -> u64 {
+        let want = endpoints as u64 * 1_000;
+        TABLE_SIZES
+            .iter()
+            .copied()
+            .find(|&m| m >= want)
+            .unwrap_or(TABLE_SIZES[2])
+    }
+
+    /// Number of slots in the lookup table (0 before the first rebuild).
+    pub fn table_len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The endpoint index in slot `slot` of the lookup table.
+    pub fn slot(&self, slot: usize) -> usize {
+        self.table.get(slot)
+    }
+
+    /// The endpoint index for key hash `h`, if the table is not empty (ignores usability).
+    pub fn lookup(&self, h: u64) -> Option<usize> {
+        if self.table.len() == 0 {
+            None
+        } else {
+            Some(self.table.get(reduce(h, self.table.len())))
+        }
+    }
+}
+
+/// Fill a Maglev table of size `m` (prime) for endpoints with key hashes `keys` and
+/// weights `weights`.
+pub(crate) fn build_table(keys: &[u64], weights: &[u32], m: u64) -> Vec<u32> {
+    const EMPTY: u32 = u32::MAX;
+    let n = keys.len();
+    let mut table = vec![EMPTY; m as usize];
+    if n == 0 {
+        return Vec::new();
+    }
+    let offset: Vec<u64> = keys
+        .iter()
+        .map(|&k| mix64(k ^ 0x6d61_676c_6576) % m)
+        .collect();
+    let skip: Vec<u64> = keys
+        .iter()
+        .map(|&k| mix64(k ^ 0x736b_6970) % (m - 1) + 1)
+        .collect();
+    // Current position in each endpoint's permutation: offset + j * skip (mod m), advanced
+    // by one addition instead of a multiply and a division per probe.
+    let mut pos = offset.clone();
+    let max_w = u64::from(*weights.iter().max().expect("n > 0"));
+    let mut credit = vec![0u64; n];
+    // Take turns in key-hash order, so that the table depends on the endpoint set only,
+    // not on the order discovery reported it in.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (keys[i], i));
+    let mut filled = 0u64;
+    'fill: loop {
+        for &i in &order {
+            // Weighted turns: an endpoint claims a slot each time its credit reaches the
+            // largest weight (equal weights: one slot per round, as in the paper).
+            credit[i] += u64::from(weights[i]);
+            if credit[i] < max_w {
+                continue;
+            }
+            credit[i] -= max_w;
+            let advance = |c: u64| {
+                let c = c + skip[i];
+                if c >= m {
+                    c - m
+                } else {
+                    c
+                }
+            };
+            let mut c = pos[i];
+            while table[c as usize] != EMPTY {
+                c = advance(c);
+            }
+            table[c as usize] = i as u32;
+            pos[i] = advance(c);
+            filled += 1;
+            if filled == m {
+                break 'fill;
+            }
+        }
+    }
+    table
+}
+
+impl<E, F, Req> Pick<Req> for Maglev<E, F>
+where
+    E: HashKey<Req>,
+    F: Pick<Req>,
+{
+    fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
+        self.fallback.rebuild(endpoints);
+        let keys: Vec<u64> = endpoints.keys.iter().map(stable_hash).collect();
+        let m = Self::table_size_for(keys.len());
+        let table = build_table(&keys, &endpoints.weights, m);
+        self.table = if keys.len() <= usize::from(u16::MAX) {
+            Table::Small(table.into_iter().map(|i| i as u16).collect())
+        } else {
+            Table::Large(table)
+        };
+    }
+
+    #[inline]
+    fn pick<K>(&mut self, endpoints: &Endpoints<K>, req: &Req) -> usize {
+        let Some(h) = self.key.hash_key(req) else {
+            return self.fallback.pick(endpoints, req);
+        };
+        let m = self.table.len();
+        let mut c = reduce(h, m);
+        for _ in 0..m {
+            let i = self.table.get(c);
+            if endpoints.is_usable(i) {
+                return i;
+            }
+            c += 1;
+            if c == m {
+                c = 0;
+            }
+        }
+        self.fallback.pick(endpoints, req)
+    }
+
+    fn tracking(&self) -> Tracking {
+        self.fallback.tracking()
+    }
+
+    fn endpoint_changed<K>(&mut self, endpoints: &Endpoints<K>, i: usize) {
+        self.fallback.endpoint_changed(endpoints, i);
+    }
+
+    fn wants_completions(&self) -> bool {
+        self.fallback.wants_completions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_prime(n: u64) -> bool {
+        n >= 2
+            && (2..)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
+    }
+
+    #[test]
+    fn table_sizes_are_prime_and_chosen_by_count() {
+        assert!(TABLE_SIZES.iter().all(|&m| is_prime(m)));
+        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(10), 65_537);
+        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(65), 65_537);
+        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(66), 655_373);
+        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(1_000), 6_553_451);
+        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(100_000), 6_553_451);
+    }
+
+    #[test]
+    fn weighted_shares() {
+        let keys: Vec<u64> = (0..4u64).map(|k| stable_hash(&k)).collect();
+        let t = build_table(&keys, &[1, 1, 2, 4], 65_537);
+        let mut counts = [0u64; 4];
+        for &i in &t {
+            counts[i as usize] += 1;
+        }
+        let unit = 65_537.0 / 8.0;
+        for (i, w) in [1.0, 1.0, 2.0, 4.0].iter().enumerate() {
+            let share = counts[i] as f64 / (unit * w);
+            assert!((share - 1.0).abs() < 0.01, "{counts:?}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Client-side load balancing with pluggable strategies over any `Discover`.
+//!
+//! Works over any [`Discover`](tower::discover::Discover) stream, with a panic threshold,
+//! slow start and a bound on waiting for endpoints.
+//!
+//! [`Balance<D, P>`](Balance) is a `Service<Req>` over a discovery stream `D` and a
+//! [`Pick`] strategy `P`:
+//!
+//! | strategy | picks | source |
+//! | --- | --- | --- |
+//! | [`RoundRobin`] | the next ready endpoint in turn | |
+//! | [`Weighted`] | smooth weighted round robin | nginx `ngx_http_upstream_round_robin.c` |
+//! | [`LeastRequests`] | fewest in-flight requests per unit of weight, ties at random | Envoy least request |
+//! | [`P2c`] | the cheaper of two random endpoints, by peak-EWMA latency or pending requests | Mitzenmacher's power of two choices; Finagle / tower `PeakEwma` |
+//! | [`Random`] | a random endpoint, weighted | |
+//! | [`RingHash`] | consistent hashing on a ring of weighted virtual nodes | ketama (libketama, last.fm) |
+//! | [`Maglev`] | consistent hashing through a Maglev lookup table | Eisenbud et al., *Maglev*, NSDI 2016 |
+//! | [`AnyPick`] | any of the above, chosen at run time by [`Strategy`] name | |
+//!
+//! Endpoint services implement [`Weight`] to give their weight (and optionally a health
+//! signal for the panic threshold); wrap plain services in [`WithWeight`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use tower::{discover::ServiceList, service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_mesh::balance::{BalanceLayer, RoundRobin, WithWeight};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let endpoints = (0..3).map(|i| {
+//!     WithWeight::new(service_fn(move |req: u32| async move { Ok::<_, Infallible>(req + i) }), 1)
+//! });
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(BalanceLayer::new(RoundRobin::new()).no_endpoints_timeout(Duration::from_secs(1)))
+//!     .service(ServiceList::new(endpoints.collect::<Vec<_>>()));
+//! let rsp = svc.ready().await?.call(10).await?;
+//! assert!((10..13).contains(&rsp));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Readiness
+//!
+//! An endpoint that is not ready (`Pending`, for example while its breaker is open) is
+//! skipped; an endpoint whose `poll_ready` fails is removed, as tower does, and a `warn`
+//! event names its key. `poll_ready` polls only the endpoints not known to be ready (the
+//! one called last and those that were pending), never the whole set, and picks happen in
+//! `call`, so a consistent hasher can see the request. An endpoint that was polled ready
+//! keeps its reserved capacity until it is called (tower's readiness contract), so it may
+//! take one more request after it turns pending.
+//!
+//! Cost per pick, with all endpoints ready: O(1) for [`RoundRobin`], [`Weighted`] (a
+//! precomputed period; O(n) while endpoints warm up), [`P2c`], [`Random`] (alias method),
+//! [`Maglev`] and [`RingHash`] (expected); O(log n) for [`LeastRequests`] beyond 64
+//! endpoints. The request path allocates nothing but the strategy's own amortised buffers.
+//! The balancer needs a tokio runtime with time enabled (for the no-endpoints bound).
+//!
+//! When no endpoint is ready for
+//! [`no_endpoints_timeout`](BalanceLayer::no_endpoints_timeout) (default 1 s),
+//! `poll_ready` fails with [`error::NoEndpoints`] and keeps failing at once until an
+//! endpoint is ready again (tower's balancer waits forever).
+//!
+//! # Panic threshold
+//!
+//! As in Envoy, when fewer than
+//! [`panic_threshold_percent`](BalanceLayer::panic_threshold_percent) (default 50%) of the
+//! discovered endpoints are ready *and healthy* ([`Weight::is_healthy`]), the balancer
+//! either spreads load over every ready endpoint, healthy or not ([`PanicMode::Spread`],
+//! the default), or fails with [`error::Panic`] ([`PanicMode::FailFast`]). An endpoint that
+//! is not ready cannot take a request in tower, so "all endpoints" means all ready ones.
+//!
+//! # Observability
+//!
+//! Each response future runs in a `balance` tracing span (created only when `DEBUG` is
+//! enabled) whose `endpoint` field is the chosen endpoint's key; an endpoint removed for a
+//! failed readiness check is logged at `WARN` with its key, and so is entering panic mode.
+//! With the `metrics` feature the balancer counts
+//! `tower_mesh_balance_requests_total{endpoint}`,
+//! `tower_mesh_balance_endpoint_failures_total{endpoint}` and
+//! `tower_mesh_balance_no_endpoints_total` through the `metrics` facade (the endpoint label
+//! is the key's `Debug` form).
+//!
+//! # Discovery
+//!
+//! `D` must be `Unpin`, as for tower's balancer. It is polled on every `poll_ready`; every
+//! change (batched per poll) rebuilds the strategy before the next pick, so no pick made
+//! for an older endpoint set survives a change (tower issue #856). A discovery stream
+//! that ends leaves the last endpoint set in place. Discovery is polled from `poll_ready`
+//! only: without traffic, changes wait in the stream until the next request (the
+//! registry-fed discovery keeps its own watch current in the background).
+
+mod endpoints;
+mod hash;
+mod layer;
+mod service;
+
+mod dynamic;
+mod least_requests;
+mod maglev;
+mod p2c;
+mod random;
+mod ring_hash;
+mod round_robin;
+mod weighted;
+
+pub mod error;
+pub mod future;
+
+pub use self::dynamic::{AnyPick, KeyFn, Strategy};
+pub use self::endpoints::{Endpoints, SlowStart};
+pub use self::hash::{hash_bytes, stable_hash, HashKey, Header};
+pub use self::layer::{BalanceLayer, PanicMode};
+pub use self::least_requests::LeastRequests;
+pub use self::maglev::Maglev;
+pub use self::p2c::P2c;
+pub use self::random::Random;
+pub use self::ring_hash::RingHash;
+pub use self::round_robin::RoundRobin;
+pub use self::service::Balance;
+pub use self::weighted::Weighted;
+
+use std::hash::Hash;
+
+#[cfg(test)]
+use self::hash::mix64;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A load-balancing strategy: chooses one of the usable endpoints for a request.
+///
+/// [`Balance`] calls [`rebuild`](Pick::rebuild) after every change to the endpoint set
+/// and when the last slow-start window closes, before the next pick, and
+/// [`pick`](Pick::pick) from `call`, when at least one endpoint is usable
+/// ([`Endpoints::usable_len`] `> 0`). `pick` must return the index of a usable endpoint
+/// ([`Endpoints::is_usable`]).
+pub trait Pick<Req> {
+    /// The endpoint set changed: drop any state that refers to old indices.
+    fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>);
+
+    /// Choose a usable endpoint for `req`.
+    fn pick<K>(&mut self, endpoints: &Endpoints<K>, req: &Req) -> usize;
+
+    /// What load the balancer must track per endpoint for this strategy.
+    fn tracking(&self) -> Tracking {
+        Tracking::None
+    }
+
+    /// Endpoint `i`'s usability or requests in flight changed (after a pick, after a
+    /// readiness poll, on entering or leaving panic mode). Strategies that index the set
+    /// by load update it here; the default does nothing.
+    #[inline]
+    fn endpoint_changed<K>(&mut self, endpoints: &Endpoints<K>, i: usize) {
+        let _ = (endpoints, i);
+    }
+
+    /// Whether the strategy wants completed requests reported (it reads them with
+    /// [`Endpoints::take_completions`]). Costs a short lock per completed request.
+    fn wants_completions(&self) -> bool {
+        false
+    }
+}
+
+/// Per-endpoint load that a strategy reads (see [`Pick::tracking`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Tracking {
+    /// Nothing: the cheapest request path.
+    None,
+    /// Requests in flight ([`Endpoints::in_flight`]).
+    InFlight,
+    /// Requests in flight and a peak-EWMA latency ([`Endpoints::rtt_ns`]).
+    Latency,
+}
+
+/// An endpoint's weight and health as the balancer sees them.
+///
+/// Weights are read when an endpoint is inserted (re-insert it under the same key to change
+/// its weight); a weight of 0 counts as 1. Health is read each time the endpoint is polled
+/// ready and only matters for the panic threshold. The discovery module wraps endpoints with
+/// the weight and health of their registry instance; wrap any other service in
+/// [`WithWeight`].
+pub trait Weight {
+    /// Relative weight (1 is the unit).
+    fn weight(&self) -> u32;
+
+    /// Whether the endpoint is healthy (defaults to `true`).
+    fn is_healthy(&self) -> bool {
+        true
+    }
+}
+
+/// A service with a fixed weight.
+#[derive(Debug, Clone)]
+pub struct WithWeight<S> {
+    inner: S,
+    weight: u32,
+}
+
+impl<S> WithWeight<S> {
+    /// Wrap `inner` with `weight`.
+    pub fn new(inner: S, weight: u32) -> Self {
+        Self { inner, weight }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Weight for WithWeight<S> {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+impl<S, Req> tower_service::Service<Req> for WithWeight<S>
+where
+    S: tower_service::Service<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+use std::hash::Hash;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::balance::random::random_usable;
+use crate::balance::{Endpoints, Pick, Tracking};
+
+/// Power of two choices: draw two distinct usable endpoints at random and take the one
+/// with the lower load per unit of (slow-start) weight (Mitzenmacher, *The Power of Two
+/// Choices in Randomized Load Balancing*, 2001; tower's `balance::p2c`).
+///
+/// Two load metrics:
+/// - [`peak_ewma`](P2c::peak_ewma): Finagle's and tower's peak EWMA, cost =
+///   EWMA(RTT) × (pending + 1); an unmeasured endpoint starts at the default RTT
+///   ([`BalanceLayer::default_rtt`](super::BalanceLayer::default_rtt)) and estimates decay
+///   with [`BalanceLayer::decay`](super::BalanceLayer::decay);
+/// - [`pending_requests`](P2c::pending_requests): requests in flight.
+///
+/// O(1) per pick. The RNG is injectable.
+#[derive(Debug, Clone)]
+pub struct P2c<R = SmallRng> {
+    rng: R,
+    ewma: bool,
+}
+
+impl P2c<SmallRng> {
+    /// P2C by peak-EWMA latency, RNG seeded from the operating system.
+    pub fn peak_ewma() -> Self {
+        Self::with_rng(SmallRng::from_rng(&mut rand::rng()), true)
+    }
+
+    /// P2C by requests in flight, RNG seeded from the operating system.
+    pub fn pending_requests() -> Self {
+        Self::with_rng(SmallRng::from_rng(&mut rand::rng()), false)
+    }
+
+    /// Use a fixed RNG seed.
+    pub fn seeded(self, seed: u64) -> Self {
+        Self::with_rng(SmallRng::seed_from_u64(seed), self.ewma)
+    }
+}
+
+impl<R> P2c<R> {
+    /// P2C drawing from `rng`, by peak EWMA if `peak_ewma` else by pending requests.
+    pub fn with_rng(rng: R, peak_ewma: bool) -> Self {
+        Self {
+            rng,
+            ewma: peak_ewma,
+        }
+    }
+}
+
+impl<R: Rng, Req> Pick<Req> for P2c<R> {
+    fn rebuild<K: Hash>(&mut self, _endpoints: &Endpoints<K>) {}
+
+    #[inline]
+    fn pick<K>(&mut self, endpoints: &Endpoints<K>, _req: &Req) -> usize {
+        let a = random_usable(&mut self.rng, endpoints);
+        if endpoints.usable_len() < 2 {
+            return a;
+        }
+        let mut b = random_usable(&mut self.rng, endpoints);
+        let mut tries = 0;
+        while b == a && tries < 8 {
+            b = random_usable(&mut self.rng, endpoints);
+            tries += 1;
+        }
+        if a == b {
+            return a;
+        }
+        let now = (self.ewma || endpoints.is_warming()).then(|| endpoints.now());
+        let cost = |i: usize| {
+            let pending = endpoints.in_flight(i) as f64 + 1.0;
+            match now {
+                Some(now) if self.ewma => {
+                    endpoints.rtt_ns(i, now) * pending / endpoints.effective_weight(i, now) as f64
+                }
+                Some(now) => pending / endpoints.effective_weight(i, now) as f64,
+                None => pending / f64::from(endpoints.weight(i)),
+            }
+        };
+        if cost(b) < cost(a) {
+            b
+        } else {
+            a
+        }
+    }
+
+    fn tracking(&self) -> Tracking {
+        if self.ewma {
+            Tracking::Latency
+        } else {
+            Tracking::InFlight
+        }
+    }
+}

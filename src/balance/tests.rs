@@ -1,0 +1,123 @@
+//! Deterministic checks of the consistent hashers: key movement and Maglev balance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::endpoints::{Endpoints, Load, HEALTHY, READY};
+use super::{mix64, Maglev, Pick, RingHash};
+
+pub(crate) fn endpoint_set(ids: &[u32]) -> Endpoints<u32> {
+    let now = Instant::now();
+    let mut e = Endpoints::new(None);
+    for &id in ids {
+        let load = Arc::new(Load::new(
+            Duration::from_millis(1),
+            Duration::from_secs(1),
+            now,
+            e.completions.clone(),
+        ));
+        load.index
+            .store(e.len() as u32, std::sync::atomic::Ordering::Relaxed);
+        e.push(id, 1, now, load);
+        let i = e.len() - 1;
+        e.set_flags(i, READY | HEALTHY);
+    }
+    e
+}
+
+/// Owner key of `samples` key hashes under strategy `lookup` over `ids`.
+fn owners<P>(mut p: P, ids: &[u32], samples: u64, lookup: impl Fn(&P, u64) -> usize) -> Vec<u32>
+where
+    P: Pick<u64>,
+{
+    let set = endpoint_set(ids);
+    p.rebuild(&set);
+    (0..samples)
+        .map(|k| *set.key(lookup(&p, mix64(k))))
+        .collect()
+}
+
+fn moved(a: &[u32], b: &[u32]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x != y).count() as f64 / a.len() as f64
+}
+
+/// Mean fraction of keys moved when one endpoint is added to `0..n` (each of `events`
+/// different ones in turn) and when one is removed from `0..n` (each of the first
+/// `events` in turn).
+pub(crate) fn movement<P: Pick<u64> + Clone>(
+    p: &P,
+    n: u32,
+    events: u32,
+    samples: u64,
+    lookup: impl Fn(&P, u64) -> usize + Copy,
+) -> (f64, f64) {
+    let base: Vec<u32> = (0..n).collect();
+    let o = owners(p.clone(), &base, samples, lookup);
+    let (mut add, mut remove) = (0.0, 0.0);
+    for j in 0..events {
+        let mut added = base.clone();
+        added.push(n + j);
+        let removed: Vec<u32> = base.iter().copied().filter(|&i| i != j).collect();
+        add += moved(&o, &owners(p.clone(), &added, samples, lookup));
+        remove += moved(&o, &owners(p.clone(), &removed, samples, lookup));
+    }
+    (add / f64::from(events), remove / f64::from(events))
+}
+
+fn key(r: &u64) -> Option<u64> {
+    Some(*r)
+}
+
+type KeyFn = fn(&u64) -> Option<u64>;
+
+fn ring() -> RingHash<KeyFn> {
+    RingHash::new(key as KeyFn)
+}
+
+fn maglev() -> Maglev<KeyFn> {
+    Maglev::new(key as KeyFn)
+}
+
+#[test]
+fn ring_hash_key_movement_near_minimal() {
+    for n in [100u32, 1_000] {
+        let (add, remove) = movement(&ring(), n, 4, 200_000, |p, h| p.lookup(h).unwrap());
+        let bound = 1.2 / f64::from(n);
+        assert!(add <= bound, "ring n={n}: add moved {add}, bound {bound}");
+        assert!(
+            remove <= bound,
+            "ring n={n}: remove moved {remove}, bound {bound}"
+        );
+        assert!(add > 0.5 / f64::from(n) && remove > 0.5 / f64::from(n));
+    }
+}
+
+#[test]
+fn maglev_key_movement_near_minimal_n100() {
+    let (add, remove) = movement(&maglev(), 100, 2, 200_000, |p, h| p.lookup(h).unwrap());
+    let bound = 1.2 / 100.0;
+    assert!(add <= bound, "maglev add moved {add}, bound {bound}");
+    assert!(
+        remove <= bound,
+        "maglev remove moved {remove}, bound {bound}"
+    );
+}
+
+#[test]
+fn maglev_table_balance() {
+    for n in [10u32, 100] {
+        let ids: Vec<u32> = (0..n).collect();
+        let set = endpoint_set(&ids);
+        let mut m = maglev();
+        m.rebuild(&set);
+        let mut counts = vec![0u64; n as usize];
+        for c in 0..m.table_len() {
+            counts[m.slot(c)] += 1;
+        }
+        let mean = m.table_len() as f64 / f64::from(n);
+        let max = *counts.iter().max().unwrap() as f64;
+        assert!(max / mean <= 1.01, "n={n}: max/mean {}", max / mean);
+    }
+}

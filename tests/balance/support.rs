@@ -1,0 +1,197 @@
+//! Test support: a controllable discovery stream and simple endpoints.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use futures_core::Stream;
+use tower::discover::Change;
+use tower::Service;
+use tower_mesh::balance::Weight;
+
+struct Shared<K, S> {
+    queue: VecDeque<Change<K, S>>,
+    waker: Option<Waker>,
+}
+
+/// A discovery stream fed by a [`Changes`] handle; pending when empty, never ends.
+pub struct Discovery<K, S>(Arc<Mutex<Shared<K, S>>>);
+
+/// Feeds a [`Discovery`].
+pub struct Changes<K, S>(Arc<Mutex<Shared<K, S>>>);
+
+impl<K, S> Clone for Changes<K, S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+pub fn discovery<K, S>() -> (Changes<K, S>, Discovery<K, S>) {
+    let shared = Arc::new(Mutex::new(Shared {
+        queue: VecDeque::new(),
+        waker: None,
+    }));
+    (Changes(shared.clone()), Discovery(shared))
+}
+
+impl<K, S> Changes<K, S> {
+    fn push(&self, c: Change<K, S>) {
+        let mut s = self.0.lock().unwrap();
+        s.queue.push_back(c);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn insert(&self, k: K, s: S) {
+        self.push(Change::Insert(k, s));
+    }
+
+    pub fn remove(&self, k: K) {
+        self.push(Change::Remove(k));
+    }
+}
+
+impl<K, S> Stream for Discovery<K, S> {
+    type Item = Result<Change<K, S>, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut s = self.0.lock().unwrap();
+        match s.queue.pop_front() {
+            Some(c) => Poll::Ready(Some(Ok(c))),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// An endpoint that answers with its id, with a weight, a health flag and a readiness
+/// switch.
+#[derive(Clone)]
+pub struct Echo {
+    pub id: u32,
+    pub weight: u32,
+    pub healthy: Arc<AtomicBool>,
+    pub ready: Arc<AtomicBool>,
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    pub fn new(id: u32, weight: u32) -> Self {
+        Self {
+            id,
+            weight,
+            healthy: Arc::new(AtomicBool::new(true)),
+            ready: Arc::new(AtomicBool::new(true)),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Weight for Echo {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+}
+
+impl<Req> Service<Req> for Echo {
+    type Response = u32;
+    type Error = Infallible;
+    type Future = Ready<Result<u32, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.ready.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, _req: Req) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        ready(Ok(self.id))
+    }
+}
+
+/// Poll a future once with a no-op waker.
+pub fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    Pin::new(f).poll(&mut cx)
+}
+
+/// `poll_ready` once with a no-op waker.
+pub fn poll_ready<S: Service<R>, R>(s: &mut S) -> Poll<Result<(), S::Error>> {
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    s.poll_ready(&mut cx)
+}
+
+/// An endpoint for the churn test: asserts on `call` that it is still discovered.
+#[derive(Clone)]
+pub struct Probe {
+    id: u32,
+    weight: u32,
+    ready: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+    live: Arc<Mutex<std::collections::HashSet<u32>>>,
+}
+
+impl Probe {
+    pub fn new(id: u32, weight: u32, live: Arc<Mutex<std::collections::HashSet<u32>>>) -> Self {
+        Self {
+            id,
+            weight,
+            ready: Arc::new(AtomicBool::new(true)),
+            fail: Arc::new(AtomicBool::new(false)),
+            live,
+        }
+    }
+
+    pub fn flip_ready(&self) {
+        self.ready.fetch_xor(true, Ordering::SeqCst);
+    }
+
+    pub fn fail_next(&self) {
+        self.fail.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Weight for Probe {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+impl<Req> Service<Req> for Probe {
+    type Response = u32;
+    type Error = &'static str;
+    type Future = Ready<Result<u32, &'static str>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+        if self.fail.load(Ordering::SeqCst) {
+            Poll::Ready(Err("probe failed"))
+        } else if self.ready.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, _req: Req) -> Self::Future {
+        assert!(
+            self.live.lock().unwrap().contains(&self.id),
+            "request sent to removed endpoint {}",
+            self.id
+        );
+        ready(Ok(self.id))
+    }
+}
