@@ -601,47 +601,6 @@ async fn churn_stress_hashers() {
     churn(Strategy::Maglev, 100_000, 12, 100, 40);
 }
 
-/// The chosen endpoint is recorded as the `endpoint` field of a `balance` span.
-#[tokio::test]
-async fn span_records_chosen_endpoint() {
-    use std::sync::{Arc, Mutex};
-    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-    struct Capture(Arc<Mutex<Vec<String>>>);
-    struct Visitor(Option<String>);
-
-    impl tracing::field::Visit for Visitor {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            if field.name() == "endpoint" {
-                self.0 = Some(format!("{value:?}"));
-            }
-        }
-    }
-
-    impl<S: tracing::Subscriber> Layer<S> for Capture {
-        fn on_new_span(
-            &self,
-            attrs: &tracing::span::Attributes<'_>,
-            _id: &tracing::span::Id,
-            _ctx: Context<'_, S>,
-        ) {
-            if attrs.metadata().name() == "balance" {
-                let mut v = Visitor(None);
-                attrs.record(&mut v);
-                self.0.lock().unwrap().extend(v.0);
-            }
-        }
-    }
-
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::registry().with(Capture(seen.clone()));
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let (_c, mut b, _) = setup(BalanceLayer::new(RoundRobin::new()), &[1, 1, 1]);
-    let ids: Vec<u32> = (0..3).map(|r| send(&mut b, r)).collect();
-    let expected: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-    assert_eq!(*seen.lock().unwrap(), expected);
-}
-
 /// Peak EWMA steers traffic away from a slow endpoint (paused time, seeded RNG).
 #[tokio::test(start_paused = true)]
 async fn p2c_peak_ewma_avoids_slow_endpoint() {
