@@ -53,6 +53,8 @@ fn inst(n: usize) -> Instance {
 
 fn load(c: &mut Criterion) {
     let rt = rt();
+    // Pools clean up on the runtime when dropped.
+    let _enter = rt.enter();
     let url = temp_sqlite("load");
     let registry = rt.block_on(SqlRegistry::connect(&url)).unwrap();
     let regs: Vec<Registration> = (0..N).map(|n| inst(n).into()).collect();
@@ -116,6 +118,7 @@ fn load(c: &mut Criterion) {
 
 fn propagation(c: &mut Criterion) {
     let rt = rt();
+    let _enter = rt.enter();
     let mut group = c.benchmark_group("propagation");
     let mut backends: Vec<(&str, MakePair<'_>)> = Vec::new();
     backends.push((

@@ -66,6 +66,8 @@ const HEARTBEAT_SQL: &str = "UPDATE mesh_instances SET expires_at_ms = ? + ttl_m
 
 fn heartbeat(c: &mut Criterion) {
     let rt = rt();
+    // Pools and listeners clean up on the runtime when dropped.
+    let _enter = rt.enter();
     let mut group = c.benchmark_group("heartbeat");
     group.throughput(Throughput::Elements(1));
     let mut targets = vec![("sqlite", temp_sqlite("hb"))];
@@ -145,6 +147,7 @@ fn heartbeat(c: &mut Criterion) {
 
 fn batch(c: &mut Criterion) {
     let rt = rt();
+    let _enter = rt.enter();
     let mut group = c.benchmark_group("register-100");
     group.throughput(Throughput::Elements(100));
     group.sample_size(10);
@@ -169,6 +172,7 @@ fn batch(c: &mut Criterion) {
 
 fn watch_latency(c: &mut Criterion) {
     let rt = rt();
+    let _enter = rt.enter();
     let mut group = c.benchmark_group("register-to-event");
     // Memory against a bare broadcast wake (send, then a woken receiver).
     let registry = MemoryRegistry::with_options(Default::default(), 1024);
@@ -327,6 +331,15 @@ fn polling_latency(rt: &Runtime, backend: &str, url: &str, interval: Duration, s
             .unwrap();
         let service: ServiceName = "polled".parse().unwrap();
         let mut watch = watcher.watch(&service, writer.revision().await.unwrap());
+        // The watcher runs in its own task, as a real consumer does, stamping each arrival.
+        let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = tokio::spawn(async move {
+            while let Some(Ok(_)) = watch.next().await {
+                if arrived.send(tokio::time::Instant::now()).is_err() {
+                    break;
+                }
+            }
+        });
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let mut lat = Vec::with_capacity(samples);
         for n in 0..samples {
@@ -337,9 +350,10 @@ fn polling_latency(rt: &Runtime, backend: &str, url: &str, interval: Duration, s
                 .unwrap();
             let start = tokio::time::Instant::now();
             writer.register(i.into()).await.unwrap();
-            watch.next().await.unwrap().unwrap();
-            lat.push(start.elapsed());
+            let at = arrivals.recv().await.unwrap();
+            lat.push(at.duration_since(start));
         }
+        consumer.abort();
         lat.sort();
         (lat[samples / 2], lat[(samples * 99).div_ceil(100) - 1])
     });
@@ -412,6 +426,7 @@ fn main() {
     // slow latency sampling there.
     if args.iter().any(|a| a == "--bench") {
         let rt = rt();
+        let _enter = rt.enter();
         let interval = Duration::from_millis(100);
         polling_latency(&rt, "sqlite", &temp_sqlite("poll"), interval, 100);
         if let Ok(base) = std::env::var("TOWER_MESH_TEST_MYSQL") {
