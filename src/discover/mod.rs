@@ -29,10 +29,15 @@
 //! # }
 //! ```
 
+#[cfg(feature = "tonic")]
+mod grpc;
 mod http;
 mod spawn;
 mod stream;
 
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub use self::grpc::{balance_channel, TonicEndpoints};
 pub use self::http::{HttpEndpoint, HttpEndpoints};
 pub use self::spawn::Spawned;
 pub use self::stream::{Builder, DiscoverHandle, RegistryDiscover};

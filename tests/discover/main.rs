@@ -593,3 +593,64 @@ impl Registry for Split {
         self.writer.clock()
     }
 }
+
+/// A corrupt stored row is skipped for that instance only: an instance seen before keeps its
+/// last good version (no removal), one never seen is not offered, and the others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_skipped_for_that_instance_only() {
+    use sqlx::Executor;
+    let registry = SqlRegistry::builder("sqlite::memory:")
+        .poll_interval(Duration::from_millis(10))
+        .connect()
+        .await
+        .unwrap();
+    registry.register(inst("a", 1).into()).await.unwrap();
+    registry.register(inst("b", 2).into()).await.unwrap();
+    // "z" is corrupt from the start: never offered.
+    registry
+        .pool()
+        .execute(
+            "INSERT INTO mesh_instances (service, instance_id, host, port, scheme, version, weight, zone, metadata, health, ttl_ms, expires_at_ms, lease_expired, revision) \
+             VALUES ('orders', 'z', '127.0.0.1', 9, 'http', '1', 100, NULL, '{oops', 'passing', NULL, NULL, 0, 2)",
+        )
+        .await
+        .unwrap();
+    let mut d = RegistryDiscover::new(registry.clone(), "orders", echo);
+    let handle = d.handle();
+    let mut first = Vec::new();
+    while first.len() < 2 {
+        first.push(d.next().await.unwrap().unwrap());
+    }
+    let mut first = summary(&first);
+    first.sort();
+    assert_eq!(first, ["+a:1", "+b:2"]);
+
+    // A corrupt event for "a" (port out of range), then a good change to "b".
+    let from = registry.revision().await.unwrap().get();
+    registry
+        .pool()
+        .execute(
+            format!(
+                "INSERT INTO mesh_events (revision, kind, service, instance_id, host, port, scheme, version, weight, zone, metadata, health) \
+                 VALUES ({}, 'put', 'orders', 'a', '127.0.0.1', 70000, 'http', '1', 100, NULL, '{{}}', 'passing')",
+                from + 1
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    registry
+        .pool()
+        .execute(format!("UPDATE mesh_state SET revision = {} WHERE id = 1", from + 1).as_str())
+        .await
+        .unwrap();
+    registry.register(inst("b", 22).into()).await.unwrap();
+    let next = d.next().await.unwrap().unwrap();
+    assert_eq!(
+        summary(&[next]),
+        ["+b:22"],
+        "the corrupt event changed nothing for a"
+    );
+    assert_eq!(handle.endpoints(), 2, "a keeps its last good version");
+    assert!(!handle.is_stale(), "a corrupt row is not an outage");
+}
