@@ -2,7 +2,7 @@
 //! a 30 s outage), then tower's p2c balancer over it with real hyper servers on loopback and
 //! SQLite and PostgreSQL registries.
 
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! corrupt rows, two writers on one database, outages, and passwords kept out of errors.
 
 mod suite;
-#[path = "../support.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;
