@@ -654,3 +654,68 @@ async fn corrupt_rows_are_skipped_for_that_instance_only() {
     assert_eq!(handle.endpoints(), 2, "a keeps its last good version");
     assert!(!handle.is_stale(), "a corrupt row is not an outage");
 }
+
+/// A real outage: the discovering process reaches PostgreSQL through a proxy that is cut while
+/// another process changes the registry. The stream yields nothing, errors nothing, keeps the
+/// set and reports staleness; when the proxy comes back every missed change arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_keeps_the_set_and_resumes() {
+    let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") else {
+        return;
+    };
+    let url = support::fresh_database(&base).await;
+    let proxy = support::Proxy::start(support::upstream(&url)).await;
+    let watcher = SqlRegistry::builder(support::via(&url, proxy.addr))
+        .fallback_poll(Duration::from_millis(50))
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .acquire_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let writer = SqlRegistry::connect(&url).await.unwrap();
+    writer.register(inst("a", 1).into()).await.unwrap();
+    writer.register(inst("b", 2).into()).await.unwrap();
+    let mut d = RegistryDiscover::builder()
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build(watcher, "orders", echo);
+    let handle = d.handle();
+    let mut first = Vec::new();
+    while first.len() < 2 {
+        first.push(d.next().await.unwrap().unwrap());
+    }
+
+    proxy.cut();
+    writer.deregister(&svc("orders"), &id("a")).await.unwrap();
+    writer.register(inst("c", 3).into()).await.unwrap();
+    // Drive the stream until it has noticed the outage; it must yield nothing meanwhile.
+    let noticed = async {
+        while !handle.is_stale() {
+            tokio::select! {
+                item = d.next() => panic!("nothing may come out during an outage: {item:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), noticed)
+        .await
+        .expect("the outage is noticed");
+    assert_eq!(handle.endpoints(), 2, "the last known set is still served");
+
+    proxy.restore();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(30), d.next()).await {
+            Ok(Some(Ok(change))) => got.push(change),
+            other => panic!("expected the missed changes, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        summary(&got),
+        ["-a", "+c:3"],
+        "every missed change once, in order"
+    );
+    assert!(
+        !handle.is_stale(),
+        "hearing from the registry clears the stale mark"
+    );
+}
