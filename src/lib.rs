@@ -1,6 +1,49 @@
 //! A client-side service mesh made of tower middleware.
 //!
-//! (Crate documentation is filled in as the modules land.)
+//! Service discovery, load balancing and circuit breaking ship as tower 0.5 `Layer`/`Service`
+//! implementations over a [`tower::discover::Discover`] stream fed by a service registry. The
+//! registry keeps its data in SQLite (the embedded default), PostgreSQL or MySQL/MariaDB, or in
+//! memory, optionally behind a cache. Everything stacks onto a hyper, axum or tonic client with
+//! [`tower::ServiceBuilder`].
+//!
+//! | module | feature | what it owns |
+//! | --- | --- | --- |
+//! | [`instance`] | always | validated service names, instance ids and instances |
+//! | [`registry`] | always; `registry-sqlite` (default), `registry-postgres`, `registry-mysql` | the `Registry` trait, revisions, watches, leases, memory/SQL/cached backends |
+//! | `discover` | `discover`, `tonic` | the registry-fed `Discover` stream, HTTP and tonic endpoints |
+//! | `balance` | `balance` | `Balance<D, P>` and its picking strategies |
+//! | `breaker` | `breaker` | service-level and per-endpoint circuit breakers |
+//!
+//! ```
+//! # #[cfg(all(feature = "discover", feature = "registry-sqlite"))]
+//! # mod example {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use tower::ServiceBuilder;
+//! use tower_mesh::discover::{p2c_peak_ewma, HttpEndpoints, RegistryDiscover};
+//! use tower_mesh::registry::{sql::SqlRegistry, Cached};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One process, one watch on the registry database, however many services it calls.
+//! let registry = Cached::new(SqlRegistry::connect("sqlite::memory:").await?).await?;
+//! // The instances of "orders" become HTTP endpoints of a peak-EWMA balancer.
+//! let orders = RegistryDiscover::new(registry, "orders", HttpEndpoints::<Empty<Bytes>>::new()).spawn();
+//! let client = ServiceBuilder::new()
+//!     .buffer(1024)
+//!     .timeout(Duration::from_secs(2))
+//!     .service(p2c_peak_ewma(orders, Duration::from_millis(20), Duration::from_secs(10)));
+//! // client.oneshot(Request::get("/orders/42").body(Empty::new())?).await?
+//! # drop(client);
+//! # Ok(())
+//! # }
+//! # }
+//! # fn main() {
+//! #     #[cfg(all(feature = "discover", feature = "registry-sqlite"))]
+//! #     example::main().unwrap();
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
