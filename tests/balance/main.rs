@@ -17,39 +17,7 @@ use tower_mesh::balance::{
     Random, RingHash, RoundRobin, SlowStart, Strategy, Weighted,
 };
 
-use support::{discovery, poll_once, poll_ready, Changes, Discovery, Echo};
-
-type Bal<P> = Balance<Discovery<u32, Echo>, P>;
-
-fn setup<P>(layer: BalanceLayer<P>, weights: &[u32]) -> (Changes<u32, Echo>, Bal<P>, Vec<Echo>)
-where
-    P: Clone,
-{
-    let (changes, disco) = discovery();
-    let echoes: Vec<Echo> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Echo::new(i as u32, w))
-        .collect();
-    for e in &echoes {
-        changes.insert(e.id, e.clone());
-    }
-    (changes, layer.build(disco), echoes)
-}
-
-/// poll_ready (must be ready) + call + complete.
-fn send<P: Pick<u64>>(b: &mut Bal<P>, req: u64) -> u32 {
-    match poll_ready::<_, u64>(b) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(e)) => panic!("not ready: {e}"),
-        Poll::Pending => panic!("not ready: pending"),
-    }
-    let mut f = b.call(req);
-    match poll_once(&mut f) {
-        Poll::Ready(Ok(id)) => id,
-        other => panic!("unexpected {other:?}"),
-    }
-}
+use support::{discovery, poll_once, poll_ready, send, setup, Bal, Echo};
 
 fn counts<P: Pick<u64>>(b: &mut Bal<P>, n: usize) -> HashMap<u32, usize> {
     let mut m = HashMap::new();

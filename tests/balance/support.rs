@@ -195,3 +195,40 @@ impl<Req> Service<Req> for Probe {
         ready(Ok(self.id))
     }
 }
+
+/// A balancer over a [`Discovery`] of [`Echo`] endpoints.
+pub type Bal<P> = tower_mesh::balance::Balance<Discovery<u32, Echo>, P>;
+
+/// A balancer built by `layer` over echo endpoints with `weights` (ids 0, 1, ...).
+pub fn setup<P>(
+    layer: tower_mesh::balance::BalanceLayer<P>,
+    weights: &[u32],
+) -> (Changes<u32, Echo>, Bal<P>, Vec<Echo>)
+where
+    P: Clone,
+{
+    let (changes, disco) = discovery();
+    let echoes: Vec<Echo> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| Echo::new(i as u32, w))
+        .collect();
+    for e in &echoes {
+        changes.insert(e.id, e.clone());
+    }
+    (changes, layer.build(disco), echoes)
+}
+
+/// poll_ready (must be ready) + call + complete; the id of the endpoint that answered.
+pub fn send<P: tower_mesh::balance::Pick<u64>>(b: &mut Bal<P>, req: u64) -> u32 {
+    match poll_ready::<_, u64>(b) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => panic!("not ready: {e}"),
+        Poll::Pending => panic!("not ready: pending"),
+    }
+    let mut f = b.call(req);
+    match poll_once(&mut f) {
+        Poll::Ready(Ok(id)) => id,
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -7,43 +7,9 @@
 #[allow(dead_code)]
 mod support;
 
-use std::task::Poll;
+use tower_mesh::balance::{BalanceLayer, RoundRobin};
 
-use tower::Service;
-use tower_mesh::balance::{Balance, BalanceLayer, Pick, RoundRobin};
-
-use support::{discovery, poll_once, poll_ready, Changes, Discovery, Echo};
-
-type Bal<P> = Balance<Discovery<u32, Echo>, P>;
-
-fn setup<P>(layer: BalanceLayer<P>, weights: &[u32]) -> (Changes<u32, Echo>, Bal<P>, Vec<Echo>)
-where
-    P: Clone,
-{
-    let (changes, disco) = discovery();
-    let echoes: Vec<Echo> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| Echo::new(i as u32, w))
-        .collect();
-    for e in &echoes {
-        changes.insert(e.id, e.clone());
-    }
-    (changes, layer.build(disco), echoes)
-}
-
-fn send<P: Pick<u64>>(b: &mut Bal<P>, req: u64) -> u32 {
-    match poll_ready::<_, u64>(b) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(e)) => panic!("not ready: {e}"),
-        Poll::Pending => panic!("not ready: pending"),
-    }
-    let mut f = b.call(req);
-    match poll_once(&mut f) {
-        Poll::Ready(Ok(id)) => id,
-        other => panic!("unexpected {other:?}"),
-    }
-}
+use support::{send, setup};
 
 /// The chosen endpoint is recorded as the `endpoint` field of a `balance` span.
 #[tokio::test]
