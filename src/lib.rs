@@ -53,8 +53,11 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod builder;
 pub mod instance;
 pub mod registry;
+
+pub use self::builder::ServiceBuilderExt;
 
 #[cfg(feature = "discover")]
 #[cfg_attr(docsrs, doc(cfg(feature = "discover")))]

@@ -221,6 +221,21 @@ impl<S> WithWeight<S> {
     }
 }
 
+/// Endpoints from [`RegistryDiscover`](crate::discover::RegistryDiscover) made with
+/// [`MakeEndpoint::weighted`](crate::discover::MakeEndpoint::weighted): the instance's weight,
+/// and healthy while `Passing` (a `Warning` instance counts as unhealthy for the panic
+/// threshold).
+#[cfg(feature = "discover")]
+impl<S> Weight for crate::discover::InstanceEndpoint<S> {
+    fn weight(&self) -> u32 {
+        crate::discover::InstanceEndpoint::weight(self)
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.health() == crate::instance::Health::Passing
+    }
+}
+
 impl<S> Weight for WithWeight<S> {
     fn weight(&self) -> u32 {
         self.weight

@@ -34,6 +34,7 @@ mod grpc;
 mod http;
 mod spawn;
 mod stream;
+mod weighted;
 
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
@@ -41,6 +42,7 @@ pub use self::grpc::{balance_channel, TonicEndpoints};
 pub use self::http::{HttpEndpoint, HttpEndpoints};
 pub use self::spawn::Spawned;
 pub use self::stream::{Builder, DiscoverHandle, RegistryDiscover};
+pub use self::weighted::{InstanceEndpoint, Weighted};
 
 use std::time::Duration;
 
@@ -58,6 +60,17 @@ pub trait MakeEndpoint {
     /// Makes the endpoint for `instance`. Called again (and the old endpoint replaced) when the
     /// instance's address, weight, zone or metadata changes.
     fn make_endpoint(&mut self, instance: &Instance) -> Self::Service;
+
+    /// Makes every endpoint carry its instance's weight and health
+    /// ([`InstanceEndpoint`]), for weighted balancers such as
+    /// [`balance::Weighted`](crate::balance) (an instance re-registered with another weight is
+    /// re-inserted, so the balancer sees the new weight).
+    fn weighted(self) -> Weighted<Self>
+    where
+        Self: Sized,
+    {
+        Weighted { inner: self }
+    }
 
     /// Wraps every endpoint this factory makes in `layer` (where a per-endpoint breaker or load
     /// metric goes).

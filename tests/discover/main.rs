@@ -719,3 +719,45 @@ async fn postgres_outage_keeps_the_set_and_resumes() {
         "hearing from the registry clears the stale mark"
     );
 }
+
+/// tower-mesh's own balancer over the registry-fed stream: smooth weighted round robin reads
+/// each instance's registered weight, real servers on loopback, and a re-registration with a
+/// new weight takes effect.
+#[cfg(feature = "balance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_balance_reads_instance_weights() {
+    use tower_mesh::balance::{BalanceLayer, Weighted};
+    use tower_mesh::discover::MakeEndpoint;
+    let (a, _) = server("a").await;
+    let (b, _) = server("b").await;
+    let registry = MemoryRegistry::new();
+    let weighted = |id: &str, addr: SocketAddr, weight: u32| -> Registration {
+        Instance::builder("orders", id)
+            .host(addr.ip().to_string())
+            .port(u32::from(addr.port()))
+            .weight(weight)
+            .build()
+            .unwrap()
+            .into()
+    };
+    registry.register(weighted("a", a, 100)).await.unwrap();
+    let rev = registry.register(weighted("b", b, 300)).await.unwrap();
+    let discover = RegistryDiscover::new(
+        registry.clone(),
+        "orders",
+        HttpEndpoints::<Empty<Bytes>>::new().weighted(),
+    )
+    .spawn();
+    let handle = discover.handle();
+    handle.applied(rev).await;
+    let mut balancer = BalanceLayer::new(Weighted::new()).build(discover);
+    let seen = send_n(&mut balancer, 400).await;
+    assert_eq!(seen["a"], 100, "{seen:?}");
+    assert_eq!(seen["b"], 300, "{seen:?}");
+
+    // Equal weights now: the re-registration re-inserts "b" with its new weight.
+    let rev = registry.register(weighted("b", b, 100)).await.unwrap();
+    handle.applied(rev).await;
+    let seen = send_n(&mut balancer, 400).await;
+    assert_eq!((seen["a"], seen["b"]), (200, 200), "{seen:?}");
+}
