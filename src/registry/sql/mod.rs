@@ -489,6 +489,45 @@ impl SqlRegistry {
         Ok(())
     }
 
+    /// Gives `tx` back if the statement touched a row; otherwise rolls it back (returning its
+    /// revision) and reports the instance as not found.
+    async fn found<'a>(
+        &self,
+        tx: Tx<'a>,
+        affected: u64,
+        service: &ServiceName,
+        id: &InstanceId,
+        op: &'static str,
+    ) -> Result<Tx<'a>, Error> {
+        if affected > 0 {
+            return Ok(tx);
+        }
+        tx.rollback().await.map_err(self.err(op))?;
+        Err(Error::NotFound {
+            service: service.clone(),
+            id: id.clone(),
+        })
+    }
+
+    /// Logs the deletion of an instance at `rev`.
+    async fn log_delete(
+        &self,
+        tx: &mut Tx<'_>,
+        rev: i64,
+        service: &ServiceName,
+        id: &InstanceId,
+        op: &'static str,
+    ) -> Result<(), Error> {
+        sqlx::query(&self.shared.statements.delete_event)
+            .bind(rev)
+            .bind(service.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .execute(&mut **tx)
+            .await
+            .map_err(self.err(op))?;
+        Ok(())
+    }
+
     async fn begin(&self, op: &'static str) -> Result<Tx<'_>, Error> {
         self.shared.pool.begin().await.map_err(self.err(op))
     }
@@ -739,20 +778,10 @@ impl Registry for SqlRegistry {
             .execute(&mut *tx)
             .await
             .map_err(self.err(op))?;
-        if deleted.rows_affected() == 0 {
-            tx.rollback().await.map_err(self.err(op))?;
-            return Err(Error::NotFound {
-                service: service.clone(),
-                id: id.clone(),
-            });
-        }
-        sqlx::query(&s.delete_event)
-            .bind(rev)
-            .bind(service.as_str().to_owned())
-            .bind(id.as_str().to_owned())
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err(op))?;
+        let mut tx = self
+            .found(tx, deleted.rows_affected(), service, id, op)
+            .await?;
+        self.log_delete(&mut tx, rev, service, id, op).await?;
         self.commit(tx, op).await?;
         Ok(Revision::new(rev as u64))
     }
@@ -842,13 +871,9 @@ impl Registry for SqlRegistry {
             .execute(&mut *tx)
             .await
             .map_err(self.err(op))?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await.map_err(self.err(op))?;
-            return Err(Error::NotFound {
-                service: service.clone(),
-                id: id.clone(),
-            });
-        }
+        let tx = self
+            .found(tx, updated.rows_affected(), service, id, op)
+            .await?;
         self.finish(tx, rev - 1, rev, op).await?;
         Ok(Revision::new(rev as u64))
     }
@@ -1000,13 +1025,7 @@ impl Registry for SqlRegistry {
                 tx.rollback().await.map_err(self.err(op))?;
                 continue;
             }
-            sqlx::query(&s.delete_event)
-                .bind(rev)
-                .bind(service.as_str().to_owned())
-                .bind(id.as_str().to_owned())
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err(op))?;
+            self.log_delete(&mut tx, rev, &service, &id, op).await?;
             self.commit(tx, op).await?;
             report.deregistered.push((service, id));
         }
