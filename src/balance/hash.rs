@@ -18,6 +18,29 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Walks a hash table or ring from slot `start`, wrapping around once, and returns the first
+/// slot owner (`owner(slot)`) that may take a request: the shared probe of the hashers.
+#[inline]
+pub(crate) fn first_usable<K>(
+    endpoints: &super::Endpoints<K>,
+    len: usize,
+    start: usize,
+    owner: impl Fn(usize) -> usize,
+) -> Option<usize> {
+    let mut c = start;
+    for _ in 0..len {
+        let i = owner(c);
+        if endpoints.is_usable(i) {
+            return Some(i);
+        }
+        c += 1;
+        if c == len {
+            c = 0;
+        }
+    }
+    None
+}
+
 pub(crate) fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

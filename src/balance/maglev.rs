@@ -1,6 +1,6 @@
 use std::hash::Hash;
 
-use crate::balance::hash::{mix64, stable_hash};
+use crate::balance::hash::{first_usable, mix64, stable_hash};
 use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 
 /// Lookup table sizes: primes, the smallest of them at least 1,000 × endpoints is used
@@ -188,18 +188,10 @@ where
             return self.fallback.pick(endpoints, req);
         };
         let m = self.table.len();
-        let mut c = reduce(h, m);
-        for _ in 0..m {
-            let i = self.table.get(c);
-            if endpoints.is_usable(i) {
-                return i;
-            }
-            c += 1;
-            if c == m {
-                c = 0;
-            }
+        match first_usable(endpoints, m, reduce(h, m), |c| self.table.get(c)) {
+            Some(i) => i,
+            None => self.fallback.pick(endpoints, req),
         }
-        self.fallback.pick(endpoints, req)
     }
 
     fn tracking(&self) -> Tracking {

@@ -1,6 +1,6 @@
 use std::hash::Hash;
 
-use crate::balance::hash::{mix64, stable_hash};
+use crate::balance::hash::{first_usable, mix64, stable_hash};
 use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 
 /// Consistent hashing on a ring of weighted virtual nodes, ketama-style (Richard Jones,
@@ -149,22 +149,15 @@ where
         let Some(h) = self.key.hash_key(req) else {
             return self.fallback.pick(endpoints, req);
         };
-        let (mut j, owner) = self.slot(h).expect("pick called with endpoints");
+        let (j, owner) = self.slot(h).expect("pick called with endpoints");
         if endpoints.is_usable(owner as usize) {
             return owner as usize;
         }
-        let len = self.points.len();
-        for _ in 0..len {
-            let i = self.owners[j] as usize;
-            if endpoints.is_usable(i) {
-                return i;
-            }
-            j += 1;
-            if j == len {
-                j = 0;
-            }
+        let owners = &self.owners;
+        match first_usable(endpoints, self.points.len(), j, |c| owners[c] as usize) {
+            Some(i) => i,
+            None => self.fallback.pick(endpoints, req),
         }
-        self.fallback.pick(endpoints, req)
     }
 
     fn tracking(&self) -> Tracking {
