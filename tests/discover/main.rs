@@ -664,14 +664,7 @@ async fn postgres_outage_keeps_the_set_and_resumes() {
         return;
     };
     let url = support::fresh_database(&base).await;
-    let proxy = support::Proxy::start(support::upstream(&url)).await;
-    let watcher = SqlRegistry::builder(support::via(&url, proxy.addr))
-        .fallback_poll(Duration::from_millis(50))
-        .backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .acquire_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap();
+    let (proxy, watcher) = support::behind_proxy(&url).await;
     let writer = SqlRegistry::connect(&url).await.unwrap();
     writer.register(inst("a", 1).into()).await.unwrap();
     writer.register(inst("b", 2).into()).await.unwrap();

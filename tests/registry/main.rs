@@ -389,15 +389,7 @@ async fn until_error(w: &mut Watch) -> Vec<Event> {
 /// every change arrives once, in order.
 async fn watch_resumes_after_outage(base: &str) {
     let url = support::fresh_database(base).await;
-    let proxy = support::Proxy::start(support::upstream(&url)).await;
-    let watcher = SqlRegistry::builder(support::via(&url, proxy.addr))
-        .poll_interval(Duration::from_millis(20))
-        .fallback_poll(Duration::from_millis(50))
-        .backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .acquire_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap();
+    let (proxy, watcher) = support::behind_proxy(&url).await;
     let writer = sql_at(&url).await.registry;
     let mut expected = Vec::new();
     for n in 0..3 {
@@ -468,14 +460,7 @@ async fn cache_serves_stale_data_during_outage() {
         return;
     };
     let url = support::fresh_database(&base).await;
-    let proxy = support::Proxy::start(support::upstream(&url)).await;
-    let inner = SqlRegistry::builder(support::via(&url, proxy.addr))
-        .fallback_poll(Duration::from_millis(50))
-        .backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .acquire_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap();
+    let (proxy, inner) = support::behind_proxy(&url).await;
     let cache = Cached::new(inner).await.unwrap();
     cache
         .register(inst("orders", "o-1", 8001).into())

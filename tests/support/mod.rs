@@ -130,3 +130,19 @@ pub fn upstream(url: &str) -> SocketAddr {
     });
     format!("{host}:{port}").parse().unwrap()
 }
+
+/// A registry for `url` that reaches its database through a new [`Proxy`], with short polls,
+/// backoff and pool timeouts so that an outage is noticed and left quickly.
+pub async fn behind_proxy(url: &str) -> (Proxy, tower_mesh::registry::sql::SqlRegistry) {
+    use std::time::Duration;
+    let proxy = Proxy::start(upstream(url)).await;
+    let registry = tower_mesh::registry::sql::SqlRegistry::builder(via(url, proxy.addr))
+        .poll_interval(Duration::from_millis(20))
+        .fallback_poll(Duration::from_millis(50))
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .acquire_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    (proxy, registry)
+}
