@@ -20,41 +20,32 @@ pin_project! {
     /// completes, or an immediate [`Open`] rejection. Dropping it before it completes gives a
     /// half-open probe permit back.
     pub struct ResponseFuture<F, C> {
+        // `None` for a rejection; kept apart from the rejection itself so that the inner
+        // future is stored as it is (niche-optimised), not moved into an enum variant.
         #[pin]
-        kind: Kind<F>,
-        permit: Option<Permit>,
+        future: Option<F>,
+        rejection: Option<Box<Open>>,
+        permit: Permit,
         classifier: C,
     }
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Called {
-            #[pin]
-            future: F,
-        },
-        Rejected {
-            error: Option<Box<Open>>,
-        },
-    }
-}
-
 impl<F, C> ResponseFuture<F, C> {
+    #[inline(always)]
     pub(crate) fn called(future: F, permit: Permit, classifier: C) -> Self {
         ResponseFuture {
-            kind: Kind::Called { future },
-            permit: Some(permit),
+            future: Some(future),
+            rejection: None,
+            permit,
             classifier,
         }
     }
 
     pub(crate) fn rejected(error: Open, classifier: C) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected {
-                error: Some(Box::new(error)),
-            },
-            permit: None,
+            future: None,
+            rejection: Some(Box::new(error)),
+            permit: Permit::Done,
             classifier,
         }
     }
@@ -62,9 +53,10 @@ impl<F, C> ResponseFuture<F, C> {
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.kind {
-            Kind::Called { .. } => "called",
-            Kind::Rejected { .. } => "rejected",
+        let kind = if self.future.is_some() {
+            "called"
+        } else {
+            "rejected"
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
@@ -81,18 +73,18 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.kind.project() {
-            KindProj::Called { future } => {
+        match this.future.as_pin_mut() {
+            Some(future) => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = this.permit.take() {
-                    permit.complete(this.classifier.classify(&result));
-                }
+                this.permit.complete(this.classifier.classify(&result));
                 Poll::Ready(result.map_err(Into::into))
             }
-            KindProj::Rejected { error } => {
-                let error: Box<Open> = error
+            None => {
+                let error: Box<Open> = this
+                    .rejection
                     .take()
                     .expect("ResponseFuture polled after completion");
                 Poll::Ready(Err(error))

@@ -11,7 +11,7 @@ use super::error::BuildError;
 use super::hooks::{Hooks, OnRejected, OnSlowCall, OnStateChange};
 use super::policy::{Policy, Window};
 use super::service::{CircuitBreaker, EndpointBreaker};
-use super::state::{Breaker, Config, Handle, Shared};
+use super::state::{Config, Handle, Shared};
 
 /// Applies a service-level [`CircuitBreaker`].
 ///
@@ -20,7 +20,7 @@ use super::state::{Breaker, Config, Handle, Shared};
 /// fine for a framework to call it once per request.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = DefaultClassifier> {
-    pub(crate) shared: Arc<Breaker>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) classifier: C,
 }
 
@@ -79,7 +79,7 @@ impl EndpointBreakerLayer {
 impl<C: Clone> EndpointBreakerLayer<C> {
     /// Wraps `inner` in a new breaker named `name` (events, errors and metrics carry it).
     pub fn layer_named<S>(&self, inner: S, name: impl Into<Arc<str>>) -> EndpointBreaker<S, C> {
-        let shared = Breaker::new(Shared::new(self.config.clone(), name.into()));
+        let shared = Shared::new(self.config.clone(), name.into());
         EndpointBreaker::from_shared(inner, shared, self.classifier.clone())
     }
 }
@@ -119,11 +119,14 @@ impl<S, C: Clone> Layer<S> for EndpointBreakerLayer<C> {
 /// | [`half_open_probes`](Self::half_open_probes) | 1 |
 /// | [`success_threshold`](Self::success_threshold) | 1 |
 /// | [`classifier`](Self::classifier) | [`DefaultClassifier`] (every `Err` is a failure) |
+/// | `metrics` (feature `metrics`) | on |
 pub struct Builder<C = DefaultClassifier> {
     policy: Policy,
     hooks: Hooks,
     name: Arc<str>,
     seed: Option<u64>,
+    #[cfg(feature = "metrics")]
+    metrics: bool,
     classifier: C,
 }
 
@@ -151,6 +154,8 @@ impl Builder {
             hooks: Hooks::default(),
             name: Arc::from("breaker"),
             seed: None,
+            #[cfg(feature = "metrics")]
+            metrics: true,
             classifier: DefaultClassifier,
         }
     }
@@ -245,6 +250,19 @@ impl<C> Builder<C> {
         self
     }
 
+    /// Whether the breaker reports to `metrics` (default on): calls by outcome, transitions and
+    /// the state gauge.
+    ///
+    /// Counting every call's outcome makes each call hold a reference to the breaker (an
+    /// atomic increment and decrement); with metrics off, a closed-state call under a policy
+    /// without window or slow-call timing costs no read-modify-write at all. The handle's
+    /// [`counters`](super::Handle::counters) are kept either way.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
     /// At most `k` probe calls in flight while half-open (default 1).
     pub fn half_open_probes(mut self, k: u32) -> Self {
         self.policy.half_open_probes = k;
@@ -267,6 +285,8 @@ impl<C> Builder<C> {
             hooks: self.hooks,
             name: self.name,
             seed: self.seed,
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics,
             classifier,
         }
     }
@@ -297,6 +317,8 @@ impl<C> Builder<C> {
                 hooks: self.hooks,
                 name: self.name,
                 seed: self.seed,
+                #[cfg(feature = "metrics")]
+                metrics: self.metrics,
             }),
             self.classifier,
         ))
@@ -307,7 +329,7 @@ impl<C> Builder<C> {
         let (config, classifier) = self.config()?;
         let name = config.name.clone();
         Ok(CircuitBreakerLayer {
-            shared: Breaker::new(Shared::new(config, name)),
+            shared: Shared::new(config, name),
             classifier,
         })
     }

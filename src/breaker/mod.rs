@@ -79,6 +79,7 @@ mod hooks;
 mod layer;
 mod policy;
 mod service;
+mod slot;
 mod state;
 mod window;
 mod word;

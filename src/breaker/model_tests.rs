@@ -351,6 +351,12 @@ fn run_case(
         if let Some((ms, r)) = setup.slow {
             b = b.slow_calls(Duration::from_millis(ms), r);
         }
+        // Half the cases without metrics, so that closed-state calls under a plain policy take
+        // the reference-count-free path (the other half hold the breaker).
+        #[cfg(feature = "metrics")]
+        {
+            b = b.metrics(setup.base_ms.is_multiple_of(2));
+        }
         let (_, handle) = b.build_with_handle().unwrap();
         let mut model = Model::new(setup.clone());
         let mut permits: Vec<(Permit, MPermit)> = Vec::new();
@@ -366,7 +372,7 @@ fn run_case(
                     }
                 }
                 Op::Complete(i, outcome) if !permits.is_empty() => {
-                    let (p, m) = permits.swap_remove(i % permits.len());
+                    let (mut p, m) = permits.swap_remove(i % permits.len());
                     p.complete(*outcome);
                     model.complete(m, *outcome);
                 }

@@ -14,7 +14,7 @@ use super::classify::{Classify, DefaultClassifier};
 use super::error::Open;
 use super::future::ResponseFuture;
 use super::layer::CircuitBreakerLayer;
-use super::state::{Breaker, Handle, Permit};
+use super::state::{Handle, Permit, Shared};
 
 /// A service-level circuit breaker: while open, calls fail at once with [`Open`] without
 /// reaching the inner service.
@@ -24,7 +24,7 @@ use super::state::{Breaker, Handle, Permit};
 /// working. Clones share the breaker. Made by [`CircuitBreakerLayer`].
 pub struct CircuitBreaker<S, C = DefaultClassifier> {
     inner: S,
-    shared: Arc<Breaker>,
+    shared: Arc<Shared>,
     classifier: C,
     /// Set by `poll_ready` when the breaker was closed: the call takes its permit then.
     closed: Option<u32>,
@@ -124,19 +124,25 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let mut permit = match self.closed.take() {
-            Some(generation) => self.shared.closed_permit(generation),
-            None => match self
-                .permit
-                .take()
-                .expect("CircuitBreaker::call without poll_ready returning Ready first")
-            {
-                Ok(permit) => permit,
-                Err(open) => return ResponseFuture::rejected(open, self.classifier.clone()),
-            },
-        };
-        permit.start();
-        ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+        if let Some(generation) = self.closed.take() {
+            let future = self.inner.call(req);
+            return ResponseFuture::called(
+                future,
+                self.shared.closed_permit(generation),
+                self.classifier.clone(),
+            );
+        }
+        match self
+            .permit
+            .take()
+            .expect("CircuitBreaker::call without poll_ready returning Ready first")
+        {
+            Ok(mut permit) => {
+                permit.start();
+                ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+            }
+            Err(open) => ResponseFuture::rejected(open, self.classifier.clone()),
+        }
     }
 }
 
@@ -150,7 +156,7 @@ where
 /// breaker per endpoint.
 pub struct EndpointBreaker<S, C = DefaultClassifier> {
     inner: S,
-    shared: Arc<Breaker>,
+    shared: Arc<Shared>,
     classifier: C,
     closed: Option<u32>,
     permit: Option<Permit>,
@@ -159,7 +165,7 @@ pub struct EndpointBreaker<S, C = DefaultClassifier> {
 }
 
 impl<S, C> EndpointBreaker<S, C> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Breaker>, classifier: C) -> Self {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
         EndpointBreaker {
             inner,
             shared,
@@ -266,13 +272,14 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let mut permit = match self.closed.take() {
-            Some(generation) => self.shared.closed_permit(generation),
-            None => self
-                .permit
-                .take()
-                .expect("EndpointBreaker::call without poll_ready returning Ready first"),
-        };
+        if let Some(generation) = self.closed.take() {
+            let permit = self.shared.closed_permit(generation);
+            return ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone());
+        }
+        let mut permit = self
+            .permit
+            .take()
+            .expect("EndpointBreaker::call without poll_ready returning Ready first");
         permit.start();
         ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
     }

@@ -1,7 +1,7 @@
 //! The shared breaker core: state machine, permits, counters and the handle.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use super::classify::Outcome;
 use super::error::Open;
 use super::hooks::{Hooks, SlowCall, Transition};
 use super::policy::{Policy, Window};
+use super::slot::Slot;
 use super::window::Outcomes;
 use super::word::{self, Word};
 
@@ -82,6 +83,19 @@ pub(crate) struct Config {
     pub(crate) hooks: Hooks,
     pub(crate) name: Arc<str>,
     pub(crate) seed: Option<u64>,
+    /// Whether `metrics` counters are kept per call (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: bool,
+}
+
+impl Config {
+    /// Whether every call's outcome goes to `metrics`: such calls hold the breaker itself.
+    fn call_metrics(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        return self.metrics;
+        #[cfg(not(feature = "metrics"))]
+        false
+    }
 }
 
 const SHARDS: usize = 8;
@@ -89,7 +103,6 @@ const SHARDS: usize = 8;
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Shard {
-    successes: AtomicU64,
     failures: AtomicU64,
     ignored: AtomicU64,
     rejected: AtomicU64,
@@ -168,7 +181,16 @@ struct Metrics {
 
 #[cfg(feature = "metrics")]
 impl Metrics {
-    fn new(name: &Arc<str>) -> Self {
+    fn new(name: &Arc<str>, on: bool) -> Self {
+        if !on {
+            return Metrics {
+                success: metrics::Counter::noop(),
+                failure: metrics::Counter::noop(),
+                ignored: metrics::Counter::noop(),
+                rejected: metrics::Counter::noop(),
+                state: metrics::Gauge::noop(),
+            };
+        }
         let calls = |outcome: &'static str| metrics::counter!("tower_mesh_breaker_calls_total", "breaker" => name.to_string(), "outcome" => outcome);
         Metrics {
             success: calls("success"),
@@ -183,8 +205,16 @@ impl Metrics {
 /// The state one breaker shares between its services, futures and handles.
 pub(crate) struct Shared {
     word: Padded<Word>,
+    /// Reference-count-free state for closed-state response futures (see [`Slot`]).
+    pub(crate) slot: &'static Slot,
+    /// The slot's epoch while this breaker holds it.
+    pub(crate) epoch: u32,
+    /// Whether a closed-state call can complete without the breaker itself: the policy has
+    /// no window and no slow-call duration.
+    light: bool,
+    /// Whether calls are timed (a slow-call duration is set).
+    timed: bool,
     open_until: AtomicU64,
-    consecutive: AtomicU32,
     transitions: AtomicU64,
     counters: Counters,
     cold: Mutex<Cold>,
@@ -211,16 +241,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Arc<Config>, name: Arc<str>) -> Self {
+    /// A new breaker, in the `Arc` its services, futures and handles share.
+    pub(crate) fn new(config: Arc<Config>, name: Arc<str>) -> Arc<Self> {
+        let shared = Arc::new(Self::unshared(config, name));
+        shared.slot.set_owner(Arc::downgrade(&shared));
+        shared
+    }
+
+    fn unshared(config: Arc<Config>, name: Arc<str>) -> Self {
         let policy = &config.policy;
+        let (slot, epoch) = Slot::acquire();
         let rng = (policy.jitter > 0.0).then(|| match config.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_rng(&mut rand::rng()),
         });
         Shared {
             word: Padded(Word::new(word::CLOSED)),
+            slot,
+            epoch,
+            light: !policy.uses_window()
+                && policy.slow_call_duration.is_none()
+                && !config.call_metrics(),
+            timed: policy.slow_call_duration.is_some(),
             open_until: AtomicU64::new(0),
-            consecutive: AtomicU32::new(0),
             transitions: AtomicU64::new(0),
             counters: Counters::default(),
             cold: Mutex::new(Cold { openings: 0, rng }),
@@ -229,7 +272,7 @@ impl Shared {
                 .then(|| Mutex::new(Outcomes::new(policy.window))),
             notify: Arc::new(Notify::new()),
             #[cfg(feature = "metrics")]
-            metrics: Metrics::new(&name),
+            metrics: Metrics::new(&name, config.metrics),
             config,
             name,
             base: Instant::now(),
@@ -259,15 +302,52 @@ impl Shared {
             .then(|| self.instant(self.open_until.load(Ordering::Acquire)))
     }
 
-    /// The slow path of [`Breaker::try_acquire`]: every state but closed and disabled.
+    /// The generation, if the breaker is closed: a call may then be made without taking a
+    /// permit up front (see [`closed_permit`](Self::closed_permit)).
+    #[inline]
+    pub(crate) fn closed_generation(&self) -> Option<u32> {
+        let cur = self.word.0.load();
+        (cur.state() == word::CLOSED).then_some(cur.generation())
+    }
+
+    /// A permit for a call admitted while the breaker was closed in `generation`, started (see
+    /// [`Permit::start`]); its outcome is recorded only if the breaker is still in that
+    /// generation.
+    #[inline(always)]
+    pub(crate) fn closed_permit(self: &Arc<Self>, generation: u32) -> Permit {
+        if self.light {
+            Permit::Light {
+                slot: self.slot,
+                epoch: self.epoch,
+                generation,
+            }
+        } else {
+            let mut permit = Permit::full(self.clone(), generation, false);
+            permit.start();
+            permit
+        }
+    }
+
+    /// Asks to make one call. On success the permit must be completed with the call's outcome
+    /// (or dropped, which gives a probe permit back).
+    #[inline]
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<Permit, Open> {
+        match self.closed_generation() {
+            Some(generation) => Ok(self.closed_permit(generation)),
+            None => self.try_acquire_slow(),
+        }
+    }
+
+    /// The slow path of [`try_acquire`](Self::try_acquire): every state but closed.
     #[cold]
     #[inline(never)]
-    fn try_acquire_slow(&self, stripe: &Arc<Stripe>) -> Result<Permit, Open> {
+    fn try_acquire_slow(self: &Arc<Self>) -> Result<Permit, Open> {
         loop {
             let cur = self.word.0.load();
             match cur.state() {
-                word::CLOSED | word::DISABLED => {
-                    return Ok(Permit::new(stripe.clone(), cur.generation(), false));
+                word::CLOSED => return Ok(self.closed_permit(cur.generation())),
+                word::DISABLED => {
+                    return Ok(Permit::full(self.clone(), cur.generation(), false));
                 }
                 word::OPEN => {
                     let until = self.open_until.load(Ordering::Acquire);
@@ -283,7 +363,7 @@ impl Shared {
                         policy.half_open_probes,
                         policy.success_threshold,
                     ) {
-                        Ok(()) => return Ok(Permit::new(stripe.clone(), cur.generation(), true)),
+                        Ok(()) => return Ok(Permit::full(self.clone(), cur.generation(), true)),
                         Err(now) if now.generation() == cur.generation() => {
                             return Err(self.reject(State::HalfOpen, None));
                         }
@@ -340,12 +420,9 @@ impl Shared {
             && elapsed.is_none()
             && outcome == Outcome::Success
             && self.window.is_none()
-            && self.consecutive.load(Ordering::Relaxed) == 0
+            && self.slot.consecutive.load(Ordering::Relaxed) == 0
         {
-            self.counters
-                .shard()
-                .successes
-                .fetch_add(1, Ordering::Relaxed);
+            self.slot.count_success(self.epoch);
             #[cfg(feature = "metrics")]
             self.metrics.success.increment(1);
             return;
@@ -374,7 +451,7 @@ impl Shared {
         let shard = self.counters.shard();
         match outcome {
             Outcome::Success => {
-                shard.successes.fetch_add(1, Ordering::Relaxed);
+                self.slot.count_success(self.epoch);
                 #[cfg(feature = "metrics")]
                 self.metrics.success.increment(1);
             }
@@ -435,9 +512,9 @@ impl Shared {
         let mut trip = false;
         if let Some(threshold) = policy.consecutive_failures {
             if failure {
-                trip = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1 >= threshold;
-            } else if self.consecutive.load(Ordering::Relaxed) != 0 {
-                self.consecutive.store(0, Ordering::Relaxed);
+                trip = self.slot.consecutive.fetch_add(1, Ordering::AcqRel) + 1 >= threshold;
+            } else if self.slot.consecutive.load(Ordering::Relaxed) != 0 {
+                self.slot.consecutive.store(0, Ordering::Relaxed);
             }
         }
         if let Some(window) = &self.window {
@@ -515,7 +592,7 @@ impl Shared {
             }
             State::Closed => {
                 cold.openings = 0;
-                self.consecutive.store(0, Ordering::Relaxed);
+                self.slot.consecutive.store(0, Ordering::Relaxed);
                 if let Some(window) = &self.window {
                     lock(window).reset();
                 }
@@ -533,7 +610,7 @@ impl Shared {
             tracing::info!(breaker = %self.name, %from, %to, "circuit breaker state changed");
         }
         #[cfg(feature = "metrics")]
-        {
+        if self.config.metrics {
             metrics::counter!(
                 "tower_mesh_breaker_transitions_total",
                 "breaker" => self.name.to_string(),
@@ -557,83 +634,20 @@ impl Shared {
 
     fn counters(&self) -> CounterSnapshot {
         CounterSnapshot {
-            successes: self.counters.sum(|s| &s.successes),
+            successes: self.slot.successes(self.epoch),
             failures: self.counters.sum(|s| &s.failures),
             ignored: self.counters.sum(|s| &s.ignored),
             rejected: self.counters.sum(|s| &s.rejected),
             slow: self.counters.sum(|s| &s.slow),
             transitions: self.transitions.load(Ordering::Relaxed),
-            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            consecutive_failures: self.slot.consecutive.load(Ordering::Relaxed),
         }
     }
 }
 
-/// One of a breaker's reference stripes.
-///
-/// Every permit holds a reference to the stripe of the thread that took it rather than to the
-/// breaker itself, so that threads calling through one breaker do not all bump the same
-/// reference count (a contended cache line) on every call.
-#[repr(align(64))]
-#[derive(Debug)]
-pub(crate) struct Stripe {
-    shared: Arc<Shared>,
-    /// Whether calls are timed (a slow-call duration is set), cached off the policy.
-    timed: bool,
-}
-
-/// A breaker as its services hold it: the shared core plus per-thread reference stripes.
-#[derive(Debug)]
-pub(crate) struct Breaker {
-    stripes: [Arc<Stripe>; SHARDS],
-}
-
-impl Breaker {
-    pub(crate) fn new(shared: Shared) -> Arc<Self> {
-        let shared = Arc::new(shared);
-        Arc::new(Breaker {
-            stripes: std::array::from_fn(|_| {
-                Arc::new(Stripe {
-                    shared: shared.clone(),
-                    timed: shared.policy().slow_call_duration.is_some(),
-                })
-            }),
-        })
-    }
-
-    /// The generation, if the breaker is closed: a call may then be made without taking a
-    /// permit up front (see [`closed_permit`](Self::closed_permit)).
-    #[inline]
-    pub(crate) fn closed_generation(&self) -> Option<u32> {
-        let cur = self.stripes[0].shared.word.0.load();
-        (cur.state() == word::CLOSED).then_some(cur.generation())
-    }
-
-    /// A permit for a call admitted while the breaker was closed in `generation`; its
-    /// outcome is recorded only if the breaker is still in that generation.
-    #[inline]
-    pub(crate) fn closed_permit(&self, generation: u32) -> Permit {
-        Permit::new(self.stripes[shard_index()].clone(), generation, false)
-    }
-
-    /// Asks to make one call. On success the permit must be completed with the call's outcome
-    /// (or dropped, which gives a probe permit back).
-    #[inline]
-    pub(crate) fn try_acquire(&self) -> Result<Permit, Open> {
-        let stripe = &self.stripes[shard_index()];
-        let cur = stripe.shared.word.0.load();
-        if cur.state() == word::CLOSED {
-            Ok(Permit::new(stripe.clone(), cur.generation(), false))
-        } else {
-            stripe.shared.try_acquire_slow(stripe)
-        }
-    }
-}
-
-impl std::ops::Deref for Breaker {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.stripes[0].shared
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.slot.release(self.epoch);
     }
 }
 
@@ -641,30 +655,53 @@ impl std::ops::Deref for Breaker {
 ///
 /// Completing it records the outcome; dropping it uncompleted (a cancelled call, or a service
 /// dropped after `poll_ready`) gives a half-open probe permit back.
-pub(crate) struct Permit {
-    stripe: Arc<Stripe>,
-    /// Nanoseconds since the breaker's base instant, plus one, when the call started; zero if
-    /// slow calls are not tracked.
-    start: u64,
-    generation: u32,
-    /// A half-open probe still holding its slot (cleared once the outcome is recorded).
-    probe: bool,
+pub(crate) enum Permit {
+    /// A closed-state call under a policy without window or timing: it reaches the breaker
+    /// through its slot, without a reference count (see [`Slot`]).
+    Light {
+        slot: &'static Slot,
+        epoch: u32,
+        generation: u32,
+    },
+    /// Every other call holds the breaker.
+    Full {
+        shared: Arc<Shared>,
+        /// Nanoseconds since the breaker's base instant, plus one, when the call started;
+        /// zero if slow calls are not tracked.
+        start: u64,
+        generation: u32,
+        /// A half-open probe still holding its slot (cleared once the outcome is recorded).
+        probe: bool,
+    },
+    /// Completed (or never taken): records nothing and releases nothing.
+    Done,
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit")
-            .field("generation", &self.generation)
-            .field("probe", &self.probe)
-            .finish()
+        match self {
+            Permit::Light { generation, .. } => f
+                .debug_struct("Permit")
+                .field("generation", generation)
+                .field("probe", &false)
+                .finish(),
+            Permit::Full {
+                generation, probe, ..
+            } => f
+                .debug_struct("Permit")
+                .field("generation", generation)
+                .field("probe", probe)
+                .finish(),
+            Permit::Done => f.write_str("Permit(done)"),
+        }
     }
 }
 
 impl Permit {
     #[inline]
-    fn new(stripe: Arc<Stripe>, generation: u32, probe: bool) -> Self {
-        Permit {
-            stripe,
+    fn full(shared: Arc<Shared>, generation: u32, probe: bool) -> Self {
+        Permit::Full {
+            shared,
             start: 0,
             generation,
             probe,
@@ -674,34 +711,89 @@ impl Permit {
     /// Whether the breaker is still in the generation this permit was taken in.
     #[inline]
     pub(crate) fn is_current(&self) -> bool {
-        self.stripe.shared.is_current(self.generation)
+        match self {
+            // Only closed-state permits are light, and services re-check the state before
+            // every call; a light permit is never held across polls.
+            Permit::Light { .. } | Permit::Done => false,
+            Permit::Full {
+                shared, generation, ..
+            } => shared.is_current(*generation),
+        }
     }
 
     /// Starts the slow-call clock, if slow calls are tracked. Called when the call is made.
     #[inline]
     pub(crate) fn start(&mut self) {
-        if self.stripe.timed {
-            self.start = self.stripe.shared.nanos(Instant::now()).saturating_add(1);
+        if let Permit::Full { shared, start, .. } = self {
+            if shared.timed {
+                *start = shared.nanos(Instant::now()).saturating_add(1);
+            }
         }
     }
 
-    /// Records the call's outcome.
-    #[inline]
-    pub(crate) fn complete(mut self, outcome: Outcome) {
-        let shared = &self.stripe.shared;
-        let elapsed = (self.start != 0).then(|| {
-            Duration::from_nanos(shared.nanos(Instant::now()).saturating_sub(self.start - 1))
-        });
-        shared.complete(self.generation, self.probe, outcome, elapsed);
-        self.probe = false;
+    /// Records the call's outcome; the permit is done afterwards.
+    ///
+    /// Works in place (the permit's fields are read where they lie, not moved), which keeps
+    /// the closed-state path free of store-forwarding stalls.
+    #[inline(always)]
+    pub(crate) fn complete(&mut self, outcome: Outcome) {
+        if let Permit::Light {
+            slot,
+            epoch,
+            generation,
+        } = *self
+        {
+            *self = Permit::Done;
+            if outcome == Outcome::Success && slot.consecutive.load(Ordering::Relaxed) == 0 {
+                slot.count_success(epoch);
+            } else {
+                complete_light_slow(slot, epoch, generation, outcome);
+            }
+        } else {
+            self.complete_full(outcome);
+        }
+    }
+
+    #[inline(never)]
+    fn complete_full(&mut self, outcome: Outcome) {
+        if let Permit::Full {
+            shared,
+            start,
+            generation,
+            probe,
+        } = self
+        {
+            let elapsed = (*start != 0).then(|| {
+                Duration::from_nanos(shared.nanos(Instant::now()).saturating_sub(*start - 1))
+            });
+            shared.complete(*generation, *probe, outcome, elapsed);
+            *probe = false;
+            *self = Permit::Done;
+        }
+    }
+}
+
+/// A light permit's outcome that the slot alone cannot record: a failure, an ignored call, or
+/// a success that ends a run of failures.
+#[cold]
+#[inline(never)]
+fn complete_light_slow(slot: &Slot, epoch: u32, generation: u32, outcome: Outcome) {
+    if let Some(shared) = slot.owner(epoch) {
+        shared.complete(generation, false, outcome, None);
     }
 }
 
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if self.probe {
-            self.stripe.shared.release(self.generation);
+        if let Permit::Full {
+            shared,
+            generation,
+            probe: true,
+            ..
+        } = self
+        {
+            shared.release(*generation);
         }
     }
 }
@@ -713,7 +805,7 @@ impl Drop for Permit {
 /// for endpoint breakers.
 #[derive(Clone)]
 pub struct Handle {
-    pub(crate) shared: Arc<Breaker>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Handle {
