@@ -5,34 +5,129 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tower::BoxError;
 
 use super::State;
 
+/// The error of a service-level [`CircuitBreaker`](super::CircuitBreaker): the breaker
+/// rejected the call, or the inner service failed.
+///
+/// A concrete type rather than a [`BoxError`], so that a rejection costs no allocation; it
+/// converts into a `BoxError` (it implements [`std::error::Error`]) where a stack needs one.
+/// [`Open::find`] finds the rejection in either form.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The breaker rejected the call without calling the inner service.
+    Open(Open),
+    /// The inner service failed (its error, boxed).
+    Inner(BoxError),
+}
+
+impl Error {
+    /// Whether the breaker rejected the call.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Error::Open(_))
+    }
+
+    /// The rejection, if the breaker rejected the call.
+    pub fn as_open(&self) -> Option<&Open> {
+        match self {
+            Error::Open(open) => Some(open),
+            Error::Inner(_) => None,
+        }
+    }
+
+    /// The inner service's error, if it failed.
+    pub fn into_inner(self) -> Option<BoxError> {
+        match self {
+            Error::Open(_) => None,
+            Error::Inner(e) => Some(e),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Open(open) => open.fmt(f),
+            Error::Inner(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Open(_) => None,
+            Error::Inner(e) => Some(&**e),
+        }
+    }
+}
+
+impl From<Open> for Error {
+    fn from(open: Open) -> Self {
+        Error::Open(open)
+    }
+}
+
 /// The circuit breaker rejected a call without sending it to the inner service.
 ///
-/// Returned by [`CircuitBreaker`](super::CircuitBreaker) (boxed in a
-/// [`BoxError`](tower::BoxError)) while the breaker is open, forced open, or half-open with
-/// all probe permits taken. Downcast a `BoxError` to `Open` to tell a rejection from a failure of
-/// the inner service.
+/// Returned by [`CircuitBreaker`](super::CircuitBreaker) as [`Error::Open`] while the breaker
+/// is open, forced open, or half-open with all probe permits taken. Once the error has been
+/// boxed further up a stack, [`Open::find`] still finds it.
 #[derive(Debug, Clone)]
 pub struct Open {
-    name: Arc<str>,
+    name: Name,
     state: State,
-    retry_at: Option<Instant>,
+    /// The breaker's base instant and, if non-zero, the nanoseconds after it when the breaker
+    /// may half-open (`retry_at` is computed when asked for, so a rejection only copies).
+    base: Instant,
+    until: u64,
 }
 
 impl Open {
-    pub(crate) fn new(name: Arc<str>, state: State, retry_at: Option<Instant>) -> Self {
+    /// The rejection in `error` or anywhere in its [`source`](std::error::Error::source)
+    /// chain, whether as an [`Error`] or as an `Open` on its own.
+    ///
+    /// ```
+    /// use tower::BoxError;
+    /// use tower_mesh::breaker::error::{Error, Open};
+    ///
+    /// fn rejected(e: &BoxError) -> bool {
+    ///     Open::find(&**e).is_some()
+    /// }
+    /// # let _ = rejected;
+    /// ```
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Open> {
+        let mut cur = Some(error);
+        while let Some(e) = cur {
+            if let Some(open) = e.downcast_ref::<Open>() {
+                return Some(open);
+            }
+            if let Some(Error::Open(open)) = e.downcast_ref::<Error>() {
+                return Some(open);
+            }
+            cur = e.source();
+        }
+        None
+    }
+
+    /// A rejection in `state`; `until` is when an open breaker may half-open, in nanoseconds
+    /// since `base` (0 when it is not open).
+    #[inline]
+    pub(crate) fn new(name: Name, state: State, base: Instant, until: u64) -> Self {
         Open {
             name,
             state,
-            retry_at,
+            base,
+            until,
         }
     }
 
     /// The name of the breaker (and so of the service) that rejected the call.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// The state the breaker was in when it rejected the call.
@@ -45,13 +140,13 @@ impl Open {
     /// `None` when the breaker is forced open (only its [`Handle`](super::Handle) closes it) or
     /// half-open with all probe permits taken (it admits a call again as soon as a probe ends).
     pub fn retry_at(&self) -> Option<Instant> {
-        self.retry_at
+        (self.until != 0).then(|| self.base + Duration::from_nanos(self.until))
     }
 
     /// How long until the breaker may half-open, measured from now; `None` as for
     /// [`retry_at`](Self::retry_at).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_at
+        self.retry_at()
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 }
@@ -62,22 +157,61 @@ impl fmt::Display for Open {
             (State::HalfOpen, _) => write!(
                 f,
                 "circuit breaker for {:?} is half-open and all probe permits are taken",
-                &*self.name
+                self.name.as_str()
             ),
             (State::ForcedOpen, _) => {
-                write!(f, "circuit breaker for {:?} is forced open", &*self.name)
+                write!(
+                    f,
+                    "circuit breaker for {:?} is forced open",
+                    self.name.as_str()
+                )
             }
             (_, Some(after)) => write!(
                 f,
                 "circuit breaker for {:?} is open; it may half-open in {:?}",
-                &*self.name, after
+                self.name.as_str(),
+                after
             ),
-            (_, None) => write!(f, "circuit breaker for {:?} is open", &*self.name),
+            (_, None) => write!(f, "circuit breaker for {:?} is open", self.name.as_str()),
         }
     }
 }
 
 impl std::error::Error for Open {}
+
+/// A breaker's name as an [`Open`] error carries it: interned for service-level breakers (so
+/// that a rejection copies a pointer instead of counting a reference), shared otherwise.
+#[derive(Debug, Clone)]
+pub(crate) enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Name {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Static(s) => s,
+            Name::Shared(s) => s,
+        }
+    }
+
+    /// `name`, interned: every distinct name is stored once for the life of the process.
+    pub(crate) fn interned(name: &str) -> &'static str {
+        use std::collections::HashSet;
+        use std::sync::{Mutex, OnceLock, PoisonError};
+        static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+        let mut names = NAMES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(&s) = names.get(name) {
+            return s;
+        }
+        let s: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(s);
+        s
+    }
+}
 
 /// An invalid circuit breaker configuration, reported by
 /// [`Builder::build`](super::Builder::build) with the offending value.

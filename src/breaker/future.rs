@@ -1,4 +1,15 @@
 //! Response futures for the circuit breaker services.
+//!
+//! ```
+//! use tower::{service_fn, ServiceBuilder};
+//! use tower_mesh::breaker::CircuitBreakerLayer;
+//!
+//! // `CircuitBreaker`'s future is a `ResponseFuture`; `EndpointBreaker`'s an `EndpointFuture`.
+//! let svc = ServiceBuilder::new()
+//!     .layer(CircuitBreakerLayer::builder().build().unwrap())
+//!     .service(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+//! # let _ = svc;
+//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -9,22 +20,21 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use super::classify::Classify;
-use super::error::Open;
-use super::state::Permit;
+use super::error::Error;
+use super::state::{OpenParts, Permit};
 
 pin_project! {
-    /// Response future of [`CircuitBreaker`](super::CircuitBreaker) and
-    /// [`EndpointBreaker`](super::EndpointBreaker).
+    /// Response future of [`CircuitBreaker`](super::CircuitBreaker).
     ///
     /// Either the inner service's future, whose result is classified and recorded when it
-    /// completes, or an immediate [`Open`] rejection. Dropping it before it completes gives a
+    /// completes, or an immediate [`Error::Open`] rejection. Dropping it before it completes gives a
     /// half-open probe permit back.
     pub struct ResponseFuture<F, C> {
         // `None` for a rejection; kept apart from the rejection itself so that the inner
         // future is stored as it is (niche-optimised), not moved into an enum variant.
         #[pin]
         future: Option<F>,
-        rejection: Option<Box<Open>>,
+        rejection: Option<OpenParts>,
         permit: Permit,
         classifier: C,
     }
@@ -41,10 +51,11 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn rejected(error: Open, classifier: C) -> Self {
+    #[inline]
+    pub(crate) fn rejected(error: OpenParts, classifier: C) -> Self {
         ResponseFuture {
             future: None,
-            rejection: Some(Box::new(error)),
+            rejection: Some(error),
             permit: Permit::Done,
             classifier,
         }
@@ -71,7 +82,7 @@ where
     E: Into<BoxError>,
     C: Classify<T, E>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -80,15 +91,66 @@ where
             Some(future) => {
                 let result = ready!(future.poll(cx));
                 this.permit.complete(this.classifier.classify(&result));
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result.map_err(|e| Error::Inner(e.into())))
             }
             None => {
-                let error: Box<Open> = this
+                // Read in place and built straight into the output: moving the parts out
+                // first would copy them with wide loads that stall on their narrow stores.
+                let open = this
                     .rejection
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Err(error))
+                    .as_ref()
+                    .expect("ResponseFuture polled after completion")
+                    .open();
+                *this.rejection = None;
+                Poll::Ready(Err(Error::Open(open)))
             }
         }
+    }
+}
+
+pin_project! {
+    /// Response future of [`EndpointBreaker`](super::EndpointBreaker): the inner service's
+    /// future, whose result is classified and recorded when it completes and passed on as it
+    /// is. Dropping it before it completes gives a half-open probe permit back.
+    pub struct EndpointFuture<F, C> {
+        #[pin]
+        future: F,
+        permit: Permit,
+        classifier: C,
+    }
+}
+
+impl<F, C> EndpointFuture<F, C> {
+    #[inline(always)]
+    pub(crate) fn new(future: F, permit: Permit, classifier: C) -> Self {
+        EndpointFuture {
+            future,
+            permit,
+            classifier,
+        }
+    }
+}
+
+impl<F, C> fmt::Debug for EndpointFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointFuture")
+            .field("permit", &self.permit)
+            .finish()
+    }
+}
+
+impl<F, C, T, E> Future for EndpointFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx));
+        this.permit.complete(this.classifier.classify(&result));
+        Poll::Ready(result)
     }
 }

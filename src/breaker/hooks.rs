@@ -92,7 +92,8 @@ where
 
 pub(crate) struct Hooks {
     pub(crate) on_state_change: Box<dyn OnStateChange>,
-    pub(crate) on_rejected: Box<dyn OnRejected>,
+    /// `None` for `()`, so that a rejection without a hook builds no error for it.
+    pub(crate) on_rejected: Option<Box<dyn OnRejected>>,
     pub(crate) on_slow_call: Box<dyn OnSlowCall>,
 }
 
@@ -100,7 +101,7 @@ impl Default for Hooks {
     fn default() -> Self {
         Hooks {
             on_state_change: Box::new(()),
-            on_rejected: Box::new(()),
+            on_rejected: None,
             on_slow_call: Box::new(()),
         }
     }

@@ -298,8 +298,12 @@ impl<C> Builder<C> {
     }
 
     /// Called on every rejected call (`()` for none).
-    pub fn on_rejected(mut self, hook: impl OnRejected) -> Self {
-        self.hooks.on_rejected = Box::new(hook);
+    pub fn on_rejected<H: OnRejected>(mut self, hook: H) -> Self {
+        self.hooks.on_rejected = if std::any::TypeId::of::<H>() == std::any::TypeId::of::<()>() {
+            None
+        } else {
+            Some(Box::new(hook))
+        };
         self
     }
 

@@ -4,7 +4,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
-//! use tower_mesh::breaker::{error::Open, CircuitBreakerLayer};
+//! use tower_mesh::breaker::{error::Error, CircuitBreakerLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
@@ -22,7 +22,7 @@
 //!     let _ = svc.ready().await?.call(()).await;
 //! }
 //! let err = svc.ready().await?.call(()).await.unwrap_err();
-//! assert!(err.downcast_ref::<Open>().is_some(), "fails fast while open");
+//! assert!(matches!(err, Error::Open(_)), "fails fast while open");
 //! assert_eq!(handle.counters().failures, 3);
 //! # Ok(())
 //! # }
@@ -31,8 +31,9 @@
 //! # Two placements, one state machine
 //!
 //! * [`CircuitBreaker`] (made by [`CircuitBreakerLayer`]) sits in front of a whole service.
-//!   While open, calls fail at once with [`error::Open`], which names the service and says when
-//!   the breaker may half-open. `poll_ready` never fails because of the breaker, since
+//!   While open, calls fail at once with [`error::Error::Open`] (no allocation), which names the
+//!   service and says when the breaker may half-open; [`error::Open::find`] finds it in a boxed
+//!   error too. `poll_ready` never fails because of the breaker, since
 //!   `Buffer` and balancers treat a readiness error as fatal.
 //! * [`EndpointBreaker`] (made by [`EndpointBreakerLayer`], one breaker per endpoint) sits
 //!   inside a balancer. While open, `poll_ready` returns `Pending` and wakes when the breaker may
@@ -71,6 +72,16 @@
 //! closed state takes no lock and allocates nothing (failure and slow-call *rates* take a short
 //! lock on their window; no lock is ever held across an `.await`). Transitions are serialised by
 //! a lock, and are rare.
+//!
+//! Under the consecutive-failures policy with `metrics` off, a closed-state call costs no
+//! atomic read-modify-write at all: its response future reaches the breaker through a
+//! recycled, never-freed slot instead of a reference count, and counts its success in a
+//! per-thread stripe. While open, inside a tokio runtime, a timer marks the end of the open
+//! duration, so a rejection reads no clock until then; the next call still reads the clock and
+//! half-opens the breaker exactly on time, paused clock included. Outside a runtime each
+//! rejection reads the clock (and in a runtime built without the time driver too, after tokio
+//! has reported its missing-timer panic once per breaker). A rejection allocates nothing:
+//! the service-level error is the concrete [`error::Error`].
 
 mod classify;
 pub mod error;

@@ -11,25 +11,29 @@ use tokio::time::{sleep_until, Sleep};
 use tower::{BoxError, Service};
 
 use super::classify::{Classify, DefaultClassifier};
-use super::error::Open;
-use super::future::ResponseFuture;
+use super::error::Error;
+use super::future::{EndpointFuture, ResponseFuture};
 use super::layer::CircuitBreakerLayer;
-use super::state::{Handle, Permit, Shared};
+use super::state::{Handle, Permit, Shared, State};
 
-/// A service-level circuit breaker: while open, calls fail at once with [`Open`] without
+/// A service-level circuit breaker: while open, calls fail at once with [`Error::Open`] without
 /// reaching the inner service.
 ///
 /// `poll_ready` never fails because of the breaker: a rejected call is ready at once and its
-/// future resolves to an [`Open`] error (boxed), so `Buffer` and balancers in front of it keep
-/// working. Clones share the breaker. Made by [`CircuitBreakerLayer`].
+/// future resolves to [`Error::Open`], so `Buffer` and balancers in front of it keep working.
+/// Clones share the breaker. Made by [`CircuitBreakerLayer`].
 pub struct CircuitBreaker<S, C = DefaultClassifier> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
     /// Set by `poll_ready` when the breaker was closed: the call takes its permit then.
     closed: Option<u32>,
-    /// Set by `poll_ready` in every other state.
-    permit: Option<Result<Permit, Open>>,
+    /// Set by `poll_ready` when it took a permit in another state (a half-open probe, or a
+    /// call while disabled).
+    permit: Option<Permit>,
+    /// Set by `poll_ready` when it refused the call: the state that refused it. The call then
+    /// fails with [`Error::Open`] (a plain field, so a rejection moves no more than a byte).
+    rejected: Option<State>,
 }
 
 impl<S, C: Clone> CircuitBreaker<S, C> {
@@ -41,6 +45,7 @@ impl<S, C: Clone> CircuitBreaker<S, C> {
             classifier: layer.classifier.clone(),
             closed: None,
             permit: None,
+            rejected: None,
         }
     }
 }
@@ -77,6 +82,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             classifier: self.classifier.clone(),
             closed: None,
             permit: None,
+            rejected: None,
         }
     }
 }
@@ -97,7 +103,7 @@ where
     C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
-    type Error = BoxError;
+    type Error = Error;
     type Future = ResponseFuture<S::Future, C>;
 
     #[inline]
@@ -105,21 +111,17 @@ where
         if let Some(generation) = self.shared.closed_generation() {
             // Closed: no permit to hold; the call takes one. A half-open permit taken by an
             // earlier poll is given back.
+            // (A refusal left by an earlier poll is stale now; `call` looks at `closed` first.)
             if self.permit.is_some() {
                 self.permit = None;
             }
             self.closed = Some(generation);
-            return self.inner.poll_ready(cx).map_err(Into::into);
+            return self
+                .inner
+                .poll_ready(cx)
+                .map_err(|e| Error::Inner(e.into()));
         }
-        self.closed = None;
-        match &self.permit {
-            Some(Ok(permit)) if permit.is_current() => {}
-            _ => self.permit = Some(self.shared.try_acquire()),
-        }
-        match &self.permit {
-            Some(Ok(_)) => self.inner.poll_ready(cx).map_err(Into::into),
-            _ => Poll::Ready(Ok(())),
-        }
+        self.poll_ready_slow(cx)
     }
 
     #[inline]
@@ -132,17 +134,43 @@ where
                 self.classifier.clone(),
             );
         }
-        match self
+        if let Some(state) = self.rejected.take() {
+            return ResponseFuture::rejected(
+                self.shared.open_parts(state),
+                self.classifier.clone(),
+            );
+        }
+        let mut permit = self
             .permit
             .take()
-            .expect("CircuitBreaker::call without poll_ready returning Ready first")
-        {
-            Ok(mut permit) => {
-                permit.start();
-                ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+            .expect("CircuitBreaker::call without poll_ready returning Ready first");
+        permit.start();
+        ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// `poll_ready` in every state but closed.
+    fn poll_ready_slow<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        self.closed = None;
+        if !matches!(&self.permit, Some(permit) if permit.is_current()) {
+            self.permit = None;
+            match self.shared.try_acquire() {
+                Ok(permit) => self.permit = Some(permit),
+                Err(rejection) => {
+                    self.rejected = Some(rejection.state);
+                    return Poll::Ready(Ok(()));
+                }
             }
-            Err(open) => ResponseFuture::rejected(open, self.classifier.clone()),
         }
+        self.rejected = None;
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::Inner(e.into()))
     }
 }
 
@@ -216,8 +244,8 @@ where
     C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Error = S::Error;
+    type Future = EndpointFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Some(generation) = self.shared.closed_generation() {
@@ -228,13 +256,13 @@ where
                 self.notified = None;
             }
             self.closed = Some(generation);
-            return self.inner.poll_ready(cx).map_err(Into::into);
+            return self.inner.poll_ready(cx);
         }
         self.closed = None;
         loop {
             if let Some(permit) = &self.permit {
                 if permit.is_current() {
-                    return self.inner.poll_ready(cx).map_err(Into::into);
+                    return self.inner.poll_ready(cx);
                 }
                 self.permit = None;
             }
@@ -243,7 +271,7 @@ where
                     self.permit = Some(permit);
                     self.notified = None;
                 }
-                Err(open) => {
+                Err(rejection) => {
                     // Register for state changes first, then look again, so that a change
                     // between the refusal and the registration is not missed.
                     if self.notified.is_none() {
@@ -251,7 +279,7 @@ where
                         self.notified = Some(Box::pin(notified));
                         continue;
                     }
-                    if let Some(at) = open.retry_at() {
+                    if let Some(at) = self.shared.retry_at(rejection) {
                         let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
                         if sleep.deadline() != at {
                             sleep.as_mut().reset(at);
@@ -273,14 +301,18 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         if let Some(generation) = self.closed.take() {
-            let permit = self.shared.closed_permit(generation);
-            return ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone());
+            let future = self.inner.call(req);
+            return EndpointFuture::new(
+                future,
+                self.shared.closed_permit(generation),
+                self.classifier.clone(),
+            );
         }
         let mut permit = self
             .permit
             .take()
             .expect("EndpointBreaker::call without poll_ready returning Ready first");
         permit.start();
-        ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+        EndpointFuture::new(self.inner.call(req), permit, self.classifier.clone())
     }
 }

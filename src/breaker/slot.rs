@@ -46,9 +46,32 @@ fn tag(epoch: u32) -> u64 {
     u64::from(epoch) & ((1 << (64 - COUNT_BITS)) - 1)
 }
 
+/// One thread's counts, tagged with the epoch they were counted in.
 #[repr(align(64))]
 #[derive(Debug, Default)]
-struct Stripe(AtomicU64);
+struct Stripe {
+    successes: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A count kept in the per-thread stripes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Count {
+    /// Calls classified as successes.
+    Successes,
+    /// Calls rejected or held back.
+    Rejected,
+}
+
+impl Stripe {
+    #[inline]
+    fn get(&self, count: Count) -> &AtomicU64 {
+        match count {
+            Count::Successes => &self.successes,
+            Count::Rejected => &self.rejected,
+        }
+    }
+}
 
 /// A breaker's reference-count-free state (see the module documentation).
 pub(crate) struct Slot {
@@ -56,7 +79,10 @@ pub(crate) struct Slot {
     pub(crate) consecutive: AtomicU32,
     /// Grows by one each time the slot changes hands.
     epoch: AtomicU32,
-    /// Per-thread success counts: (epoch tag << 40) | count.
+    /// The open-state timer of the breaker's current opening:
+    /// `(generation << 2) | TIMER_ARMED | TIMER_DUE`, or 0 when none is armed.
+    pub(crate) open_timer: AtomicU64,
+    /// Per-thread counts: (epoch tag << 40) | count.
     stripes: [Stripe; STRIPES + 1],
     owner: Mutex<Weak<Shared>>,
 }
@@ -82,12 +108,14 @@ impl Slot {
             Box::leak(Box::new(Slot {
                 consecutive: AtomicU32::new(0),
                 epoch: AtomicU32::new(0),
+                open_timer: AtomicU64::new(0),
                 stripes: Default::default(),
                 owner: Mutex::new(Weak::new()),
             }))
         });
         let epoch = slot.epoch.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         slot.consecutive.store(0, Ordering::Relaxed);
+        slot.open_timer.store(0, Ordering::Relaxed);
         (slot, epoch)
     }
 
@@ -123,8 +151,14 @@ impl Slot {
     /// Counts one success for the breaker of `epoch`.
     #[inline]
     pub(crate) fn count_success(&self, epoch: u32) {
+        self.count(Count::Successes, epoch);
+    }
+
+    /// Adds one to `count` for the breaker of `epoch`.
+    #[inline]
+    pub(crate) fn count(&self, count: Count, epoch: u32) {
         let index = thread_index();
-        let stripe = &self.stripes[index].0;
+        let stripe = self.stripes[index].get(count);
         let want = tag(epoch);
         if index < STRIPES {
             // Only this thread writes this stripe: a load and a store suffice.
@@ -148,15 +182,46 @@ impl Slot {
         }
     }
 
-    /// The successes counted for the breaker of `epoch`.
-    pub(crate) fn successes(&self, epoch: u32) -> u64 {
+    /// The total of `count` for the breaker of `epoch`.
+    pub(crate) fn total(&self, count: Count, epoch: u32) -> u64 {
         let want = tag(epoch);
         self.stripes
             .iter()
-            .map(|s| s.0.load(Ordering::Relaxed))
+            .map(|s| s.get(count).load(Ordering::Relaxed))
             .filter(|v| v >> COUNT_BITS == want)
             .map(|v| v & COUNT_MASK)
             .sum()
+    }
+}
+
+/// Set in [`Slot::open_timer`] while a timer runs for the opening of that generation.
+pub(crate) const TIMER_ARMED: u64 = 1;
+/// Set in [`Slot::open_timer`] once that timer has fired.
+pub(crate) const TIMER_DUE: u64 = 2;
+
+/// The waker of an open breaker's timer: marks the opening due when tokio's timer fires, so
+/// that until then a rejection needs no clock read.
+pub(crate) struct OpenWake {
+    pub(crate) slot: &'static Slot,
+    pub(crate) epoch: u32,
+    /// `(generation << 2) | TIMER_ARMED`.
+    pub(crate) key: u64,
+}
+
+impl std::task::Wake for OpenWake {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        if self.slot.epoch.load(Ordering::Acquire) == self.epoch {
+            let _ = self.slot.open_timer.compare_exchange(
+                self.key,
+                self.key | TIMER_DUE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
     }
 }
 
@@ -258,7 +323,7 @@ mod tests {
         let (slot, epoch) = Slot::acquire();
         slot.count_success(epoch);
         slot.count_success(epoch);
-        assert_eq!(slot.successes(epoch), 2);
+        assert_eq!(slot.total(Count::Successes, epoch), 2);
         slot.release(epoch);
         // A future of the dropped breaker completing late counts nowhere.
         slot.count_success(epoch);
@@ -267,12 +332,12 @@ mod tests {
             assert_ne!(next, epoch);
             slot.count_success(epoch);
             assert_eq!(
-                again.successes(next),
+                again.total(Count::Successes, next),
                 0,
                 "a stale future counted for the new owner"
             );
             again.count_success(next);
-            assert_eq!(again.successes(next), 1);
+            assert_eq!(again.total(Count::Successes, next), 1);
         }
         again.release(next);
     }

@@ -1,20 +1,24 @@
 //! The shared breaker core: state machine, permits, counters and the handle.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::task::Unconstrained;
+use tokio::time::{Instant, Sleep};
 
 use super::classify::Outcome;
-use super::error::Open;
+use super::error::{Name, Open};
 use super::hooks::{Hooks, SlowCall, Transition};
 use super::policy::{Policy, Window};
-use super::slot::Slot;
+use super::slot::{Count, OpenWake, Slot, TIMER_ARMED, TIMER_DUE};
 use super::window::Outcomes;
 use super::word::{self, Word};
 
@@ -76,6 +80,32 @@ impl fmt::Display for State {
     }
 }
 
+/// A refused call: the state that refused it and, for an open breaker, when it may half-open
+/// (nanoseconds since the breaker's base instant; 0 otherwise). Small and `Copy`, so that a
+/// rejection moves no more than two words until an [`Open`] error is made of it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rejection {
+    pub(crate) state: State,
+    until: u64,
+}
+
+/// The fields of a service-level [`Open`] error, kept in the response future until it is
+/// polled; the future reads them in place and builds the error straight into its output.
+#[derive(Debug)]
+pub(crate) struct OpenParts {
+    pub(crate) name: &'static str,
+    pub(crate) state: State,
+    pub(crate) base: Instant,
+    pub(crate) until: u64,
+}
+
+impl OpenParts {
+    #[inline]
+    pub(crate) fn open(&self) -> Open {
+        Open::new(Name::Static(self.name), self.state, self.base, self.until)
+    }
+}
+
 /// Configuration shared by every breaker a builder makes.
 #[derive(Debug)]
 pub(crate) struct Config {
@@ -105,7 +135,6 @@ const SHARDS: usize = 8;
 struct Shard {
     failures: AtomicU64,
     ignored: AtomicU64,
-    rejected: AtomicU64,
     slow: AtomicU64,
 }
 
@@ -159,10 +188,23 @@ pub struct CounterSnapshot {
     pub consecutive_failures: u32,
 }
 
-#[derive(Debug)]
 struct Cold {
     openings: u32,
     rng: Option<SmallRng>,
+    /// tokio's timer for the current opening (dropping it cancels it).
+    timer: Option<Pin<Box<Unconstrained<Sleep>>>>,
+    /// Set once arming a timer failed (a runtime without the time driver).
+    no_timers: bool,
+}
+
+impl fmt::Debug for Cold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cold")
+            .field("openings", &self.openings)
+            .field("timer", &self.timer.is_some())
+            .field("no_timers", &self.no_timers)
+            .finish_non_exhaustive()
+    }
 }
 
 #[repr(align(64))]
@@ -222,6 +264,8 @@ pub(crate) struct Shared {
     pub(crate) notify: Arc<Notify>,
     config: Arc<Config>,
     name: Arc<str>,
+    /// The name, interned on the first service-level rejection.
+    static_name: OnceLock<&'static str>,
     base: Instant,
     #[cfg(feature = "metrics")]
     metrics: Metrics,
@@ -266,7 +310,12 @@ impl Shared {
             open_until: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
             counters: Counters::default(),
-            cold: Mutex::new(Cold { openings: 0, rng }),
+            cold: Mutex::new(Cold {
+                openings: 0,
+                rng,
+                timer: None,
+                no_timers: false,
+            }),
             window: policy
                 .uses_window()
                 .then(|| Mutex::new(Outcomes::new(policy.window))),
@@ -275,6 +324,7 @@ impl Shared {
             metrics: Metrics::new(&name, config.metrics),
             config,
             name,
+            static_name: OnceLock::new(),
             base: Instant::now(),
         }
     }
@@ -331,7 +381,7 @@ impl Shared {
     /// Asks to make one call. On success the permit must be completed with the call's outcome
     /// (or dropped, which gives a probe permit back).
     #[inline]
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<Permit, Open> {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<Permit, Rejection> {
         match self.closed_generation() {
             Some(generation) => Ok(self.closed_permit(generation)),
             None => self.try_acquire_slow(),
@@ -341,7 +391,7 @@ impl Shared {
     /// The slow path of [`try_acquire`](Self::try_acquire): every state but closed.
     #[cold]
     #[inline(never)]
-    fn try_acquire_slow(self: &Arc<Self>) -> Result<Permit, Open> {
+    fn try_acquire_slow(self: &Arc<Self>) -> Result<Permit, Rejection> {
         loop {
             let cur = self.word.0.load();
             match cur.state() {
@@ -351,8 +401,14 @@ impl Shared {
                 }
                 word::OPEN => {
                     let until = self.open_until.load(Ordering::Acquire);
+                    // While the opening's timer has not fired, the open duration has not
+                    // passed: reject without reading the clock.
+                    let armed = (u64::from(cur.generation()) << 2) | TIMER_ARMED;
+                    if self.slot.open_timer.load(Ordering::Acquire) == armed {
+                        return Err(self.reject(State::Open, until));
+                    }
                     if self.nanos(Instant::now()) < until {
-                        return Err(self.reject(State::Open, Some(self.instant(until))));
+                        return Err(self.reject(State::Open, until));
                     }
                     self.transition(cur.generation(), State::Open, State::HalfOpen);
                 }
@@ -365,12 +421,12 @@ impl Shared {
                     ) {
                         Ok(()) => return Ok(Permit::full(self.clone(), cur.generation(), true)),
                         Err(now) if now.generation() == cur.generation() => {
-                            return Err(self.reject(State::HalfOpen, None));
+                            return Err(self.reject(State::HalfOpen, 0));
                         }
                         Err(_) => {}
                     }
                 }
-                _ => return Err(self.reject(State::ForcedOpen, None)),
+                _ => return Err(self.reject(State::ForcedOpen, 0)),
             }
         }
     }
@@ -396,17 +452,44 @@ impl Shared {
         self.word.0.load().generation() == generation
     }
 
-    #[cold]
-    fn reject(&self, state: State, retry_at: Option<Instant>) -> Open {
-        self.counters
-            .shard()
-            .rejected
-            .fetch_add(1, Ordering::Relaxed);
+    /// Counts a rejection in `state`; `until` is when an open breaker may half-open (in
+    /// nanoseconds since the base instant, 0 if not open).
+    #[inline]
+    fn reject(&self, state: State, until: u64) -> Rejection {
+        self.slot.count(Count::Rejected, self.epoch);
         #[cfg(feature = "metrics")]
         self.metrics.rejected.increment(1);
-        let open = Open::new(self.name.clone(), state, retry_at);
-        self.config.hooks.on_rejected.on_rejected(&open);
-        open
+        let rejection = Rejection { state, until };
+        if let Some(hook) = &self.config.hooks.on_rejected {
+            hook.on_rejected(&self.open(rejection, Name::Shared(self.name.clone())));
+        }
+        rejection
+    }
+
+    /// The [`Open`] error for `rejection`, carrying `name`.
+    pub(crate) fn open(&self, rejection: Rejection, name: Name) -> Open {
+        Open::new(name, rejection.state, self.base, rejection.until)
+    }
+
+    /// What a service-level [`Open`] error for a call refused in `state` is made of (the
+    /// name interned once per breaker); an open breaker says when it may half-open.
+    #[inline]
+    pub(crate) fn open_parts(&self, state: State) -> OpenParts {
+        OpenParts {
+            name: self.static_name.get_or_init(|| Name::interned(&self.name)),
+            state,
+            base: self.base,
+            until: if state == State::Open {
+                self.open_until.load(Ordering::Acquire)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// When an open breaker that refused a call may half-open.
+    pub(crate) fn retry_at(&self, rejection: Rejection) -> Option<Instant> {
+        (rejection.until != 0).then(|| self.instant(rejection.until))
     }
 
     /// Records a call's outcome. The common case (closed, consecutive failures only, no slow
@@ -554,6 +637,7 @@ impl Shared {
                 published,
                 "generation moved while the transition lock was held"
             );
+            self.arm(&mut cold, generation.wrapping_add(1), to);
             open_for
         };
         self.after_transition(from, to, open_for);
@@ -571,9 +655,50 @@ impl Shared {
                 published,
                 "generation moved while the transition lock was held"
             );
+            self.arm(&mut cold, cur.generation().wrapping_add(1), to);
             (State::from_code(cur.state()), open_for)
         };
         self.after_transition(from, to, open_for);
+    }
+
+    /// After a transition to `to` (now in `generation`): inside a tokio runtime, starts a timer
+    /// for the end of an opening, so that rejections until then need no clock read.
+    ///
+    /// The timer only marks the opening due; the next call still reads the clock and
+    /// half-opens the breaker exactly when the open duration has passed. With tokio's clock
+    /// paused, `advance` fires the timer before the advancing task resumes. Outside a runtime
+    /// (or in one without the time driver) every rejection reads the clock instead.
+    fn arm(&self, cold: &mut Cold, generation: u32, to: State) {
+        cold.timer = None;
+        self.slot.open_timer.store(0, Ordering::Release);
+        if to != State::Open || cold.no_timers || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let until = self.instant(self.open_until.load(Ordering::Acquire));
+        // `sleep_until` panics in a runtime built without the time driver; remember that
+        // and fall back to reading the clock.
+        let sleep = std::panic::catch_unwind(|| {
+            tokio::task::unconstrained(tokio::time::sleep_until(until))
+        });
+        let Ok(sleep) = sleep else {
+            cold.no_timers = true;
+            return;
+        };
+        let key = (u64::from(generation) << 2) | TIMER_ARMED;
+        self.slot.open_timer.store(key, Ordering::Release);
+        let waker = Waker::from(Arc::new(OpenWake {
+            slot: self.slot,
+            epoch: self.epoch,
+            key,
+        }));
+        let mut sleep = Box::pin(sleep);
+        match sleep.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(()) => self
+                .slot
+                .open_timer
+                .store(key | TIMER_DUE, Ordering::Release),
+            Poll::Pending => cold.timer = Some(sleep),
+        }
     }
 
     fn prepare(&self, cold: &mut Cold, to: State) -> Option<Duration> {
@@ -634,10 +759,10 @@ impl Shared {
 
     fn counters(&self) -> CounterSnapshot {
         CounterSnapshot {
-            successes: self.slot.successes(self.epoch),
+            successes: self.slot.total(Count::Successes, self.epoch),
             failures: self.counters.sum(|s| &s.failures),
             ignored: self.counters.sum(|s| &s.ignored),
-            rejected: self.counters.sum(|s| &s.rejected),
+            rejected: self.slot.total(Count::Rejected, self.epoch),
             slow: self.counters.sum(|s| &s.slow),
             transitions: self.transitions.load(Ordering::Relaxed),
             consecutive_failures: self.slot.consecutive.load(Ordering::Relaxed),

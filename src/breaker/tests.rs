@@ -35,15 +35,21 @@ fn quick() -> Builder {
     b
 }
 
-async fn run<S: Service<Call, Response = &'static str, Error = BoxError>>(
-    svc: &mut S,
-    r: Call,
-) -> Result<&'static str, BoxError> {
-    svc.ready().await?.call(r).await
+async fn run<S>(svc: &mut S, r: Call) -> Result<&'static str, BoxError>
+where
+    S: Service<Call, Response = &'static str>,
+    S::Error: Into<BoxError>,
+{
+    svc.ready()
+        .await
+        .map_err(Into::into)?
+        .call(r)
+        .await
+        .map_err(Into::into)
 }
 
 fn is_open(e: &BoxError) -> bool {
-    e.downcast_ref::<error::Open>().is_some()
+    error::Open::find(&**e).is_some()
 }
 
 #[tokio::test(start_paused = true)]
@@ -117,7 +123,7 @@ async fn open_fails_fast_without_touching_inner() {
     // Ready at once although the inner service is not: the rejection is in the future.
     assert_eq!(svc.poll_ready().map(|r| r.is_ok()), Poll::Ready(true));
     let err = svc.call("req").await.unwrap_err();
-    let open = err.downcast_ref::<error::Open>().expect("an Open error");
+    let open = err.as_open().expect("an Open error");
     assert_eq!(open.name(), "test");
     assert_eq!(open.state(), State::Open);
     assert_eq!(open.retry_after(), Some(Duration::from_secs(10)));
@@ -216,10 +222,7 @@ async fn half_open_admits_k_probes_and_needs_success_threshold() {
     let fb = b.call("b");
     assert!(c.poll_ready().is_ready());
     let err = c.call("c").await.unwrap_err();
-    assert_eq!(
-        err.downcast_ref::<error::Open>().unwrap().state(),
-        State::HalfOpen
-    );
+    assert_eq!(err.as_open().unwrap().state(), State::HalfOpen);
     let (_, ra) = backend.next_request().await.unwrap();
     let (_, rb) = backend.next_request().await.unwrap();
     ra.send_response("ok");
@@ -388,7 +391,7 @@ async fn handle_forces_disables_and_resets() {
     assert_eq!(handle.state(), State::ForcedOpen);
     advance(Duration::from_secs(3600)).await;
     let err = run(&mut svc, Ok("a")).await.unwrap_err();
-    let open = err.downcast_ref::<error::Open>().unwrap();
+    let open = error::Open::find(&*err).unwrap();
     assert_eq!(open.state(), State::ForcedOpen);
     assert_eq!(open.retry_at(), None);
     handle.disable();
@@ -667,7 +670,7 @@ fn racing_service_clones_admit_exactly_k_probes() {
                         let mut fut = Box::pin(svc.call(()));
                         match futures_util::FutureExt::now_or_never(&mut fut) {
                             Some(Err(e)) => {
-                                assert!(is_open(&e), "{e}");
+                                assert!(e.is_open(), "{e}");
                                 None
                             }
                             Some(Ok(())) => unreachable!("the inner call never finishes"),
