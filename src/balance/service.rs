@@ -4,7 +4,6 @@ use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::ready;
@@ -12,9 +11,9 @@ use tokio::time::{Instant, Sleep};
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::balance::endpoints::{Endpoints, Load, HEALTHY, READY};
+use crate::balance::endpoints::{Endpoints, HEALTHY, READY};
 use crate::balance::error;
-use crate::balance::future::{LoadGuard, ResponseFuture};
+use crate::balance::future::ResponseFuture;
 use crate::balance::layer::{Config, PanicMode};
 use crate::balance::{BoxError, Pick, Tracking, Weight};
 
@@ -56,7 +55,7 @@ where
             discover,
             discover_done: false,
             services: Vec::new(),
-            set: Endpoints::new(config.slow_start),
+            set: Endpoints::new(config.slow_start, config.default_rtt, config.decay),
             index: HashMap::new(),
             to_poll: Vec::new(),
             strategy,
@@ -124,10 +123,9 @@ where
             self.services[i] = svc;
             self.set.weights[i] = weight.max(1);
             self.set.set_flags(i, 0);
-            self.set.loads[i] = Arc::new(self.new_load(Instant::now()));
+            self.set.reset_load(i, Instant::now());
         } else {
             let now = Instant::now();
-            let load = Arc::new(self.new_load(now));
             self.index.insert(key.clone(), self.services.len());
             self.services.push(svc);
             #[cfg(feature = "metrics")]
@@ -135,18 +133,9 @@ where
                 "tower_mesh_balance_requests_total",
                 "endpoint" => format!("{key:?}")
             ));
-            self.set.push(key, weight, now, load);
+            self.set.push(key, weight, now);
         }
         self.dirty = true;
-    }
-
-    fn new_load(&self, now: Instant) -> Load {
-        Load::new(
-            self.config.default_rtt,
-            self.config.decay,
-            now,
-            self.set.completions.clone(),
-        )
     }
 
     fn remove_index(&mut self, i: usize) -> D::Key {
@@ -296,6 +285,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_discover(cx)?;
         self.set
+            .loads
             .completions
             .on
             .store(self.strategy.wants_completions(), Ordering::Relaxed);
@@ -307,9 +297,6 @@ where
             }
         }
         if self.dirty {
-            for (i, load) in self.set.loads.iter().enumerate() {
-                load.index.store(i as u32, Ordering::Relaxed);
-            }
             self.strategy.rebuild(&self.set);
             self.dirty = false;
         }
@@ -378,8 +365,8 @@ where
         self.to_poll.push(i);
         let guard = match tracking {
             Tracking::None => None,
-            Tracking::InFlight => Some(LoadGuard::new(self.set.loads[i].clone(), None)),
-            Tracking::Latency => Some(LoadGuard::new(self.set.loads[i].clone(), self.set.now)),
+            Tracking::InFlight => Some(self.set.guard(i, None)),
+            Tracking::Latency => Some(self.set.guard(i, self.set.now)),
         };
         self.strategy.endpoint_changed(&self.set, i);
         #[cfg(feature = "metrics")]

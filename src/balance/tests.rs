@@ -1,26 +1,17 @@
 //! Deterministic checks of the consistent hashers: key movement and Maglev balance.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::endpoints::{Endpoints, Load, HEALTHY, READY};
+use super::endpoints::{Endpoints, HEALTHY, READY};
 use super::{mix64, Maglev, Pick, RingHash};
 
 pub(crate) fn endpoint_set(ids: &[u32]) -> Endpoints<u32> {
     let now = Instant::now();
-    let mut e = Endpoints::new(None);
+    let mut e = Endpoints::new(None, Duration::from_millis(1), Duration::from_secs(1));
     for &id in ids {
-        let load = Arc::new(Load::new(
-            Duration::from_millis(1),
-            Duration::from_secs(1),
-            now,
-            e.completions.clone(),
-        ));
-        load.index
-            .store(e.len() as u32, std::sync::atomic::Ordering::Relaxed);
-        e.push(id, 1, now, load);
+        e.push(id, 1, now);
         let i = e.len() - 1;
         e.set_flags(i, READY | HEALTHY);
     }
@@ -120,4 +111,49 @@ fn maglev_table_balance() {
         let max = *counts.iter().max().unwrap() as f64;
         assert!(max / mean <= 1.01, "n={n}: max/mean {}", max / mean);
     }
+}
+
+/// A removed endpoint's load slot is not handed to a new endpoint while a request is still
+/// in flight on it; once idle it is reused, so churn does not grow the slots without bound.
+/// Completions of requests on removed endpoints are not reported as anyone's.
+#[test]
+fn load_slots_are_reused_only_when_idle() {
+    let now = Instant::now();
+    let mut set = endpoint_set(&[0, 1, 2]);
+    set.loads
+        .completions
+        .on
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let held = set.guard(1, None);
+    assert_eq!(set.in_flight(1), 1);
+    let held_slot = set.slots[1];
+    set.swap_remove(1);
+    let mut next = 3;
+    for _ in 0..1_000 {
+        set.push(next, 1, now);
+        next += 1;
+        let last = set.len() - 1;
+        assert_ne!(set.slots[last], held_slot);
+        assert_eq!(set.in_flight(last), 0);
+        set.swap_remove(0);
+    }
+    let grown = set.loads.slot_count();
+    assert!(grown <= 200, "{grown} slots for 3 endpoints");
+    drop(held);
+    let mut done = Vec::new();
+    set.take_completions(&mut done);
+    assert!(done.is_empty(), "{done:?}");
+    let mut reused = false;
+    for _ in 0..1_000 {
+        set.push(next, 1, now);
+        next += 1;
+        reused |= set.slots[set.len() - 1] == held_slot;
+        set.swap_remove(0);
+    }
+    assert!(reused);
+    assert_eq!(set.loads.slot_count(), grown);
+    // A completion on a live endpoint is reported under its current index.
+    drop(set.guard(1, None));
+    set.take_completions(&mut done);
+    assert_eq!(done, [1]);
 }
