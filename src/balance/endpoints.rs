@@ -300,6 +300,13 @@ impl fmt::Debug for Loads {
     }
 }
 
+/// An endpoint's load slot and weight, side by side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hot {
+    pub(crate) slot: u32,
+    pub(crate) weight: u32,
+}
+
 /// The discovered endpoints as a [`Pick`](super::Pick) strategy sees them.
 ///
 /// Endpoints are addressed by a dense index `0..len()`. Indices are stable between two
@@ -311,8 +318,9 @@ pub struct Endpoints<K> {
     pub(crate) weights: Vec<u32>,
     pub(crate) added: Vec<Instant>,
     pub(crate) flags: Vec<u8>,
-    /// Endpoint index → load slot.
-    pub(crate) slots: Vec<u32>,
+    /// Endpoint index → (load slot, weight): what a load-aware pick reads per candidate,
+    /// in one cache line.
+    pub(crate) hot: Vec<Hot>,
     pub(crate) loads: Loads,
     pub(crate) mask: u8,
     pub(crate) ready: usize,
@@ -333,7 +341,7 @@ impl<K> Endpoints<K> {
             weights: Vec::new(),
             added: Vec::new(),
             flags: Vec::new(),
-            slots: Vec::new(),
+            hot: Vec::new(),
             loads: Loads::new(default_rtt, decay),
             mask: READY | HEALTHY,
             ready: 0,
@@ -365,7 +373,12 @@ impl<K> Endpoints<K> {
     /// The configured weight of endpoint `i` (at least 1).
     #[inline]
     pub fn weight(&self, i: usize) -> u32 {
-        self.weights[i]
+        self.hot[i].weight
+    }
+
+    pub(crate) fn set_weight(&mut self, i: usize, weight: u32) {
+        self.weights[i] = weight.max(1);
+        self.hot[i].weight = weight.max(1);
     }
 
     /// The time of the current pick: read once per request by the balancer when the
@@ -390,10 +403,10 @@ impl<K> Endpoints<K> {
     pub fn effective_weight(&self, i: usize, now: Instant) -> u64 {
         match (self.slow_start, self.warm_until) {
             (Some(ss), Some(_)) => ss.effective_weight(
-                self.weights[i],
+                self.hot[i].weight,
                 now.saturating_duration_since(self.added[i]),
             ),
-            _ => u64::from(self.weights[i]) * 1_000,
+            _ => u64::from(self.hot[i].weight) * 1_000,
         }
     }
 
@@ -425,7 +438,7 @@ impl<K> Endpoints<K> {
     /// [`Tracking::InFlight`](super::Tracking) or [`Tracking::Latency`](super::Tracking)).
     #[inline]
     pub fn in_flight(&self, i: usize) -> usize {
-        let (chunk, off) = self.loads.chunk(self.slots[i]);
+        let (chunk, off) = self.loads.chunk(self.hot[i].slot);
         chunk.in_flight[off].load(Ordering::Relaxed) as usize
     }
 
@@ -433,14 +446,14 @@ impl<K> Endpoints<K> {
     /// (tracked when the strategy asks for [`Tracking::Latency`](super::Tracking)).
     #[inline]
     pub fn rtt_ns(&self, i: usize, now: Instant) -> f64 {
-        let (chunk, off) = self.loads.chunk(self.slots[i]);
+        let (chunk, off) = self.loads.chunk(self.hot[i].slot);
         chunk.rtt_ns(off, now)
     }
 
     /// A guard that counts a request in flight on endpoint `i` until dropped, and records
     /// its latency on completion if `start` is set.
     pub(crate) fn guard(&self, i: usize, start: Option<Instant>) -> LoadGuard {
-        let slot = self.slots[i];
+        let slot = self.hot[i].slot;
         let (chunk, off) = self.loads.chunk(slot);
         LoadGuard::new(chunk.clone(), slot, off, start)
     }
@@ -448,8 +461,8 @@ impl<K> Endpoints<K> {
     /// Endpoint `i` was replaced (same key, new service): its load starts afresh, and the
     /// requests still in flight on the old service count on a retired slot.
     pub(crate) fn reset_load(&mut self, i: usize, now: Instant) {
-        self.loads.retire(self.slots[i]);
-        self.slots[i] = self.loads.alloc(i, now);
+        self.loads.retire(self.hot[i].slot);
+        self.hot[i].slot = self.loads.alloc(i, now);
     }
 
     pub(crate) fn set_flags(&mut self, i: usize, flags: u8) {
@@ -492,7 +505,10 @@ impl<K> Endpoints<K> {
         self.weights.push(weight.max(1));
         self.added.push(now);
         self.flags.push(0);
-        self.slots.push(slot);
+        self.hot.push(Hot {
+            slot,
+            weight: weight.max(1),
+        });
         if let Some(ss) = self.slow_start {
             let until = now + ss.window;
             if self.warm_until.is_none_or(|w| w < until) {
@@ -506,9 +522,9 @@ impl<K> Endpoints<K> {
         self.weights.swap_remove(i);
         self.added.swap_remove(i);
         self.flags.swap_remove(i);
-        self.loads.retire(self.slots.swap_remove(i));
-        if let Some(&moved) = self.slots.get(i) {
-            self.loads.owner[moved as usize] = i as u32;
+        self.loads.retire(self.hot.swap_remove(i).slot);
+        if let Some(moved) = self.hot.get(i) {
+            self.loads.owner[moved.slot as usize] = i as u32;
         }
         self.keys.swap_remove(i)
     }

@@ -290,7 +290,7 @@ mod tests {
         let ids: Vec<u32> = (0..100).collect(); // above SCAN_MAX: the tree is in use
         let mut set = endpoint_set(&ids);
         for i in 0..set.len() {
-            set.weights[i] = rng.random_range(1..5);
+            set.set_weight(i, rng.random_range(1..5));
         }
         set.loads
             .completions

@@ -1,6 +1,6 @@
 use std::hash::Hash;
 
-use crate::balance::hash::{first_usable, mix64, stable_hash};
+use crate::balance::hash::{first_usable, mix64, stable_hash, Table};
 use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 
 /// Lookup table sizes: primes, the smallest of them at least 1,000 × endpoints is used
@@ -25,31 +25,6 @@ pub struct Maglev<E, F = RoundRobin> {
     key: E,
     fallback: F,
     table: Table,
-}
-
-/// The lookup table, 2 bytes a slot while endpoint indices fit (halves its cache footprint).
-#[derive(Debug, Clone)]
-enum Table {
-    Small(Vec<u16>),
-    Large(Vec<u32>),
-}
-
-impl Table {
-    #[inline]
-    fn len(&self) -> usize {
-        match self {
-            Table::Small(t) => t.len(),
-            Table::Large(t) => t.len(),
-        }
-    }
-
-    #[inline]
-    fn get(&self, c: usize) -> usize {
-        match self {
-            Table::Small(t) => t[c] as usize,
-            Table::Large(t) => t[c] as usize,
-        }
-    }
 }
 
 /// Maps a 64-bit hash onto `0..m` with a multiply and a shift instead of a division
@@ -175,11 +150,7 @@ where
         let keys: Vec<u64> = endpoints.keys.iter().map(stable_hash).collect();
         let m = Self::table_size_for(keys.len());
         let table = build_table(&keys, &endpoints.weights, m);
-        self.table = if keys.len() <= usize::from(u16::MAX) {
-            Table::Small(table.into_iter().map(|i| i as u16).collect())
-        } else {
-            Table::Large(table)
-        };
+        self.table = Table::new(table, keys.len());
     }
 
     #[inline]
@@ -188,7 +159,12 @@ where
             return self.fallback.pick(endpoints, req);
         };
         let m = self.table.len();
-        match first_usable(endpoints, m, reduce(h, m), |c| self.table.get(c)) {
+        let c = reduce(h, m);
+        let first = self.table.get(c);
+        if endpoints.is_usable(first) {
+            return first;
+        }
+        match first_usable(endpoints, m, c, |c| self.table.get(c)) {
             Some(i) => i,
             None => self.fallback.pick(endpoints, req),
         }

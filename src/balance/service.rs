@@ -26,7 +26,8 @@ where
 {
     discover: D,
     discover_done: bool,
-    services: Vec<D::Service>,
+    /// The endpoint services, each next to its request counter (one cache line per pick).
+    services: Vec<Slot<D::Service>>,
     set: Endpoints<D::Key>,
     index: HashMap<D::Key, usize>,
     /// Indices of endpoints that are not known to be ready.
@@ -36,8 +37,13 @@ where
     dirty: bool,
     unready_since: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// An endpoint service and what the balancer keeps next to it.
+struct Slot<S> {
+    svc: S,
     #[cfg(feature = "metrics")]
-    requests: Vec<metrics::Counter>,
+    requests: metrics::Counter,
 }
 
 impl<D, P> Balance<D, P>
@@ -63,8 +69,6 @@ where
             dirty: false,
             unready_since: None,
             sleep: None,
-            #[cfg(feature = "metrics")]
-            requests: Vec::new(),
         }
     }
 
@@ -120,19 +124,21 @@ where
         let weight = svc.weight();
         if let Some(&i) = self.index.get(&key) {
             // Replacement: new service and weight, same slow-start clock.
-            self.services[i] = svc;
-            self.set.weights[i] = weight.max(1);
+            self.services[i].svc = svc;
+            self.set.set_weight(i, weight);
             self.set.set_flags(i, 0);
             self.set.reset_load(i, Instant::now());
         } else {
             let now = Instant::now();
             self.index.insert(key.clone(), self.services.len());
-            self.services.push(svc);
-            #[cfg(feature = "metrics")]
-            self.requests.push(metrics::counter!(
-                "tower_mesh_balance_requests_total",
-                "endpoint" => format!("{key:?}")
-            ));
+            self.services.push(Slot {
+                svc,
+                #[cfg(feature = "metrics")]
+                requests: metrics::counter!(
+                    "tower_mesh_balance_requests_total",
+                    "endpoint" => format!("{key:?}")
+                ),
+            });
             self.set.push(key, weight, now);
         }
         self.dirty = true;
@@ -141,8 +147,6 @@ where
     fn remove_index(&mut self, i: usize) -> D::Key {
         let key = self.set.swap_remove(i);
         drop(self.services.swap_remove(i));
-        #[cfg(feature = "metrics")]
-        let _ = self.requests.swap_remove(i);
         self.index.remove(&key);
         if i < self.services.len() {
             *self
@@ -206,13 +210,13 @@ where
         let mut j = 0;
         while j < self.to_poll.len() {
             let i = self.to_poll[j];
-            match self.services[i].poll_ready(cx) {
+            match self.services[i].svc.poll_ready(cx) {
                 Poll::Pending => {
                     self.set_flags::<Req>(i, 0);
                     j += 1;
                 }
                 Poll::Ready(Ok(())) => {
-                    let healthy = if self.services[i].is_healthy() {
+                    let healthy = if self.services[i].svc.is_healthy() {
                         HEALTHY
                     } else {
                         0
@@ -370,7 +374,7 @@ where
         };
         self.strategy.endpoint_changed(&self.set, i);
         #[cfg(feature = "metrics")]
-        self.requests[i].increment(1);
+        self.services[i].requests.increment(1);
         // A span only when a subscriber listens at DEBUG: creating a disabled span still
         // costs tens of nanoseconds when tracing's `log` feature is on.
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
@@ -380,7 +384,7 @@ where
         };
         let fut = {
             let _e = span.enter();
-            self.services[i].call(req)
+            self.services[i].svc.call(req)
         };
         ResponseFuture::new(fut, guard, span)
     }

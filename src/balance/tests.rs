@@ -126,14 +126,14 @@ fn load_slots_are_reused_only_when_idle() {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let held = set.guard(1, None);
     assert_eq!(set.in_flight(1), 1);
-    let held_slot = set.slots[1];
+    let held_slot = set.hot[1].slot;
     set.swap_remove(1);
     let mut next = 3;
     for _ in 0..1_000 {
         set.push(next, 1, now);
         next += 1;
         let last = set.len() - 1;
-        assert_ne!(set.slots[last], held_slot);
+        assert_ne!(set.hot[last].slot, held_slot);
         assert_eq!(set.in_flight(last), 0);
         set.swap_remove(0);
     }
@@ -147,7 +147,7 @@ fn load_slots_are_reused_only_when_idle() {
     for _ in 0..1_000 {
         set.push(next, 1, now);
         next += 1;
-        reused |= set.slots[set.len() - 1] == held_slot;
+        reused |= set.hot[set.len() - 1].slot == held_slot;
         set.swap_remove(0);
     }
     assert!(reused);
