@@ -244,7 +244,7 @@ impl Loads {
             Some(s) => s,
             None => {
                 let s = self.owner.len();
-                if s % CHUNK == 0 {
+                if s.is_multiple_of(CHUNK) {
                     self.chunks.push(Arc::new(LoadChunk::new(
                         self.epoch,
                         self.decay_ns,
