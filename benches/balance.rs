@@ -482,6 +482,26 @@ fn main() {
     // BALANCE_REPORT=0 skips the ratio report (to profile one criterion benchmark);
     // BALANCE_REPORT=only skips criterion and prints the report alone.
     let mode = std::env::var("BALANCE_REPORT").unwrap_or_default();
+    // BALANCE_PROFILE=<strategy>:<endpoints> loops one strategy's picks for about five
+    // seconds and prints nothing else (for `perf record`).
+    if let Ok(spec) = std::env::var("BALANCE_PROFILE") {
+        let (name, n) = spec
+            .split_once(':')
+            .expect("BALANCE_PROFILE=<strategy>:<endpoints>");
+        let name = NAMES
+            .iter()
+            .find(|k| k.starts_with(name))
+            .expect("a strategy name from NAMES");
+        let mut b = make(name, n.parse().expect("an endpoint count"));
+        let start = Instant::now();
+        let mut picks = 0u64;
+        while start.elapsed() < Duration::from_secs(5) {
+            time_ns(b.as_mut(), 100_000);
+            picks += 100_000;
+        }
+        println!("{name} n = {n}: {picks} picks");
+        return;
+    }
     if mode != "only" {
         let mut c = Criterion::default().configure_from_args();
         criterion_benches(&mut c);

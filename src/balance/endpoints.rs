@@ -1,11 +1,13 @@
 //! The endpoint set a [`Pick`](super::Pick) strategy chooses from.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::balance::future::LoadGuard;
 
 pub(crate) const READY: u8 = 1;
 pub(crate) const HEALTHY: u8 = 2;
@@ -58,14 +60,7 @@ impl SlowStart {
     }
 }
 
-/// Per-endpoint load: requests in flight and a peak-EWMA latency estimate.
-///
-/// The estimate follows Finagle's and tower's peak EWMA: a sample above the estimate
-/// replaces it at once (the peak), a lower one is blended in with weight
-/// `1 - exp(-elapsed / decay)`, and between samples the estimate decays towards zero with
-/// the same time constant so that an idle endpoint is tried again. An endpoint without a
-/// sample starts at the configured default RTT.
-/// Indices of endpoints whose requests completed, for strategies that keep an index over
+/// Slot ids of endpoints whose requests completed, for strategies that keep an index over
 /// in-flight counts ([`Pick::wants_completions`](super::Pick::wants_completions)).
 #[derive(Debug, Default)]
 pub(crate) struct Completions {
@@ -74,63 +69,61 @@ pub(crate) struct Completions {
 }
 
 impl Completions {
-    fn push(&self, i: u32) {
-        self.list.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+    fn push(&self, slot: u32) {
+        self.list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
     }
 
-    /// Swap the pending indices into `buf` (cleared first).
-    pub(crate) fn drain_into(&self, buf: &mut Vec<u32>) {
+    /// Swap the pending slot ids into `buf` (cleared first).
+    fn drain_into(&self, buf: &mut Vec<u32>) {
         buf.clear();
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::swap(&mut *list, buf);
     }
 }
 
-pub(crate) struct Load {
-    in_flight: AtomicUsize,
-    pub(crate) index: AtomicU32,
-    completions: Arc<Completions>,
-    /// RTT estimate in nanoseconds (`f64` bits).
+/// Load slots per chunk.
+const CHUNK: usize = 64;
+
+/// A peak-EWMA latency estimate: the estimate in nanoseconds (`f64` bits) and when it was
+/// last updated, in nanoseconds since the balancer's epoch (16 bytes, four to a cache line).
+#[derive(Debug, Default)]
+struct Ewma {
     cost: AtomicU64,
-    /// When the estimate was last updated, in nanoseconds since `epoch`.
     stamp: AtomicU64,
-    epoch: Instant,
-    decay_ns: f64,
 }
 
-impl Load {
-    pub(crate) fn new(
-        default_rtt: Duration,
-        decay: Duration,
-        now: Instant,
-        completions: Arc<Completions>,
-    ) -> Self {
+/// The per-endpoint load of `CHUNK` endpoints, stored contiguously: requests in flight and a
+/// peak-EWMA latency estimate each.
+///
+/// The estimate follows Finagle's and tower's peak EWMA: a sample above the estimate
+/// replaces it at once (the peak), a lower one is blended in with weight
+/// `1 - exp(-elapsed / decay)`, and between samples the estimate decays towards zero with
+/// the same time constant so that an idle endpoint is tried again. An endpoint without a
+/// sample starts at the configured default RTT.
+///
+/// Chunks never move (the balancer holds them in `Arc`s, a response guard holds one more
+/// `Arc` and an offset), so a pick reads two small dense arrays instead of chasing one
+/// separately allocated load per endpoint, and a slot is reused only once no request is in
+/// flight on it any more.
+pub(crate) struct LoadChunk {
+    completions: Arc<Completions>,
+    epoch: Instant,
+    decay_ns: f64,
+    in_flight: [AtomicU32; CHUNK],
+    ewma: [Ewma; CHUNK],
+}
+
+impl LoadChunk {
+    fn new(epoch: Instant, decay_ns: f64, completions: Arc<Completions>) -> Self {
         Self {
-            in_flight: AtomicUsize::new(0),
-            index: AtomicU32::new(u32::MAX),
             completions,
-            cost: AtomicU64::new((default_rtt.as_nanos() as f64).to_bits()),
-            stamp: AtomicU64::new(0),
-            epoch: now,
-            decay_ns: (decay.as_nanos() as f64).max(1.0),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    #[inline]
-    pub(crate) fn start(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    #[inline]
-    pub(crate) fn end(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.completions.on.load(Ordering::Relaxed) {
-            self.completions.push(self.index.load(Ordering::Relaxed));
+            epoch,
+            decay_ns,
+            in_flight: std::array::from_fn(|_| AtomicU32::new(0)),
+            ewma: std::array::from_fn(|_| Ewma::default()),
         }
     }
 
@@ -139,15 +132,31 @@ impl Load {
         now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// The decayed RTT estimate in nanoseconds at `now`.
+    #[inline]
+    pub(crate) fn start(&self, off: usize) {
+        self.in_flight[off].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request on slot `off` ended. Release: a slot seen idle (with Acquire) may be
+    /// reset and reused, after the last sample recorded on it.
+    #[inline]
+    pub(crate) fn end(&self, slot: u32, off: usize) {
+        self.in_flight[off].fetch_sub(1, Ordering::Release);
+        if self.completions.on.load(Ordering::Relaxed) {
+            self.completions.push(slot);
+        }
+    }
+
+    /// The decayed RTT estimate of slot `off` in nanoseconds at `now`.
     ///
     /// Lock-free: the estimate and its timestamp are two atomics, so a read that races
     /// with an update may pair a new estimate with an old stamp (a slightly stronger
     /// decay); tower's version takes a lock per read instead.
     #[inline]
-    pub(crate) fn rtt_ns(&self, now: Instant) -> f64 {
-        let cost = f64::from_bits(self.cost.load(Ordering::Relaxed));
-        let stamp = self.stamp.load(Ordering::Relaxed);
+    fn rtt_ns(&self, off: usize, now: Instant) -> f64 {
+        let e = &self.ewma[off];
+        let cost = f64::from_bits(e.cost.load(Ordering::Relaxed));
+        let stamp = e.stamp.load(Ordering::Relaxed);
         let elapsed = self.since_epoch(now).saturating_sub(stamp) as f64;
         if elapsed == 0.0 {
             cost
@@ -156,13 +165,14 @@ impl Load {
         }
     }
 
-    /// Record a round-trip sample (the peak-EWMA update). Concurrent updates may lose one
-    /// of the samples.
-    pub(crate) fn observe(&self, rtt: Duration, now: Instant) {
+    /// Record a round-trip sample on slot `off` (the peak-EWMA update). Concurrent updates
+    /// may lose one of the samples.
+    pub(crate) fn observe(&self, off: usize, rtt: Duration, now: Instant) {
+        let e = &self.ewma[off];
         let sample = rtt.as_nanos() as f64;
         let t = self.since_epoch(now);
-        let cost = f64::from_bits(self.cost.load(Ordering::Relaxed));
-        let elapsed = t.saturating_sub(self.stamp.load(Ordering::Relaxed)) as f64;
+        let cost = f64::from_bits(e.cost.load(Ordering::Relaxed));
+        let elapsed = t.saturating_sub(e.stamp.load(Ordering::Relaxed)) as f64;
         let decay = (-elapsed / self.decay_ns).exp();
         let current = cost * decay;
         let next = if sample > current {
@@ -170,17 +180,131 @@ impl Load {
         } else {
             current + (sample - current) * (1.0 - decay)
         };
-        self.cost.store(next.to_bits(), Ordering::Relaxed);
-        self.stamp.store(t, Ordering::Relaxed);
+        e.cost.store(next.to_bits(), Ordering::Relaxed);
+        e.stamp.store(t, Ordering::Relaxed);
+    }
+
+    fn reset(&self, off: usize, default_rtt_ns: f64, now: Instant) {
+        debug_assert_eq!(self.in_flight[off].load(Ordering::Relaxed), 0);
+        let e = &self.ewma[off];
+        e.cost.store(default_rtt_ns.to_bits(), Ordering::Relaxed);
+        e.stamp.store(self.since_epoch(now), Ordering::Relaxed);
     }
 }
 
-impl fmt::Debug for Load {
+impl fmt::Debug for LoadChunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Load")
-            .field("in_flight", &self.in_flight())
+        f.debug_struct("LoadChunk").finish_non_exhaustive()
+    }
+}
+
+/// The balancer's load slots: chunks of [`LoadChunk`], a free list and the slots of removed
+/// endpoints that still have requests in flight.
+pub(crate) struct Loads {
+    chunks: Vec<Arc<LoadChunk>>,
+    /// Slot → endpoint index (`u32::MAX` while the slot is free or retired).
+    owner: Vec<u32>,
+    free: Vec<u32>,
+    retired: Vec<u32>,
+    /// Reclaim retired slots once this many are waiting (amortised O(1) per insertion).
+    reclaim_at: usize,
+    pub(crate) completions: Arc<Completions>,
+    epoch: Instant,
+    default_rtt_ns: f64,
+    decay_ns: f64,
+}
+
+impl Loads {
+    fn new(default_rtt: Duration, decay: Duration) -> Self {
+        Self {
+            chunks: Vec::new(),
+            owner: Vec::new(),
+            free: Vec::new(),
+            retired: Vec::new(),
+            reclaim_at: CHUNK,
+            completions: Arc::default(),
+            epoch: Instant::now(),
+            default_rtt_ns: default_rtt.as_nanos() as f64,
+            decay_ns: (decay.as_nanos() as f64).max(1.0),
+        }
+    }
+
+    #[inline]
+    fn chunk(&self, slot: u32) -> (&Arc<LoadChunk>, usize) {
+        let s = slot as usize;
+        (&self.chunks[s / CHUNK], s % CHUNK)
+    }
+
+    /// A fresh slot for endpoint `index`: no request in flight, the default RTT.
+    fn alloc(&mut self, index: usize, now: Instant) -> u32 {
+        if self.free.is_empty() && self.retired.len() >= self.reclaim_at {
+            self.reclaim();
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = self.owner.len();
+                if s.is_multiple_of(CHUNK) {
+                    self.chunks.push(Arc::new(LoadChunk::new(
+                        self.epoch,
+                        self.decay_ns,
+                        self.completions.clone(),
+                    )));
+                }
+                self.owner.push(u32::MAX);
+                s as u32
+            }
+        };
+        let (chunk, off) = self.chunk(slot);
+        chunk.reset(off, self.default_rtt_ns, now);
+        self.owner[slot as usize] = index as u32;
+        slot
+    }
+
+    /// Number of slots ever allocated.
+    #[cfg(test)]
+    pub(crate) fn slot_count(&self) -> usize {
+        self.owner.len()
+    }
+
+    /// Slot `slot` no longer belongs to an endpoint; it is reused once idle.
+    fn retire(&mut self, slot: u32) {
+        self.owner[slot as usize] = u32::MAX;
+        self.retired.push(slot);
+    }
+
+    /// Move the retired slots without requests in flight to the free list.
+    fn reclaim(&mut self) {
+        let mut k = 0;
+        while k < self.retired.len() {
+            let (chunk, off) = self.chunk(self.retired[k]);
+            // Acquire: pairs with `end`'s Release, so the last sample is written before
+            // the slot is reset.
+            if chunk.in_flight[off].load(Ordering::Acquire) == 0 {
+                self.free.push(self.retired.swap_remove(k));
+            } else {
+                k += 1;
+            }
+        }
+        self.reclaim_at = (2 * self.retired.len()).max(CHUNK);
+    }
+}
+
+impl fmt::Debug for Loads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loads")
+            .field("slots", &self.owner.len())
+            .field("free", &self.free.len())
+            .field("retired", &self.retired.len())
             .finish_non_exhaustive()
     }
+}
+
+/// An endpoint's load slot and weight, side by side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hot {
+    pub(crate) slot: u32,
+    pub(crate) weight: u32,
 }
 
 /// The discovered endpoints as a [`Pick`](super::Pick) strategy sees them.
@@ -194,31 +318,37 @@ pub struct Endpoints<K> {
     pub(crate) weights: Vec<u32>,
     pub(crate) added: Vec<Instant>,
     pub(crate) flags: Vec<u8>,
-    pub(crate) loads: Vec<Arc<Load>>,
+    /// Endpoint index → (load slot, weight): what a load-aware pick reads per candidate,
+    /// in one cache line.
+    pub(crate) hot: Vec<Hot>,
+    pub(crate) loads: Loads,
     pub(crate) mask: u8,
     pub(crate) ready: usize,
     pub(crate) ready_healthy: usize,
     pub(crate) slow_start: Option<SlowStart>,
     pub(crate) warm_until: Option<Instant>,
     pub(crate) now: Option<Instant>,
-    pub(crate) completions: Arc<Completions>,
 }
 
 impl<K> Endpoints<K> {
-    pub(crate) fn new(slow_start: Option<SlowStart>) -> Self {
+    pub(crate) fn new(
+        slow_start: Option<SlowStart>,
+        default_rtt: Duration,
+        decay: Duration,
+    ) -> Self {
         Self {
             keys: Vec::new(),
             weights: Vec::new(),
             added: Vec::new(),
             flags: Vec::new(),
-            loads: Vec::new(),
+            hot: Vec::new(),
+            loads: Loads::new(default_rtt, decay),
             mask: READY | HEALTHY,
             ready: 0,
             ready_healthy: 0,
             slow_start,
             warm_until: None,
             now: None,
-            completions: Arc::default(),
         }
     }
 
@@ -243,7 +373,12 @@ impl<K> Endpoints<K> {
     /// The configured weight of endpoint `i` (at least 1).
     #[inline]
     pub fn weight(&self, i: usize) -> u32 {
-        self.weights[i]
+        self.hot[i].weight
+    }
+
+    pub(crate) fn set_weight(&mut self, i: usize, weight: u32) {
+        self.weights[i] = weight.max(1);
+        self.hot[i].weight = weight.max(1);
     }
 
     /// The time of the current pick: read once per request by the balancer when the
@@ -268,10 +403,10 @@ impl<K> Endpoints<K> {
     pub fn effective_weight(&self, i: usize, now: Instant) -> u64 {
         match (self.slow_start, self.warm_until) {
             (Some(ss), Some(_)) => ss.effective_weight(
-                self.weights[i],
+                self.hot[i].weight,
                 now.saturating_duration_since(self.added[i]),
             ),
-            _ => u64::from(self.weights[i]) * 1_000,
+            _ => u64::from(self.hot[i].weight) * 1_000,
         }
     }
 
@@ -303,14 +438,31 @@ impl<K> Endpoints<K> {
     /// [`Tracking::InFlight`](super::Tracking) or [`Tracking::Latency`](super::Tracking)).
     #[inline]
     pub fn in_flight(&self, i: usize) -> usize {
-        self.loads[i].in_flight()
+        let (chunk, off) = self.loads.chunk(self.hot[i].slot);
+        chunk.in_flight[off].load(Ordering::Relaxed) as usize
     }
 
     /// The peak-EWMA round-trip estimate of endpoint `i` at `now`, in nanoseconds
     /// (tracked when the strategy asks for [`Tracking::Latency`](super::Tracking)).
     #[inline]
     pub fn rtt_ns(&self, i: usize, now: Instant) -> f64 {
-        self.loads[i].rtt_ns(now)
+        let (chunk, off) = self.loads.chunk(self.hot[i].slot);
+        chunk.rtt_ns(off, now)
+    }
+
+    /// A guard that counts a request in flight on endpoint `i` until dropped, and records
+    /// its latency on completion if `start` is set.
+    pub(crate) fn guard(&self, i: usize, start: Option<Instant>) -> LoadGuard {
+        let slot = self.hot[i].slot;
+        let (chunk, off) = self.loads.chunk(slot);
+        LoadGuard::new(chunk.clone(), slot, off, start)
+    }
+
+    /// Endpoint `i` was replaced (same key, new service): its load starts afresh, and the
+    /// requests still in flight on the old service count on a retired slot.
+    pub(crate) fn reset_load(&mut self, i: usize, now: Instant) {
+        self.loads.retire(self.hot[i].slot);
+        self.hot[i].slot = self.loads.alloc(i, now);
     }
 
     pub(crate) fn set_flags(&mut self, i: usize, flags: u8) {
@@ -338,15 +490,25 @@ impl<K> Endpoints<K> {
     /// [`wants_completions`](super::Pick::wants_completions) is `true`). An index may be
     /// stale (from before the last rebuild) or out of range; treat it as a hint to re-read.
     pub fn take_completions(&self, buf: &mut Vec<u32>) {
-        self.completions.drain_into(buf);
+        self.loads.completions.drain_into(buf);
+        // Slot ids to current indices; requests on removed endpoints are dropped.
+        let owner = &self.loads.owner;
+        buf.retain_mut(|s| {
+            *s = owner[*s as usize];
+            *s != u32::MAX
+        });
     }
 
-    pub(crate) fn push(&mut self, key: K, weight: u32, now: Instant, load: Arc<Load>) {
+    pub(crate) fn push(&mut self, key: K, weight: u32, now: Instant) {
+        let slot = self.loads.alloc(self.keys.len(), now);
         self.keys.push(key);
         self.weights.push(weight.max(1));
         self.added.push(now);
         self.flags.push(0);
-        self.loads.push(load);
+        self.hot.push(Hot {
+            slot,
+            weight: weight.max(1),
+        });
         if let Some(ss) = self.slow_start {
             let until = now + ss.window;
             if self.warm_until.is_none_or(|w| w < until) {
@@ -360,7 +522,10 @@ impl<K> Endpoints<K> {
         self.weights.swap_remove(i);
         self.added.swap_remove(i);
         self.flags.swap_remove(i);
-        self.loads.swap_remove(i);
+        self.loads.retire(self.hot.swap_remove(i).slot);
+        if let Some(moved) = self.hot.get(i) {
+            self.loads.owner[moved.slot as usize] = i as u32;
+        }
         self.keys.swap_remove(i)
     }
 }

@@ -8,32 +8,48 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::balance::endpoints::Load;
+use crate::balance::endpoints::LoadChunk;
 use crate::balance::BoxError;
 
 /// Keeps an endpoint's in-flight count up while a request runs and records its latency.
+///
+/// It holds the chunk of load slots the endpoint's slot is in (and the slot), so the count
+/// outlives the endpoint's removal and the balancer itself.
 pub(crate) struct LoadGuard {
-    load: Arc<Load>,
+    chunk: Arc<LoadChunk>,
+    slot: u32,
+    off: u32,
     start: Option<Instant>,
 }
 
 impl LoadGuard {
-    pub(crate) fn new(load: Arc<Load>, start: Option<Instant>) -> Self {
-        load.start();
-        Self { load, start }
+    pub(crate) fn new(
+        chunk: Arc<LoadChunk>,
+        slot: u32,
+        off: usize,
+        start: Option<Instant>,
+    ) -> Self {
+        chunk.start(off);
+        Self {
+            chunk,
+            slot,
+            off: off as u32,
+            start,
+        }
     }
 
     fn complete(self) {
         if let Some(start) = self.start {
             let now = Instant::now();
-            self.load.observe(now.saturating_duration_since(start), now);
+            self.chunk
+                .observe(self.off as usize, now.saturating_duration_since(start), now);
         }
     }
 }
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        self.load.end();
+        self.chunk.end(self.slot, self.off as usize);
     }
 }
 

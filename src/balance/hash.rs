@@ -41,6 +41,40 @@ pub(crate) fn first_usable<K>(
     None
 }
 
+/// The lookup table, 2 bytes a slot while endpoint indices fit (halves its cache footprint).
+#[derive(Debug, Clone)]
+pub(crate) enum Table {
+    Small(Vec<u16>),
+    Large(Vec<u32>),
+}
+
+impl Table {
+    /// A table of endpoint indices below `endpoints`, narrowed to `u16` when they fit.
+    pub(crate) fn new(table: Vec<u32>, endpoints: usize) -> Self {
+        if endpoints <= usize::from(u16::MAX) {
+            Table::Small(table.into_iter().map(|i| i as u16).collect())
+        } else {
+            Table::Large(table)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Table::Small(t) => t.len(),
+            Table::Large(t) => t.len(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, c: usize) -> usize {
+        match self {
+            Table::Small(t) => t[c] as usize,
+            Table::Large(t) => t[c] as usize,
+        }
+    }
+}
+
 pub(crate) fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -12,8 +12,9 @@ use crate::balance::{Endpoints, Pick, Tracking};
 /// Exact, in O(log n) per pick beyond 64 endpoints (a plain scan below): the strategy
 /// keeps a tournament tree over the endpoints
 /// (each node holds the least `in_flight / weight` below it and how many endpoints tie at
-/// it), updated when an endpoint is picked, changes readiness, or completes a request
-/// (completions are reported through a short lock), and descends it to the r-th tied
+/// it), brings it up to date before each pick for the endpoints that were picked, changed
+/// readiness or completed a request since the last one (completions are reported through a
+/// short lock; a leaf path is walked only as far as nodes change), and descends it to the r-th tied
 /// endpoint for a uniformly random r. While an endpoint is in its slow-start window
 /// weights change with time, and picks scan the usable endpoints instead (O(n)). Compare
 /// [`P2c::pending_requests`](super::P2c::pending_requests) for an O(1) approximation.
@@ -23,6 +24,10 @@ pub struct LeastRequests<R = SmallRng> {
     rng: R,
     tree: Tree,
     scratch: Vec<u32>,
+    /// Endpoints changed since the last pick, applied to the tree just before the next one.
+    pending: Vec<u32>,
+    /// The endpoints tied at the least load, in a scan.
+    ties: Vec<u32>,
 }
 
 /// Up to this many endpoints a scan is cheaper than keeping the tree up to date.
@@ -84,16 +89,27 @@ impl Tree {
         }
     }
 
+    /// Bring leaf `i` up to date, and its ancestors as far as they change.
     #[inline]
     fn update<K>(&mut self, endpoints: &Endpoints<K>, i: usize) {
         if i >= self.len || self.nodes.is_empty() {
             return;
         }
         let mut n = self.size + i;
-        self.nodes[n] = leaf(endpoints, i);
+        let new = leaf(endpoints, i);
+        if self.nodes[n] == new {
+            return;
+        }
+        self.nodes[n] = new;
         while n > 1 {
             n /= 2;
-            self.nodes[n] = Node::combine(self.nodes[2 * n], self.nodes[2 * n + 1]);
+            let v = Node::combine(self.nodes[2 * n], self.nodes[2 * n + 1]);
+            if self.nodes[n] == v {
+                // Every node holds the combination of its children as stored: an unchanged
+                // node leaves its ancestors unchanged.
+                break;
+            }
+            self.nodes[n] = v;
         }
     }
 
@@ -157,12 +173,15 @@ impl<R> LeastRequests<R> {
             rng,
             tree: Tree::default(),
             scratch: Vec::new(),
+            pending: Vec::new(),
+            ties: Vec::new(),
         }
     }
 }
 
 impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
+        self.pending.clear();
         if endpoints.is_warming() || endpoints.len() <= SCAN_MAX {
             self.tree = Tree::default();
         } else {
@@ -170,9 +189,22 @@ impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
         }
     }
 
+    /// Recorded, and applied to the tree just before the next pick: a picked endpoint turns
+    /// unusable, is polled ready again and completes its request in between, and the three
+    /// changes then cost one leaf update, none at all if the leaf ends up as it was.
     #[inline]
     fn endpoint_changed<K>(&mut self, endpoints: &Endpoints<K>, i: usize) {
-        self.tree.update(endpoints, i);
+        if self.tree.nodes.is_empty() {
+            return;
+        }
+        self.pending.push(i as u32);
+        if self.pending.len() > 2 * self.tree.len + 64 {
+            // Many changes without a pick (readiness flapping between picks): apply them.
+            for &j in &self.pending {
+                self.tree.update(endpoints, j as usize);
+            }
+            self.pending.clear();
+        }
     }
 
     fn wants_completions(&self) -> bool {
@@ -180,11 +212,12 @@ impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
     }
 
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, _req: &Req) -> usize {
-        endpoints.take_completions(&mut self.scratch);
         if !self.tree.nodes.is_empty() && !endpoints.is_warming() {
-            for &i in &self.scratch {
+            endpoints.take_completions(&mut self.scratch);
+            for &i in self.pending.iter().chain(&self.scratch) {
                 self.tree.update(endpoints, i as usize);
             }
+            self.pending.clear();
             let count = self.tree.nodes[1].count;
             if count > 0 {
                 let r = if count == 1 {
@@ -204,7 +237,8 @@ impl<R: Rng, Req> Pick<Req> for LeastRequests<R> {
 }
 
 impl<R: Rng> LeastRequests<R> {
-    /// The O(n) pick: used while endpoints warm up (weights change with time).
+    /// The O(n) pick: up to 64 endpoints, and while endpoints warm up (weights change
+    /// with time).
     fn scan<K>(&mut self, endpoints: &Endpoints<K>) -> usize {
         let warming = endpoints.is_warming();
         let now = if warming { Some(endpoints.now()) } else { None };
@@ -212,54 +246,33 @@ impl<R: Rng> LeastRequests<R> {
             Some(now) => endpoints.effective_weight(i, now),
             None => u64::from(endpoints.weight(i)),
         };
-        // First pass: the least loaded endpoint and how many tie with it
-        // (compare in_flight_a * w_b with in_flight_b * w_a: no division).
-        let mut best: Option<(usize, u64, u64)> = None;
-        let mut ties = 0usize;
+        // One pass: the least loaded endpoints, tied ones collected
+        // (compare in_flight_a * w_b with in_flight_b * w_a: no division). (1, 0) is
+        // infinitely loaded.
+        let (mut bf, mut bw) = (1u64, 0u64);
+        self.ties.clear();
         for i in 0..endpoints.len() {
             if !endpoints.is_usable(i) {
                 continue;
             }
             let f = endpoints.in_flight(i) as u64;
             let w = weight(i);
-            match best {
-                Some((_, bf, bw)) => {
-                    let (lhs, rhs) = (
-                        u128::from(f) * u128::from(bw),
-                        u128::from(bf) * u128::from(w),
-                    );
-                    if lhs < rhs {
-                        best = Some((i, f, w));
-                        ties = 1;
-                    } else if lhs == rhs {
-                        ties += 1;
-                    }
+            match (u128::from(f) * u128::from(bw)).cmp(&(u128::from(bf) * u128::from(w))) {
+                std::cmp::Ordering::Less => {
+                    (bf, bw) = (f, w);
+                    self.ties.clear();
+                    self.ties.push(i as u32);
                 }
-                None => {
-                    best = Some((i, f, w));
-                    ties = 1;
-                }
+                std::cmp::Ordering::Equal => self.ties.push(i as u32),
+                std::cmp::Ordering::Greater => {}
             }
         }
-        let (first, bf, bw) = best.expect("pick called with a usable endpoint");
-        if ties == 1 {
-            return first;
+        // The r-th of the tied endpoints, r uniform.
+        match self.ties.len() {
+            0 => panic!("pick called with a usable endpoint"),
+            1 => self.ties[0] as usize,
+            n => self.ties[self.rng.random_range(0..n)] as usize,
         }
-        // Second pass: the r-th of the tied endpoints, r uniform.
-        let mut r = self.rng.random_range(0..ties);
-        for i in first..endpoints.len() {
-            if !endpoints.is_usable(i) {
-                continue;
-            }
-            let (f, w) = (endpoints.in_flight(i) as u64, weight(i));
-            if u128::from(f) * u128::from(bw) == u128::from(bf) * u128::from(w) {
-                if r == 0 {
-                    return i;
-                }
-                r -= 1;
-            }
-        }
-        first
     }
 }
 
@@ -277,15 +290,16 @@ mod tests {
         let ids: Vec<u32> = (0..100).collect(); // above SCAN_MAX: the tree is in use
         let mut set = endpoint_set(&ids);
         for i in 0..set.len() {
-            set.weights[i] = rng.random_range(1..5);
+            set.set_weight(i, rng.random_range(1..5));
         }
-        set.completions
+        set.loads
+            .completions
             .on
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut lr = LeastRequests::seeded(1);
         Pick::<()>::rebuild(&mut lr, &set);
         assert!(Pick::<()>::wants_completions(&lr));
-        let mut held: Vec<usize> = Vec::new();
+        let mut held = Vec::new();
         for _ in 0..20_000 {
             match rng.random_range(0..4) {
                 0 => {
@@ -299,8 +313,7 @@ mod tests {
                     Pick::<()>::endpoint_changed(&mut lr, &set, i);
                 }
                 1 if !held.is_empty() => {
-                    let i = held.swap_remove(rng.random_range(0..held.len()));
-                    set.loads[i].end();
+                    drop(held.swap_remove(rng.random_range(0..held.len())));
                 }
                 _ if set.usable_len() > 0 => {
                     let i = Pick::<()>::pick(&mut lr, &set, &());
@@ -311,8 +324,7 @@ mod tests {
                         .map(ratio)
                         .fold(f64::INFINITY, f64::min);
                     assert_eq!(ratio(i), best);
-                    set.loads[i].start();
-                    held.push(i);
+                    held.push(set.guard(i, None));
                     Pick::<()>::endpoint_changed(&mut lr, &set, i);
                 }
                 _ => {}

@@ -69,15 +69,30 @@ impl<R: Rng, Req> Pick<Req> for P2c<R> {
         if a == b {
             return a;
         }
-        let now = (self.ewma || endpoints.is_warming()).then(|| endpoints.now());
+        if !self.ewma && !endpoints.is_warming() {
+            // Pending requests per unit of weight, compared without a division:
+            // (pending_b + 1) / w_b < (pending_a + 1) / w_a.
+            let cost = |i: usize| {
+                (
+                    endpoints.in_flight(i) as u64 + 1,
+                    u64::from(endpoints.weight(i)),
+                )
+            };
+            let ((fa, wa), (fb, wb)) = (cost(a), cost(b));
+            return if u128::from(fb) * u128::from(wa) < u128::from(fa) * u128::from(wb) {
+                b
+            } else {
+                a
+            };
+        }
+        let now = endpoints.now();
         let cost = |i: usize| {
             let pending = endpoints.in_flight(i) as f64 + 1.0;
-            match now {
-                Some(now) if self.ewma => {
-                    endpoints.rtt_ns(i, now) * pending / endpoints.effective_weight(i, now) as f64
-                }
-                Some(now) => pending / endpoints.effective_weight(i, now) as f64,
-                None => pending / f64::from(endpoints.weight(i)),
+            let w = endpoints.effective_weight(i, now) as f64;
+            if self.ewma {
+                endpoints.rtt_ns(i, now) * pending / w
+            } else {
+                pending / w
             }
         };
         if cost(b) < cost(a) {

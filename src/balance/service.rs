@@ -4,7 +4,6 @@ use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::ready;
@@ -12,9 +11,9 @@ use tokio::time::{Instant, Sleep};
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::balance::endpoints::{Endpoints, Load, HEALTHY, READY};
+use crate::balance::endpoints::{Endpoints, HEALTHY, READY};
 use crate::balance::error;
-use crate::balance::future::{LoadGuard, ResponseFuture};
+use crate::balance::future::ResponseFuture;
 use crate::balance::layer::{Config, PanicMode};
 use crate::balance::{BoxError, Pick, Tracking, Weight};
 
@@ -27,7 +26,8 @@ where
 {
     discover: D,
     discover_done: bool,
-    services: Vec<D::Service>,
+    /// The endpoint services, each next to its request counter (one cache line per pick).
+    services: Vec<Slot<D::Service>>,
     set: Endpoints<D::Key>,
     index: HashMap<D::Key, usize>,
     /// Indices of endpoints that are not known to be ready.
@@ -37,8 +37,13 @@ where
     dirty: bool,
     unready_since: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// An endpoint service and what the balancer keeps next to it.
+struct Slot<S> {
+    svc: S,
     #[cfg(feature = "metrics")]
-    requests: Vec<metrics::Counter>,
+    requests: metrics::Counter,
 }
 
 impl<D, P> Balance<D, P>
@@ -56,7 +61,7 @@ where
             discover,
             discover_done: false,
             services: Vec::new(),
-            set: Endpoints::new(config.slow_start),
+            set: Endpoints::new(config.slow_start, config.default_rtt, config.decay),
             index: HashMap::new(),
             to_poll: Vec::new(),
             strategy,
@@ -64,8 +69,6 @@ where
             dirty: false,
             unready_since: None,
             sleep: None,
-            #[cfg(feature = "metrics")]
-            requests: Vec::new(),
         }
     }
 
@@ -121,39 +124,29 @@ where
         let weight = svc.weight();
         if let Some(&i) = self.index.get(&key) {
             // Replacement: new service and weight, same slow-start clock.
-            self.services[i] = svc;
-            self.set.weights[i] = weight.max(1);
+            self.services[i].svc = svc;
+            self.set.set_weight(i, weight);
             self.set.set_flags(i, 0);
-            self.set.loads[i] = Arc::new(self.new_load(Instant::now()));
+            self.set.reset_load(i, Instant::now());
         } else {
             let now = Instant::now();
-            let load = Arc::new(self.new_load(now));
             self.index.insert(key.clone(), self.services.len());
-            self.services.push(svc);
-            #[cfg(feature = "metrics")]
-            self.requests.push(metrics::counter!(
-                "tower_mesh_balance_requests_total",
-                "endpoint" => format!("{key:?}")
-            ));
-            self.set.push(key, weight, now, load);
+            self.services.push(Slot {
+                svc,
+                #[cfg(feature = "metrics")]
+                requests: metrics::counter!(
+                    "tower_mesh_balance_requests_total",
+                    "endpoint" => format!("{key:?}")
+                ),
+            });
+            self.set.push(key, weight, now);
         }
         self.dirty = true;
-    }
-
-    fn new_load(&self, now: Instant) -> Load {
-        Load::new(
-            self.config.default_rtt,
-            self.config.decay,
-            now,
-            self.set.completions.clone(),
-        )
     }
 
     fn remove_index(&mut self, i: usize) -> D::Key {
         let key = self.set.swap_remove(i);
         drop(self.services.swap_remove(i));
-        #[cfg(feature = "metrics")]
-        let _ = self.requests.swap_remove(i);
         self.index.remove(&key);
         if i < self.services.len() {
             *self
@@ -217,13 +210,13 @@ where
         let mut j = 0;
         while j < self.to_poll.len() {
             let i = self.to_poll[j];
-            match self.services[i].poll_ready(cx) {
+            match self.services[i].svc.poll_ready(cx) {
                 Poll::Pending => {
                     self.set_flags::<Req>(i, 0);
                     j += 1;
                 }
                 Poll::Ready(Ok(())) => {
-                    let healthy = if self.services[i].is_healthy() {
+                    let healthy = if self.services[i].svc.is_healthy() {
                         HEALTHY
                     } else {
                         0
@@ -296,6 +289,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_discover(cx)?;
         self.set
+            .loads
             .completions
             .on
             .store(self.strategy.wants_completions(), Ordering::Relaxed);
@@ -307,9 +301,6 @@ where
             }
         }
         if self.dirty {
-            for (i, load) in self.set.loads.iter().enumerate() {
-                load.index.store(i as u32, Ordering::Relaxed);
-            }
             self.strategy.rebuild(&self.set);
             self.dirty = false;
         }
@@ -378,12 +369,12 @@ where
         self.to_poll.push(i);
         let guard = match tracking {
             Tracking::None => None,
-            Tracking::InFlight => Some(LoadGuard::new(self.set.loads[i].clone(), None)),
-            Tracking::Latency => Some(LoadGuard::new(self.set.loads[i].clone(), self.set.now)),
+            Tracking::InFlight => Some(self.set.guard(i, None)),
+            Tracking::Latency => Some(self.set.guard(i, self.set.now)),
         };
         self.strategy.endpoint_changed(&self.set, i);
         #[cfg(feature = "metrics")]
-        self.requests[i].increment(1);
+        self.services[i].requests.increment(1);
         // A span only when a subscriber listens at DEBUG: creating a disabled span still
         // costs tens of nanoseconds when tracing's `log` feature is on.
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
@@ -393,7 +384,7 @@ where
         };
         let fut = {
             let _e = span.enter();
-            self.services[i].call(req)
+            self.services[i].svc.call(req)
         };
         ResponseFuture::new(fut, guard, span)
     }

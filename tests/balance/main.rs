@@ -597,3 +597,78 @@ async fn p2c_peak_ewma_avoids_slow_endpoint() {
     // Round robin would send 200 there; the peak estimate keeps it to a handful.
     assert!(slow <= 10, "slow endpoint got {slow} of 1000");
 }
+
+/// The per-endpoint counters, read back from a real recorder after real picks: requests
+/// per endpoint, the endpoint removed for failing readiness, and a request that found no
+/// endpoint.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn metrics_count_requests_failures_and_no_endpoints() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use support::Probe;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A recorder for this thread only (the test runs on a current-thread runtime), so
+    // other tests' balancers do not count here.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let live = std::sync::Arc::new(std::sync::Mutex::new(HashSet::from([0u32, 1, 2])));
+    let (changes, disco) = discovery::<u32, Probe>();
+    let probes: Vec<Probe> = (0..3).map(|id| Probe::new(id, 1, live.clone())).collect();
+    for (id, p) in probes.iter().enumerate() {
+        changes.insert(id as u32, p.clone());
+    }
+    let mut b = BalanceLayer::new(RoundRobin::new())
+        .no_endpoints_timeout(Duration::from_secs(1))
+        .build(disco);
+    let mut picked: HashMap<u32, u64> = HashMap::new();
+    for r in 0..30u64 {
+        let id = ServiceExt::<u64>::oneshot(&mut b, r).await.unwrap();
+        *picked.entry(id).or_default() += 1;
+    }
+    // Endpoint 2 fails its next readiness check and is removed; the others are drained.
+    probes[2].fail_next();
+    probes[0].flip_ready();
+    probes[1].flip_ready();
+    // Endpoints polled ready before take the request they reserved capacity for.
+    let err = loop {
+        match ServiceExt::<u64>::oneshot(&mut b, 0).await {
+            Ok(id) => *picked.entry(id).or_default() += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is::<NoEndpoints>(), "{err}");
+    assert_eq!(b.len(), 2);
+    let total: u64 = picked.values().sum();
+    assert!(total > 30, "{picked:?}");
+
+    let mut requests: HashMap<String, u64> = HashMap::new();
+    let (mut failures, mut none) = (HashMap::new(), 0);
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let DebugValue::Counter(v) = value else {
+            continue;
+        };
+        let key = key.key();
+        let endpoint = key
+            .labels()
+            .find(|l| l.key() == "endpoint")
+            .map(|l| l.value().to_owned());
+        match (key.name(), endpoint) {
+            ("tower_mesh_balance_requests_total", Some(e)) => {
+                requests.insert(e, v);
+            }
+            ("tower_mesh_balance_endpoint_failures_total", Some(e)) => {
+                failures.insert(e, v);
+            }
+            ("tower_mesh_balance_no_endpoints_total", None) => none += v,
+            (name, e) => panic!("unexpected counter {name} {e:?}"),
+        }
+    }
+    let expected: HashMap<String, u64> =
+        picked.iter().map(|(id, n)| (id.to_string(), *n)).collect();
+    assert_eq!(requests, expected);
+    assert_eq!(requests.values().sum::<u64>(), total);
+    assert_eq!(failures, HashMap::from([("2".to_owned(), 1)]));
+    assert_eq!(none, 1);
+}
