@@ -122,7 +122,10 @@ impl<P: Pick<u64>> Bench for Ours<P> {
 }
 
 fn ours<P: Pick<u64> + Clone>(p: P, n: usize) -> Ours<P> {
-    let mut b = BalanceLayer::new(p).build(ServiceList::new(eps(n)));
+    // tower's balancer keeps no metrics either.
+    let mut b = BalanceLayer::new(p)
+        .metrics(false)
+        .build(ServiceList::new(eps(n)));
     step(&mut b, 0);
     Ours(b)
 }

@@ -23,6 +23,9 @@ pub(crate) struct Config {
     pub(crate) slow_start: Option<SlowStart>,
     pub(crate) default_rtt: Duration,
     pub(crate) decay: Duration,
+    /// Whether the balancer reports to `metrics` (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: bool,
 }
 
 impl Default for Config {
@@ -34,6 +37,8 @@ impl Default for Config {
             slow_start: None,
             default_rtt: Duration::from_millis(30),
             decay: Duration::from_secs(10),
+            #[cfg(feature = "metrics")]
+            metrics: true,
         }
     }
 }
@@ -91,6 +96,14 @@ impl<P> BalanceLayer<P> {
     /// Time constant of the peak-EWMA decay.
     pub fn decay(mut self, decay: Duration) -> Self {
         self.config.decay = decay;
+        self
+    }
+
+    /// Whether the balancer reports to `metrics` (default on): per-endpoint request and
+    /// readiness-failure counters and the no-endpoints counter. Off, a pick touches no counter.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.config.metrics = on;
         self
     }
 

@@ -26,8 +26,11 @@ where
 {
     discover: D,
     discover_done: bool,
-    /// The endpoint services, each next to its request counter (one cache line per pick).
-    services: Vec<Slot<D::Service>>,
+    /// The endpoint services, densely packed (a pick touches one of them).
+    services: Vec<D::Service>,
+    /// Per-endpoint request counters, parallel to `services`; empty when metrics are off.
+    #[cfg(feature = "metrics")]
+    requests: Vec<metrics::Counter>,
     set: Endpoints<D::Key>,
     index: HashMap<D::Key, usize>,
     /// Indices of endpoints that are not known to be ready.
@@ -37,13 +40,6 @@ where
     dirty: bool,
     unready_since: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
-}
-
-/// An endpoint service and what the balancer keeps next to it.
-struct Slot<S> {
-    svc: S,
-    #[cfg(feature = "metrics")]
-    requests: metrics::Counter,
 }
 
 impl<D, P> Balance<D, P>
@@ -61,6 +57,8 @@ where
             discover,
             discover_done: false,
             services: Vec::new(),
+            #[cfg(feature = "metrics")]
+            requests: Vec::new(),
             set: Endpoints::new(config.slow_start, config.default_rtt, config.decay),
             index: HashMap::new(),
             to_poll: Vec::new(),
@@ -124,21 +122,21 @@ where
         let weight = svc.weight();
         if let Some(&i) = self.index.get(&key) {
             // Replacement: new service and weight, same slow-start clock.
-            self.services[i].svc = svc;
+            self.services[i] = svc;
             self.set.set_weight(i, weight);
             self.set.set_flags(i, 0);
             self.set.reset_load(i, Instant::now());
         } else {
             let now = Instant::now();
             self.index.insert(key.clone(), self.services.len());
-            self.services.push(Slot {
-                svc,
-                #[cfg(feature = "metrics")]
-                requests: metrics::counter!(
+            self.services.push(svc);
+            #[cfg(feature = "metrics")]
+            if self.config.metrics {
+                self.requests.push(metrics::counter!(
                     "tower_mesh_balance_requests_total",
                     "endpoint" => format!("{key:?}")
-                ),
-            });
+                ));
+            }
             self.set.push(key, weight, now);
         }
         self.dirty = true;
@@ -147,6 +145,10 @@ where
     fn remove_index(&mut self, i: usize) -> D::Key {
         let key = self.set.swap_remove(i);
         drop(self.services.swap_remove(i));
+        #[cfg(feature = "metrics")]
+        if self.config.metrics {
+            drop(self.requests.swap_remove(i));
+        }
         self.index.remove(&key);
         if i < self.services.len() {
             *self
@@ -210,13 +212,13 @@ where
         let mut j = 0;
         while j < self.to_poll.len() {
             let i = self.to_poll[j];
-            match self.services[i].svc.poll_ready(cx) {
+            match self.services[i].poll_ready(cx) {
                 Poll::Pending => {
                     self.set_flags::<Req>(i, 0);
                     j += 1;
                 }
                 Poll::Ready(Ok(())) => {
-                    let healthy = if self.services[i].svc.is_healthy() {
+                    let healthy = if self.services[i].is_healthy() {
                         HEALTHY
                     } else {
                         0
@@ -228,11 +230,13 @@ where
                     let e: BoxError = e.into();
                     tracing::warn!(endpoint = ?self.set.keys[i], error = %e, "endpoint failed readiness; removed");
                     #[cfg(feature = "metrics")]
-                    metrics::counter!(
-                        "tower_mesh_balance_endpoint_failures_total",
-                        "endpoint" => format!("{:?}", self.set.keys[i])
-                    )
-                    .increment(1);
+                    if self.config.metrics {
+                        metrics::counter!(
+                            "tower_mesh_balance_endpoint_failures_total",
+                            "endpoint" => format!("{:?}", self.set.keys[i])
+                        )
+                        .increment(1);
+                    }
                     self.remove_index(i);
                     // Indices moved: rebuild the poll list and start over.
                     self.to_poll.clear();
@@ -326,7 +330,9 @@ where
         };
         if now >= deadline {
             #[cfg(feature = "metrics")]
-            metrics::counter!("tower_mesh_balance_no_endpoints_total").increment(1);
+            if self.config.metrics {
+                metrics::counter!("tower_mesh_balance_no_endpoints_total").increment(1);
+            }
             return Poll::Ready(Err(fail.into()));
         }
         let sleep = match &mut self.sleep {
@@ -340,7 +346,9 @@ where
         };
         ready!(sleep.as_mut().poll(cx));
         #[cfg(feature = "metrics")]
-        metrics::counter!("tower_mesh_balance_no_endpoints_total").increment(1);
+        if self.config.metrics {
+            metrics::counter!("tower_mesh_balance_no_endpoints_total").increment(1);
+        }
         Poll::Ready(Err(error::NoEndpoints {
             discovered: self.set.len(),
             waited: self.config.no_endpoints_timeout,
@@ -374,7 +382,9 @@ where
         };
         self.strategy.endpoint_changed(&self.set, i);
         #[cfg(feature = "metrics")]
-        self.services[i].requests.increment(1);
+        if let Some(requests) = self.requests.get(i) {
+            requests.increment(1);
+        }
         // A span only when a subscriber listens at DEBUG: creating a disabled span still
         // costs tens of nanoseconds when tracing's `log` feature is on.
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
@@ -384,7 +394,7 @@ where
         };
         let fut = {
             let _e = span.enter();
-            self.services[i].svc.call(req)
+            self.services[i].call(req)
         };
         ResponseFuture::new(fut, guard, span)
     }
