@@ -3,17 +3,41 @@
 //! The default, [`DefaultClassifier`], counts every `Err` as a failure and every `Ok` as a
 //! success. [`HttpClassifier`] adapts any of tower-http's
 //! [`ClassifyResponse`](tower_http::classify::ClassifyResponse) classifiers
-//! ([`ServerErrorsAsFailures`], [`StatusInRangeAsFailures`], [`GrpcErrorsAsFailures`]). Any
-//! closure `Fn(&Result<Res, E>) -> Outcome` is a classifier too; returning
-//! [`Outcome::Ignored`] leaves a call out of every count, like resilience4j's `ignoreExceptions`.
+//! ([`ServerErrorsAsFailures`], [`StatusInRangeAsFailures`], [`GrpcErrorsAsFailures`]); when the
+//! verdict needs the end of the body (a gRPC status sent in trailers) it wraps the body in a
+//! [`ClassifiedBody`] that records the outcome when the trailers arrive. Any closure
+//! `Fn(&Result<Res, E>) -> Outcome` is a classifier too; returning [`Outcome::Ignored`] leaves a
+//! call out of every count, like resilience4j's `ignoreExceptions`.
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! use tower_mesh::breaker::{CircuitBreakerLayer, HttpClassifier};
+//!
+//! // gRPC: a status in the headers is classified at once, one in the trailers at the end of
+//! // the response body.
+//! let layer = CircuitBreakerLayer::builder()
+//!     .classifier(HttpClassifier::grpc())
+//!     .build()
+//!     .unwrap();
+//! let svc = ServiceBuilder::new().layer(layer).service_fn(|_req: http::Request<String>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! });
+//! # let _ = svc;
+//! ```
 
 use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
-use http::Response;
+use http::{HeaderMap, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tower_http::classify::{
-    ClassifiedResponse, ClassifyResponse, GrpcErrorsAsFailures, ServerErrorsAsFailures,
-    StatusInRangeAsFailures,
+    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcErrorsAsFailures,
+    ServerErrorsAsFailures, StatusInRangeAsFailures,
 };
+
+use super::state::Permit;
 
 /// How a completed call counts for the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,16 +57,25 @@ pub enum Outcome {
 /// Implemented by [`DefaultClassifier`], [`HttpClassifier`] and any
 /// `Fn(&Result<Res, E>) -> Outcome` closure.
 pub trait Classify<Res, E> {
-    /// Classifies one result.
-    fn classify(&self, result: &Result<Res, E>) -> Outcome;
+    /// The response handed on: `Res` itself, or `Res` wrapped so that the outcome can be
+    /// decided once the response has been consumed (as [`HttpClassifier`] does).
+    type Response;
+
+    /// Classifies `result`, reporting the outcome through `done` now or, after
+    /// [`Done::defer`], later; returns what the breaker hands on.
+    fn classify(&self, result: Result<Res, E>, done: Done<'_>) -> Result<Self::Response, E>;
 }
 
 impl<F, Res, E> Classify<Res, E> for F
 where
     F: Fn(&Result<Res, E>) -> Outcome,
 {
-    fn classify(&self, result: &Result<Res, E>) -> Outcome {
-        self(result)
+    type Response = Res;
+
+    #[inline]
+    fn classify(&self, result: Result<Res, E>, done: Done<'_>) -> Result<Res, E> {
+        done.complete(self(&result));
+        result
     }
 }
 
@@ -51,12 +84,64 @@ where
 pub struct DefaultClassifier;
 
 impl<Res, E> Classify<Res, E> for DefaultClassifier {
+    type Response = Res;
+
     #[inline]
-    fn classify(&self, result: &Result<Res, E>) -> Outcome {
-        match result {
+    fn classify(&self, result: Result<Res, E>, done: Done<'_>) -> Result<Res, E> {
+        done.complete(match &result {
             Ok(_) => Outcome::Success,
             Err(_) => Outcome::Failure,
+        });
+        result
+    }
+}
+
+/// Where a [`Classify`] implementation reports a call's outcome: at once with
+/// [`complete`](Self::complete), or later through the [`Deferred`] that
+/// [`defer`](Self::defer) returns. Dropping it unused leaves the call uncounted (a half-open
+/// probe gives its permit back).
+pub struct Done<'a> {
+    permit: &'a mut Permit,
+}
+
+impl<'a> Done<'a> {
+    #[inline]
+    pub(crate) fn new(permit: &'a mut Permit) -> Self {
+        Done { permit }
+    }
+
+    /// Records the outcome now.
+    #[inline]
+    pub fn complete(self, outcome: Outcome) {
+        self.permit.complete(outcome);
+    }
+
+    /// Takes the call's permit along, to record the outcome once the response has been
+    /// consumed.
+    pub fn defer(self) -> Deferred {
+        Deferred {
+            permit: std::mem::replace(self.permit, Permit::Done),
         }
+    }
+}
+
+impl fmt::Debug for Done<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Done").field("permit", self.permit).finish()
+    }
+}
+
+/// A call's outcome still to be recorded (see [`Done::defer`]). Dropping it records nothing
+/// (a half-open probe gives its permit back).
+#[derive(Debug)]
+pub struct Deferred {
+    permit: Permit,
+}
+
+impl Deferred {
+    /// Records the outcome.
+    pub fn complete(mut self, outcome: Outcome) {
+        self.permit.complete(outcome);
     }
 }
 
@@ -64,11 +149,12 @@ impl<Res, E> Classify<Res, E> for DefaultClassifier {
 /// [`ClassifyResponse`](tower_http::classify::ClassifyResponse) classifier; transport errors
 /// are failures.
 ///
-/// A classifier that must see the end of the stream (`ClassifiedResponse::RequiresEos`, as
-/// gRPC's does when the status is not in the response headers) counts the call as a success
-/// when the headers arrive: the breaker does not wrap response bodies, so a gRPC status sent
-/// only in trailers is not seen. Statuses in the headers (trailers-only responses, which is how
-/// servers answer most failed unary calls) are.
+/// Responses come back with their body in a [`ClassifiedBody`]. When the classifier can decide
+/// from the head (a 5xx, a `grpc-status` header) the outcome is recorded at once and the body
+/// just passes through; when it must see the end of the stream (`ClassifiedResponse::
+/// RequiresEos`, as gRPC's does when the status comes in trailers) it is recorded when the
+/// body ends: by the trailers, by the end of a body without trailers, or as a failure by a
+/// body error. A body dropped before its end records nothing.
 #[derive(Clone, Copy, Default)]
 pub struct HttpClassifier<C> {
     inner: C,
@@ -105,8 +191,8 @@ impl HttpClassifier<StatusInRangeAsFailures> {
 }
 
 impl HttpClassifier<GrpcErrorsAsFailures> {
-    /// gRPC responses whose `grpc-status` header is not `Ok`, and transport errors, are
-    /// failures (see the type's docs about trailers).
+    /// gRPC responses whose `grpc-status` (in the headers, or else in the trailers) is not
+    /// `Ok`, and transport errors, are failures.
     pub fn grpc() -> Self {
         HttpClassifier::new(GrpcErrorsAsFailures::new())
     }
@@ -116,22 +202,141 @@ impl<C, B, E> Classify<Response<B>, E> for HttpClassifier<C>
 where
     C: ClassifyResponse + Clone,
 {
-    fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
+    type Response = Response<ClassifiedBody<B, C::ClassifyEos>>;
+
+    fn classify(
+        &self,
+        result: Result<Response<B>, E>,
+        done: Done<'_>,
+    ) -> Result<Self::Response, E> {
         match result {
-            Ok(response) => match self.inner.clone().classify_response(response) {
-                ClassifiedResponse::Ready(Ok(())) => Outcome::Success,
-                ClassifiedResponse::Ready(Err(_)) => Outcome::Failure,
-                ClassifiedResponse::RequiresEos(_) => Outcome::Success,
+            Ok(response) => match self.inner.clone().classify_response(&response) {
+                ClassifiedResponse::Ready(verdict) => {
+                    done.complete(if verdict.is_ok() {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    });
+                    Ok(response.map(|inner| ClassifiedBody { inner, eos: None }))
+                }
+                ClassifiedResponse::RequiresEos(eos) => {
+                    let deferred = done.defer();
+                    Ok(response.map(|inner| ClassifiedBody {
+                        inner,
+                        eos: Some((eos, deferred)),
+                    }))
+                }
             },
-            Err(_) => Outcome::Failure,
+            Err(e) => {
+                done.complete(Outcome::Failure);
+                Err(e)
+            }
         }
+    }
+}
+
+pin_project! {
+    /// A response body whose end decides the call's outcome (see [`HttpClassifier`]): the
+    /// frames pass through unchanged.
+    pub struct ClassifiedBody<B, E> {
+        #[pin]
+        inner: B,
+        eos: Option<(E, Deferred)>,
+    }
+}
+
+impl<B, E> ClassifiedBody<B, E> {
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: fmt::Debug, E> fmt::Debug for ClassifiedBody<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifiedBody")
+            .field("inner", &self.inner)
+            .field("pending", &self.eos.is_some())
+            .finish()
+    }
+}
+
+fn end<E: ClassifyEos>(eos: &mut Option<(E, Deferred)>, trailers: Option<&HeaderMap>) {
+    if let Some((classify, deferred)) = eos.take() {
+        deferred.complete(match classify.classify_eos(trailers) {
+            Ok(()) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        });
+    }
+}
+
+impl<B, E> Body for ClassifiedBody<B, E>
+where
+    B: Body,
+    B::Error: fmt::Display + 'static,
+    E: ClassifyEos,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    end(this.eos, Some(trailers));
+                }
+            }
+            Some(Err(error)) => {
+                if let Some((classify, deferred)) = this.eos.take() {
+                    let _ = classify.classify_error(error);
+                    deferred.complete(Outcome::Failure);
+                }
+            }
+            None => end(this.eos, None),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::breaker::{CircuitBreakerLayer, Handle};
     use http::StatusCode;
+    use http_body_util::{BodyExt, StreamBody};
+
+    /// A fresh breaker's handle and one permit from it.
+    fn permit() -> (Handle, Permit) {
+        let (_, handle) = CircuitBreakerLayer::builder().build_with_handle().unwrap();
+        let permit = handle.shared.try_acquire().unwrap();
+        (handle, permit)
+    }
+
+    /// Classifies `result` with `c` and returns the counts it left (successes, failures) and
+    /// what the classifier handed on.
+    fn run<C: Classify<Res, E>, Res, E>(
+        c: &C,
+        result: Result<Res, E>,
+    ) -> ((u64, u64), Handle, Result<C::Response, E>) {
+        let (handle, mut permit) = permit();
+        let out = c.classify(result, Done::new(&mut permit));
+        drop(permit);
+        let n = handle.counters();
+        ((n.successes, n.failures), handle, out)
+    }
 
     fn response(status: u16) -> Result<Response<()>, ()> {
         let mut r = Response::new(());
@@ -141,25 +346,19 @@ mod tests {
 
     #[test]
     fn default_counts_errors() {
-        assert_eq!(
-            DefaultClassifier.classify(&Ok::<_, ()>(1)),
-            Outcome::Success
-        );
-        assert_eq!(
-            DefaultClassifier.classify(&Err::<(), _>(1)),
-            Outcome::Failure
-        );
+        assert_eq!(run(&DefaultClassifier, Ok::<_, ()>(1)).0, (1, 0));
+        assert_eq!(run(&DefaultClassifier, Err::<(), _>(1)).0, (0, 1));
     }
 
     #[test]
     fn http_server_errors() {
         let c = HttpClassifier::server_errors();
-        assert_eq!(c.classify(&response(200)), Outcome::Success);
-        assert_eq!(c.classify(&response(404)), Outcome::Success);
-        assert_eq!(c.classify(&response(503)), Outcome::Failure);
-        assert_eq!(c.classify(&Err::<Response<()>, _>(())), Outcome::Failure);
+        assert_eq!(run(&c, response(200)).0, (1, 0));
+        assert_eq!(run(&c, response(404)).0, (1, 0));
+        assert_eq!(run(&c, response(503)).0, (0, 1));
+        assert_eq!(run(&c, Err::<Response<()>, _>(())).0, (0, 1));
         let c = HttpClassifier::status_in_range(400..=599);
-        assert_eq!(c.classify(&response(404)), Outcome::Failure);
+        assert_eq!(run(&c, response(404)).0, (0, 1));
     }
 
     #[test]
@@ -167,10 +366,52 @@ mod tests {
         let c = HttpClassifier::grpc();
         let mut r = Response::new(());
         r.headers_mut().insert("grpc-status", "14".parse().unwrap());
-        assert_eq!(c.classify(&Ok::<_, ()>(r)), Outcome::Failure);
+        assert_eq!(run(&c, Ok::<_, ()>(r)).0, (0, 1));
         let mut r = Response::new(());
         r.headers_mut().insert("grpc-status", "0".parse().unwrap());
-        assert_eq!(c.classify(&Ok::<_, ()>(r)), Outcome::Success);
+        assert_eq!(run(&c, Ok::<_, ()>(r)).0, (1, 0));
+    }
+
+    type Item = Result<Frame<bytes::Bytes>, std::io::Error>;
+    type Frames = Vec<Item>;
+    type Stream = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Item>>>;
+
+    fn grpc_body(frames: Frames) -> Response<Stream> {
+        Response::new(StreamBody::new(futures_util::stream::iter(frames)))
+    }
+
+    fn trailers(status: &str) -> Frame<bytes::Bytes> {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", status.parse().unwrap());
+        Frame::trailers(t)
+    }
+
+    #[tokio::test]
+    async fn grpc_status_in_trailers_is_recorded_at_the_end_of_the_body() {
+        let c = HttpClassifier::grpc();
+        let data = || Ok(Frame::data(bytes::Bytes::from_static(b"\0\0\0\0\0")));
+        for (status, expect) in [("14", (0, 1)), ("0", (1, 0))] {
+            let (counts, handle, out) = run(
+                &c,
+                Ok::<_, ()>(grpc_body(vec![data(), Ok(trailers(status))])),
+            );
+            assert_eq!(counts, (0, 0), "nothing is recorded before the body ends");
+            let body = out.unwrap().into_body().collect().await.unwrap();
+            assert!(body.trailers().is_some());
+            let n = handle.counters();
+            assert_eq!((n.successes, n.failures), expect, "grpc-status {status}");
+        }
+        // A body error is a failure; a body dropped before its end records nothing.
+        let (_, handle, out) = run(
+            &c,
+            Ok::<_, ()>(grpc_body(vec![data(), Err(std::io::Error::other("reset"))])),
+        );
+        assert!(out.unwrap().into_body().collect().await.is_err());
+        assert_eq!(handle.counters().failures, 1);
+        let (_, handle, out) = run(&c, Ok::<_, ()>(grpc_body(vec![data(), Ok(trailers("14"))])));
+        drop(out);
+        let n = handle.counters();
+        assert_eq!((n.successes, n.failures), (0, 0));
     }
 
     #[test]
@@ -180,7 +421,8 @@ mod tests {
             Err(_) => Outcome::Failure,
             Ok(_) => Outcome::Success,
         };
-        assert_eq!(c.classify(&Err(0)), Outcome::Ignored);
-        assert_eq!(c.classify(&Err(1)), Outcome::Failure);
+        let ((s, f), handle, _) = run(&c, Err(0));
+        assert_eq!((s, f, handle.counters().ignored), (0, 0, 1));
+        assert_eq!(run(&c, Err(1)).0, (0, 1));
     }
 }

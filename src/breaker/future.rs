@@ -19,7 +19,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use super::classify::Classify;
+use super::classify::{Classify, Done};
 use super::error::Error;
 use super::state::{OpenParts, Permit};
 
@@ -82,7 +82,7 @@ where
     E: Into<BoxError>,
     C: Classify<T, E>,
 {
-    type Output = Result<T, Error>;
+    type Output = Result<C::Response, Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -90,7 +90,7 @@ where
         match this.future.as_pin_mut() {
             Some(future) => {
                 let result = ready!(future.poll(cx));
-                this.permit.complete(this.classifier.classify(&result));
+                let result = this.classifier.classify(result, Done::new(this.permit));
                 Poll::Ready(result.map_err(|e| Error::Inner(e.into())))
             }
             None => {
@@ -110,8 +110,8 @@ where
 
 pin_project! {
     /// Response future of [`EndpointBreaker`](super::EndpointBreaker): the inner service's
-    /// future, whose result is classified and recorded when it completes and passed on as it
-    /// is. Dropping it before it completes gives a half-open probe permit back.
+    /// future, whose result is classified and recorded when it completes and passed on (its
+    /// error as it is). Dropping it before it completes gives a half-open probe permit back.
     pub struct EndpointFuture<F, C> {
         #[pin]
         future: F,
@@ -144,13 +144,12 @@ where
     F: Future<Output = Result<T, E>>,
     C: Classify<T, E>,
 {
-    type Output = Result<T, E>;
+    type Output = Result<C::Response, E>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.future.poll(cx));
-        this.permit.complete(this.classifier.classify(&result));
-        Poll::Ready(result)
+        Poll::Ready(this.classifier.classify(result, Done::new(this.permit)))
     }
 }

@@ -95,7 +95,9 @@ mod state;
 mod window;
 mod word;
 
-pub use self::classify::{Classify, DefaultClassifier, HttpClassifier, Outcome};
+pub use self::classify::{
+    ClassifiedBody, Classify, DefaultClassifier, Deferred, Done, HttpClassifier, Outcome,
+};
 pub use self::hooks::{OnRejected, OnSlowCall, OnStateChange, SlowCall, Transition};
 pub use self::layer::{Builder, CircuitBreakerLayer, EndpointBreakerLayer};
 pub use self::policy::Window;

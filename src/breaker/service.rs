@@ -102,7 +102,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error> + Clone,
 {
-    type Response = S::Response;
+    type Response = C::Response;
     type Error = Error;
     type Future = ResponseFuture<S::Future, C>;
 
@@ -243,7 +243,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error> + Clone,
 {
-    type Response = S::Response;
+    type Response = C::Response;
     type Error = S::Error;
     type Future = EndpointFuture<S::Future, C>;
 

@@ -1,4 +1,5 @@
-//! The endpoint breaker inside a balancer, against real hyper servers on loopback.
+//! The endpoint breaker inside a balancer, against real hyper servers on loopback, and the
+//! service-level breaker classifying gRPC statuses sent in HTTP/2 trailers.
 //!
 //! Five backends; one starts answering 500. Its endpoint breaker opens after the threshold,
 //! the balancer stops sending it traffic, and once the backend heals it is readmitted
@@ -14,7 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{Empty, Full};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -23,8 +25,10 @@ use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
-use tower::{BoxError, ServiceExt};
-use tower_mesh::breaker::{EndpointBreakerLayer, Handle, HttpClassifier, State, Transition};
+use tower::{BoxError, Service, ServiceExt};
+use tower_mesh::breaker::{
+    CircuitBreakerLayer, EndpointBreakerLayer, Handle, HttpClassifier, State, Transition,
+};
 
 const BACKENDS: usize = 5;
 const BAD: usize = 2;
@@ -224,4 +228,104 @@ async fn balancer_routes_around_an_open_endpoint_and_readmits_it() {
     })
     .await
     .expect("safety timeout: the scenario did not finish");
+}
+
+/// A gRPC-shaped server over real HTTP/2 on loopback: every response is one message followed
+/// by trailers carrying `grpc-status` (14, UNAVAILABLE, while `failing`; 0 otherwise), with no
+/// status in the headers.
+async fn start_grpc_backend(failing: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let failing = failing.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let status = if failing.load(Ordering::SeqCst) {
+                            "14"
+                        } else {
+                            "0"
+                        };
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", status.parse().unwrap());
+                        let frames = vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        let resp = Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(StreamBody::new(futures_util::stream::iter(frames)))
+                            .unwrap();
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn grpc_status_in_trailers_opens_the_breaker() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let addr = start_grpc_backend(failing.clone()).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<Bytes>>();
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("echo")
+        .classifier(HttpClassifier::grpc())
+        .consecutive_failures(THRESHOLD)
+        .open_duration(Duration::from_secs(30))
+        .build_with_handle()
+        .unwrap();
+    let mut svc = tower::ServiceBuilder::new().layer(layer).service(client);
+    let uri: Uri = format!("http://{addr}/mesh.echo.v1.Echo/Say")
+        .parse()
+        .unwrap();
+    let request = || {
+        Request::post(uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    for i in 0..u64::from(THRESHOLD) {
+        let resp = svc.ready().await.unwrap().call(request()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers().get("grpc-status").is_none(),
+            "status only in trailers"
+        );
+        assert_eq!(
+            handle.counters().failures,
+            i,
+            "recorded at the end of the body"
+        );
+        let body = resp.into_body().collect().await.unwrap();
+        assert_eq!(body.trailers().unwrap()["grpc-status"], "14");
+        assert_eq!(handle.counters().failures, i + 1);
+    }
+    assert_eq!(handle.state(), State::Open);
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_open().map(|o| o.name()), Some("echo"));
+
+    // Healthy again: an OK status in the trailers is a success.
+    failing.store(false, Ordering::SeqCst);
+    handle.reset();
+    let resp = svc.ready().await.unwrap().call(request()).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(handle.counters().successes, 1);
+    assert_eq!(handle.state(), State::Closed);
 }
