@@ -51,13 +51,15 @@
 //!   exponentially with consecutive openings, capped, with optional jitter, and starts again
 //!   from the base after the breaker closes (Finagle's and linkerd's failure-accrual backoff).
 //! * **HalfOpen** admits at most K probe calls at once; enough successes close it, one failure
-//!   opens it again. A probe that is dropped or cancelled gives its permit back.
+//!   opens it again, and so does one probe slower than the slow-call duration when a slow-call
+//!   rate is set. A probe that is dropped or cancelled gives its permit back.
 //! * **Disabled** and **ForcedOpen** are set through a [`Handle`], which also reads the state
 //!   and counters and resets the breaker.
 //!
 //! What counts as a failure is decided by a [`Classify`] implementation: every `Err` by
-//! default, tower-http's classifiers through [`HttpClassifier`], or any closure; calls can
-//! also be [`Outcome::Ignored`].
+//! default, tower-http's classifiers through [`HttpClassifier`] (which records a gRPC status
+//! sent in trailers when the response body ends, through [`ClassifiedBody`]), or any closure;
+//! calls can also be [`Outcome::Ignored`].
 //!
 //! Every transition emits a `tracing` event and calls the
 //! [`on_state_change`](Builder::on_state_change) hook; with the `metrics` feature the breaker

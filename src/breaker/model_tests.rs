@@ -282,14 +282,14 @@ impl Model {
                 }
             }
             M::HalfOpen if p.probe => match outcome {
-                Outcome::Success => {
+                Outcome::Success if !slow => {
                     self.inflight -= 1;
                     self.successes += 1;
                     if self.successes >= self.setup.s {
                         self.go(M::Closed, 2);
                     }
                 }
-                Outcome::Failure => self.go(M::Open, 3),
+                Outcome::Success | Outcome::Failure => self.go(M::Open, 3),
                 _ => self.inflight -= 1,
             },
             _ => {}

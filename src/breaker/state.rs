@@ -559,8 +559,11 @@ impl Shared {
         }
         match cur.state() {
             word::CLOSED => self.record_closed(generation, outcome, slow),
+            // A probe slower than the slow-call duration counts as a failed probe: the
+            // endpoint answers, but not well enough to close on (resilience4j evaluates
+            // half-open calls by failure and slow-call rate alike).
             word::HALF_OPEN if probe => match outcome {
-                Outcome::Success => {
+                Outcome::Success if !slow => {
                     if let Some(successes) = self.word.0.probe_succeeded(generation) {
                         if successes >= self.policy().success_threshold {
                             self.transition(generation, State::HalfOpen, State::Closed);
@@ -569,7 +572,7 @@ impl Shared {
                         }
                     }
                 }
-                Outcome::Failure => {
+                Outcome::Success | Outcome::Failure => {
                     self.transition(generation, State::HalfOpen, State::Open);
                 }
                 Outcome::Ignored => self.release(generation),

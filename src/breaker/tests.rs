@@ -352,6 +352,38 @@ async fn slow_call_rate_opens() {
     assert_eq!(handle.counters().slow, 2);
 }
 
+/// A half-open probe slower than the slow-call duration reopens the breaker, as a failed
+/// probe would; a fast one closes it.
+#[tokio::test(start_paused = true)]
+async fn slow_probe_reopens() {
+    let (layer, handle) = quick()
+        .without_consecutive_failures()
+        .slow_calls(Duration::from_millis(100), 0.5)
+        .window(Window::Count(2))
+        .minimum_calls(2)
+        .open_duration(Duration::from_secs(10))
+        .backoff_multiplier(1.0)
+        .build_with_handle()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|d: u64| async move {
+        tokio::time::sleep(Duration::from_millis(d)).await;
+        Ok::<_, BoxError>(())
+    }));
+    svc.ready().await.unwrap().call(150).await.unwrap();
+    svc.ready().await.unwrap().call(150).await.unwrap();
+    assert_eq!(handle.state(), State::Open);
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The probe answers, slowly: the breaker opens again.
+    svc.ready().await.unwrap().call(150).await.unwrap();
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.counters().slow, 3);
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    svc.ready().await.unwrap().call(10).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn ignored_calls_do_not_count() {
     let (layer, handle) = quick()
