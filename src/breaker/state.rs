@@ -871,7 +871,8 @@ impl Permit {
             generation,
         } = *self
         {
-            *self = Permit::Done;
+            // Left as it is: a light permit releases nothing when dropped, and a response
+            // future completes its permit once.
             if outcome == Outcome::Success && slot.consecutive.load(Ordering::Relaxed) == 0 {
                 slot.count_success(epoch);
             } else {
