@@ -87,12 +87,12 @@ impl Completions {
 /// Load slots in the first segment of the [`LoadTable`]; segment `k` holds `CHUNK << k`.
 const CHUNK: usize = 64;
 const CHUNK_BITS: u32 = CHUNK.trailing_zeros();
-/// Enough segments for every `u32` slot id: `CHUNK * (2^26 - 1) > u32::MAX`.
-const SEGMENTS: usize = 26;
+/// Enough segments for every `u32` slot id: `CHUNK * (2^27 - 1) > u32::MAX`.
+pub(crate) const SEGMENTS: usize = 27;
 
 /// Segment and offset of slot `slot`: segment `k` starts at slot `CHUNK * (2^k - 1)`.
 #[inline]
-fn locate(slot: u32) -> (usize, usize) {
+pub(crate) fn locate(slot: u32) -> (usize, usize) {
     let s = slot as usize + CHUNK;
     let k = (usize::BITS - 1 - s.leading_zeros() - CHUNK_BITS) as usize;
     (k, s - (CHUNK << k))

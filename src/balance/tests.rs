@@ -210,3 +210,24 @@ fn load_table_segments_count_every_slot() {
     drop(held);
     assert_eq!(std::sync::Arc::strong_count(&table), 1);
 }
+
+/// Every `u32` slot id has a segment, and consecutive ids fill each segment in order.
+#[test]
+fn load_slot_ids_map_onto_segments() {
+    use super::endpoints::locate;
+    let mut next = (0, 0);
+    for slot in (0..100_000).chain(u32::MAX - 100_000..=u32::MAX) {
+        let (k, off) = locate(slot);
+        if slot < 100_000 {
+            assert!(
+                next == (k, off) || (off == 0 && k == next.0 + 1),
+                "slot {slot}"
+            );
+            next = (k, off + 1);
+        }
+        assert!(
+            k < super::endpoints::SEGMENTS && off < 64 << k,
+            "slot {slot}"
+        );
+    }
+}
