@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -84,8 +84,19 @@ impl Completions {
     }
 }
 
-/// Load slots per chunk.
+/// Load slots in the first segment of the [`LoadTable`]; segment `k` holds `CHUNK << k`.
 const CHUNK: usize = 64;
+const CHUNK_BITS: u32 = CHUNK.trailing_zeros();
+/// Enough segments for every `u32` slot id: `CHUNK * (2^27 - 1) > u32::MAX`.
+pub(crate) const SEGMENTS: usize = 27;
+
+/// Segment and offset of slot `slot`: segment `k` starts at slot `CHUNK * (2^k - 1)`.
+#[inline]
+pub(crate) fn locate(slot: u32) -> (usize, usize) {
+    let s = slot as usize + CHUNK;
+    let k = (usize::BITS - 1 - s.leading_zeros() - CHUNK_BITS) as usize;
+    (k, s - (CHUNK << k))
+}
 
 /// A peak-EWMA latency estimate: the estimate in nanoseconds (`f64` bits) and when it was
 /// last updated, in nanoseconds since the balancer's epoch (16 bytes, four to a cache line).
@@ -95,8 +106,24 @@ struct Ewma {
     stamp: AtomicU64,
 }
 
-/// The per-endpoint load of `CHUNK` endpoints, stored contiguously: requests in flight and a
-/// peak-EWMA latency estimate each.
+/// `CHUNK << k` load slots, stored contiguously: requests in flight (4 bytes each, sixteen
+/// to a cache line) and peak-EWMA latency estimates.
+struct Segment {
+    in_flight: Box<[AtomicU32]>,
+    ewma: Box<[Ewma]>,
+}
+
+impl Segment {
+    fn new(len: usize) -> Self {
+        Self {
+            in_flight: (0..len).map(|_| AtomicU32::new(0)).collect(),
+            ewma: (0..len).map(|_| Ewma::default()).collect(),
+        }
+    }
+}
+
+/// The per-endpoint load of every slot a balancer ever allocated: requests in flight and a
+/// peak-EWMA latency estimate each, shared by the balancer and its response guards.
 ///
 /// The estimate follows Finagle's and tower's peak EWMA: a sample above the estimate
 /// replaces it at once (the peak), a lower one is blended in with weight
@@ -104,27 +131,35 @@ struct Ewma {
 /// the same time constant so that an idle endpoint is tried again. An endpoint without a
 /// sample starts at the configured default RTT.
 ///
-/// Chunks never move (the balancer holds them in `Arc`s, a response guard holds one more
-/// `Arc` and an offset), so a pick reads two small dense arrays instead of chasing one
-/// separately allocated load per endpoint, and a slot is reused only once no request is in
-/// flight on it any more.
-pub(crate) struct LoadChunk {
-    completions: Arc<Completions>,
+/// Storage is append-only: a fixed table of segments of doubling size, each allocated once
+/// (lazily, by the balancer) and never moved or freed before the table. A response guard
+/// holds one `Arc` on the table and a slot id, so the reference count it takes and drops
+/// per request is always the same, hot cache line (not a line at random among the
+/// endpoints), the count outlives the endpoint's removal and the balancer itself, and a
+/// pick reads small dense arrays instead of chasing one separately allocated load per
+/// endpoint. A slot is reused only once no request is in flight on it any more.
+pub(crate) struct LoadTable {
+    completions: Completions,
     epoch: Instant,
     decay_ns: f64,
-    in_flight: [AtomicU32; CHUNK],
-    ewma: [Ewma; CHUNK],
+    segments: [OnceLock<Segment>; SEGMENTS],
 }
 
-impl LoadChunk {
-    fn new(epoch: Instant, decay_ns: f64, completions: Arc<Completions>) -> Self {
+impl LoadTable {
+    fn new(epoch: Instant, decay_ns: f64) -> Self {
         Self {
-            completions,
+            completions: Completions::default(),
             epoch,
             decay_ns,
-            in_flight: std::array::from_fn(|_| AtomicU32::new(0)),
-            ewma: std::array::from_fn(|_| Ewma::default()),
+            segments: std::array::from_fn(|_| OnceLock::new()),
         }
+    }
+
+    /// The segment of slot `slot` and the slot's offset in it.
+    #[inline]
+    fn segment(&self, slot: u32) -> (&Segment, usize) {
+        let (k, off) = locate(slot);
+        (self.segments[k].get().expect("load slot allocated"), off)
     }
 
     #[inline]
@@ -132,29 +167,40 @@ impl LoadChunk {
         now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
+    /// Requests in flight on slot `slot`.
     #[inline]
-    pub(crate) fn start(&self, off: usize) {
-        self.in_flight[off].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn in_flight(&self, slot: u32) -> u32 {
+        let (seg, off) = self.segment(slot);
+        seg.in_flight[off].load(Ordering::Relaxed)
     }
 
-    /// A request on slot `off` ended. Release: a slot seen idle (with Acquire) may be
+    /// A request on slot `slot` started.
+    #[inline]
+    pub(crate) fn start(&self, slot: u32) {
+        let (seg, off) = self.segment(slot);
+        seg.in_flight[off].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request on slot `slot` ended. Release: a slot seen idle (with Acquire) may be
     /// reset and reused, after the last sample recorded on it.
     #[inline]
-    pub(crate) fn end(&self, slot: u32, off: usize) {
-        self.in_flight[off].fetch_sub(1, Ordering::Release);
+    pub(crate) fn end(&self, slot: u32) {
+        let (seg, off) = self.segment(slot);
+        seg.in_flight[off].fetch_sub(1, Ordering::Release);
         if self.completions.on.load(Ordering::Relaxed) {
             self.completions.push(slot);
         }
     }
 
-    /// The decayed RTT estimate of slot `off` in nanoseconds at `now`.
+    /// The decayed RTT estimate of slot `slot` in nanoseconds at `now`.
     ///
     /// Lock-free: the estimate and its timestamp are two atomics, so a read that races
     /// with an update may pair a new estimate with an old stamp (a slightly stronger
     /// decay); tower's version takes a lock per read instead.
     #[inline]
-    fn rtt_ns(&self, off: usize, now: Instant) -> f64 {
-        let e = &self.ewma[off];
+    fn rtt_ns(&self, slot: u32, now: Instant) -> f64 {
+        let (seg, off) = self.segment(slot);
+        let e = &seg.ewma[off];
         let cost = f64::from_bits(e.cost.load(Ordering::Relaxed));
         let stamp = e.stamp.load(Ordering::Relaxed);
         let elapsed = self.since_epoch(now).saturating_sub(stamp) as f64;
@@ -165,12 +211,13 @@ impl LoadChunk {
         }
     }
 
-    /// Record a round-trip sample on slot `off` (the peak-EWMA update). Concurrent updates
-    /// may lose one of the samples.
-    pub(crate) fn observe(&self, off: usize, rtt: Duration, now: Instant) {
-        let e = &self.ewma[off];
-        let sample = rtt.as_nanos() as f64;
-        let t = self.since_epoch(now);
+    /// Record a round-trip sample of `rtt_ns` nanoseconds on slot `slot`, taken at `t`
+    /// nanoseconds since the epoch (the peak-EWMA update). Concurrent updates may lose one
+    /// of the samples.
+    pub(crate) fn observe(&self, slot: u32, rtt_ns: u64, t: u64) {
+        let (seg, off) = self.segment(slot);
+        let e = &seg.ewma[off];
+        let sample = rtt_ns as f64;
         let cost = f64::from_bits(e.cost.load(Ordering::Relaxed));
         let elapsed = t.saturating_sub(e.stamp.load(Ordering::Relaxed)) as f64;
         let decay = (-elapsed / self.decay_ns).exp();
@@ -184,55 +231,68 @@ impl LoadChunk {
         e.stamp.store(t, Ordering::Relaxed);
     }
 
-    fn reset(&self, off: usize, default_rtt_ns: f64, now: Instant) {
-        debug_assert_eq!(self.in_flight[off].load(Ordering::Relaxed), 0);
-        let e = &self.ewma[off];
+    /// Nanoseconds since the table's epoch, now.
+    #[inline]
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.since_epoch(Instant::now())
+    }
+
+    /// Nanoseconds since the table's epoch at `at`.
+    #[inline]
+    pub(crate) fn ns_at(&self, at: Instant) -> u64 {
+        self.since_epoch(at)
+    }
+
+    fn reset(&self, slot: u32, default_rtt_ns: f64, now: Instant) {
+        let (seg, off) = self.segment(slot);
+        debug_assert_eq!(seg.in_flight[off].load(Ordering::Relaxed), 0);
+        let e = &seg.ewma[off];
         e.cost.store(default_rtt_ns.to_bits(), Ordering::Relaxed);
         e.stamp.store(self.since_epoch(now), Ordering::Relaxed);
     }
 }
 
-impl fmt::Debug for LoadChunk {
+impl fmt::Debug for LoadTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadChunk").finish_non_exhaustive()
+        f.debug_struct("LoadTable").finish_non_exhaustive()
     }
 }
 
-/// The balancer's load slots: chunks of [`LoadChunk`], a free list and the slots of removed
-/// endpoints that still have requests in flight.
+/// The balancer's load slots: the shared [`LoadTable`], a free list and the slots of
+/// removed endpoints that still have requests in flight.
 pub(crate) struct Loads {
-    chunks: Vec<Arc<LoadChunk>>,
+    pub(crate) table: Arc<LoadTable>,
     /// Slot → endpoint index (`u32::MAX` while the slot is free or retired).
     owner: Vec<u32>,
     free: Vec<u32>,
     retired: Vec<u32>,
     /// Reclaim retired slots once this many are waiting (amortised O(1) per insertion).
     reclaim_at: usize,
-    pub(crate) completions: Arc<Completions>,
-    epoch: Instant,
     default_rtt_ns: f64,
-    decay_ns: f64,
 }
 
 impl Loads {
     fn new(default_rtt: Duration, decay: Duration) -> Self {
         Self {
-            chunks: Vec::new(),
+            table: Arc::new(LoadTable::new(
+                Instant::now(),
+                (decay.as_nanos() as f64).max(1.0),
+            )),
             owner: Vec::new(),
             free: Vec::new(),
             retired: Vec::new(),
             reclaim_at: CHUNK,
-            completions: Arc::default(),
-            epoch: Instant::now(),
             default_rtt_ns: default_rtt.as_nanos() as f64,
-            decay_ns: (decay.as_nanos() as f64).max(1.0),
         }
     }
 
-    #[inline]
-    fn chunk(&self, slot: u32) -> (&Arc<LoadChunk>, usize) {
-        let s = slot as usize;
-        (&self.chunks[s / CHUNK], s % CHUNK)
+    /// Collect the slot ids of completed requests (for
+    /// [`Pick::wants_completions`](super::Pick::wants_completions)) or not.
+    pub(crate) fn collect_completions(&self, on: bool) {
+        let flag = &self.table.completions.on;
+        if flag.load(Ordering::Relaxed) != on {
+            flag.store(on, Ordering::Relaxed);
+        }
     }
 
     /// A fresh slot for endpoint `index`: no request in flight, the default RTT.
@@ -243,20 +303,16 @@ impl Loads {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
-                let s = self.owner.len();
-                if s.is_multiple_of(CHUNK) {
-                    self.chunks.push(Arc::new(LoadChunk::new(
-                        self.epoch,
-                        self.decay_ns,
-                        self.completions.clone(),
-                    )));
+                let s = u32::try_from(self.owner.len()).expect("fewer than 2^32 load slots");
+                let (k, off) = locate(s);
+                if off == 0 {
+                    self.table.segments[k].get_or_init(|| Segment::new(CHUNK << k));
                 }
                 self.owner.push(u32::MAX);
-                s as u32
+                s
             }
         };
-        let (chunk, off) = self.chunk(slot);
-        chunk.reset(off, self.default_rtt_ns, now);
+        self.table.reset(slot, self.default_rtt_ns, now);
         self.owner[slot as usize] = index as u32;
         slot
     }
@@ -277,10 +333,10 @@ impl Loads {
     fn reclaim(&mut self) {
         let mut k = 0;
         while k < self.retired.len() {
-            let (chunk, off) = self.chunk(self.retired[k]);
+            let (seg, off) = self.table.segment(self.retired[k]);
             // Acquire: pairs with `end`'s Release, so the last sample is written before
             // the slot is reset.
-            if chunk.in_flight[off].load(Ordering::Acquire) == 0 {
+            if seg.in_flight[off].load(Ordering::Acquire) == 0 {
                 self.free.push(self.retired.swap_remove(k));
             } else {
                 k += 1;
@@ -438,24 +494,20 @@ impl<K> Endpoints<K> {
     /// [`Tracking::InFlight`](super::Tracking) or [`Tracking::Latency`](super::Tracking)).
     #[inline]
     pub fn in_flight(&self, i: usize) -> usize {
-        let (chunk, off) = self.loads.chunk(self.hot[i].slot);
-        chunk.in_flight[off].load(Ordering::Relaxed) as usize
+        self.loads.table.in_flight(self.hot[i].slot) as usize
     }
 
     /// The peak-EWMA round-trip estimate of endpoint `i` at `now`, in nanoseconds
     /// (tracked when the strategy asks for [`Tracking::Latency`](super::Tracking)).
     #[inline]
     pub fn rtt_ns(&self, i: usize, now: Instant) -> f64 {
-        let (chunk, off) = self.loads.chunk(self.hot[i].slot);
-        chunk.rtt_ns(off, now)
+        self.loads.table.rtt_ns(self.hot[i].slot, now)
     }
 
-    /// A guard that counts a request in flight on endpoint `i` until dropped, and records
-    /// its latency on completion if `start` is set.
-    pub(crate) fn guard(&self, i: usize, start: Option<Instant>) -> LoadGuard {
-        let slot = self.hot[i].slot;
-        let (chunk, off) = self.loads.chunk(slot);
-        LoadGuard::new(chunk.clone(), slot, off, start)
+    /// A guard that counts a request in flight on endpoint `i` until dropped.
+    #[inline]
+    pub(crate) fn guard(&self, i: usize) -> LoadGuard {
+        LoadGuard::new(&self.loads.table, self.hot[i].slot)
     }
 
     /// Endpoint `i` was replaced (same key, new service): its load starts afresh, and the
@@ -490,7 +542,7 @@ impl<K> Endpoints<K> {
     /// [`wants_completions`](super::Pick::wants_completions) is `true`). An index may be
     /// stale (from before the last rebuild) or out of range; treat it as a hint to re-read.
     pub fn take_completions(&self, buf: &mut Vec<u32>) {
-        self.loads.completions.drain_into(buf);
+        self.loads.table.completions.drain_into(buf);
         // Slot ids to current indices; requests on removed endpoints are dropped.
         let owner = &self.loads.owner;
         buf.retain_mut(|s| {

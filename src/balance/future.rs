@@ -6,57 +6,58 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
-use crate::balance::endpoints::LoadChunk;
+use crate::balance::endpoints::LoadTable;
 use crate::balance::BoxError;
 
-/// Keeps an endpoint's in-flight count up while a request runs and records its latency.
+/// `ResponseFuture::start_ns` when the request's latency is not recorded.
+pub(crate) const NO_START: u64 = u64::MAX;
+
+/// Keeps an endpoint's in-flight count up while a request runs.
 ///
-/// It holds the chunk of load slots the endpoint's slot is in (and the slot), so the count
-/// outlives the endpoint's removal and the balancer itself.
+/// It holds the balancer's load table (one `Arc`, whose count lives on one always-hot
+/// cache line) and the endpoint's slot in it, so the count outlives the endpoint's removal
+/// and the balancer itself. Two words, so that it stays in registers until `call` writes
+/// it into the response future (a wider guard was spilled and copied, and the copy's wide
+/// reads of its narrow stores stalled on store forwarding).
 pub(crate) struct LoadGuard {
-    chunk: Arc<LoadChunk>,
-    slot: u32,
-    off: u32,
-    start: Option<Instant>,
+    table: Arc<LoadTable>,
+    /// The slot id (a `u32`), widened so that no copy reads padding.
+    slot: u64,
 }
 
 impl LoadGuard {
-    pub(crate) fn new(
-        chunk: Arc<LoadChunk>,
-        slot: u32,
-        off: usize,
-        start: Option<Instant>,
-    ) -> Self {
-        chunk.start(off);
+    /// Count a request in flight on `slot`.
+    #[inline]
+    pub(crate) fn new(table: &Arc<LoadTable>, slot: u32) -> Self {
+        table.start(slot);
         Self {
-            chunk,
-            slot,
-            off: off as u32,
-            start,
+            table: table.clone(),
+            slot: u64::from(slot),
         }
     }
 
-    fn complete(self) {
-        if let Some(start) = self.start {
-            let now = Instant::now();
-            self.chunk
-                .observe(self.off as usize, now.saturating_duration_since(start), now);
-        }
+    /// Record a latency sample for a request that started `start_ns` nanoseconds after
+    /// the table's epoch.
+    #[inline]
+    fn observe(&self, start_ns: u64) {
+        let t = self.table.now_ns();
+        self.table
+            .observe(self.slot as u32, t.saturating_sub(start_ns), t);
     }
 }
 
 impl Drop for LoadGuard {
+    #[inline]
     fn drop(&mut self) {
-        self.chunk.end(self.slot, self.off as usize);
+        self.table.end(self.slot as u32);
     }
 }
 
 impl std::fmt::Debug for LoadGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadGuard")
-            .field("start", &self.start)
+            .field("slot", &self.slot)
             .finish_non_exhaustive()
     }
 }
@@ -69,13 +70,27 @@ pin_project! {
         #[pin]
         inner: F,
         guard: Option<LoadGuard>,
+        // When the request started, in nanoseconds since the load table's epoch, if its
+        // latency is recorded, else `NO_START`.
+        start_ns: u64,
         span: tracing::Span,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, guard: Option<LoadGuard>, span: tracing::Span) -> Self {
-        Self { inner, guard, span }
+    #[inline]
+    pub(crate) fn new(
+        inner: F,
+        guard: Option<LoadGuard>,
+        start_ns: u64,
+        span: tracing::Span,
+    ) -> Self {
+        Self {
+            inner,
+            guard,
+            start_ns,
+            span,
+        }
     }
 }
 
@@ -86,12 +101,18 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
         let out = ready!(this.inner.poll(cx));
-        if let Some(guard) = this.guard.take() {
-            guard.complete();
+        // Fields read in place, not moved out: the future was usually written just before.
+        if let Some(guard) = this.guard.as_ref() {
+            if *this.start_ns != NO_START {
+                guard.observe(*this.start_ns);
+            }
+            // The in-flight count goes down now, not when the future is dropped.
+            *this.guard = None;
         }
         Poll::Ready(out.map_err(Into::into))
     }

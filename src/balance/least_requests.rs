@@ -292,10 +292,7 @@ mod tests {
         for i in 0..set.len() {
             set.set_weight(i, rng.random_range(1..5));
         }
-        set.loads
-            .completions
-            .on
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        set.loads.collect_completions(true);
         let mut lr = LeastRequests::seeded(1);
         Pick::<()>::rebuild(&mut lr, &set);
         assert!(Pick::<()>::wants_completions(&lr));
@@ -324,7 +321,7 @@ mod tests {
                         .map(ratio)
                         .fold(f64::INFINITY, f64::min);
                     assert_eq!(ratio(i), best);
-                    held.push(set.guard(i, None));
+                    held.push(set.guard(i));
                     Pick::<()>::endpoint_changed(&mut lr, &set, i);
                 }
                 _ => {}

@@ -16,9 +16,20 @@ use crate::balance::{Endpoints, Pick};
 #[derive(Debug, Clone)]
 pub struct Random<R = SmallRng> {
     rng: R,
-    /// Alias table: keep `i` when a 32-bit draw is below `keep[i]`, else take `alias[i]`.
-    keep: Vec<u64>,
-    alias: Vec<u32>,
+    /// Alias table, one 8-byte entry per endpoint (so a draw touches one cache line):
+    /// keep `i` when a 32-bit draw is below `alias[i].keep`, else take `alias[i].alias`.
+    alias: Vec<Alias>,
+}
+
+/// One column of the alias table.
+///
+/// A column that is never split keeps its own index as the alias, so its threshold (2^32)
+/// can be stored as `u32::MAX`: the one draw at or above it takes the alias, which is the
+/// column itself.
+#[derive(Debug, Clone, Copy)]
+struct Alias {
+    keep: u32,
+    alias: u32,
 }
 
 impl Random<SmallRng> {
@@ -44,7 +55,6 @@ impl<R> Random<R> {
     pub fn with_rng(rng: R) -> Self {
         Self {
             rng,
-            keep: Vec::new(),
             alias: Vec::new(),
         }
     }
@@ -70,7 +80,6 @@ pub(crate) fn random_usable<K, R: Rng>(rng: &mut R, endpoints: &Endpoints<K>) ->
 
 impl<R: Rng, Req> Pick<Req> for Random<R> {
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
-        self.keep.clear();
         self.alias.clear();
         let n = endpoints.len();
         if n == 0 {
@@ -86,13 +95,19 @@ impl<R: Rng, Req> Pick<Req> for Random<R> {
         let mut scaled: Vec<u128> = (0..n)
             .map(|i| u128::from(endpoints.weight(i)) * one * n as u128 / u128::from(total))
             .collect();
-        self.keep = vec![1u64 << 32; n];
-        self.alias = (0..n as u32).collect();
+        self.alias = (0..n as u32)
+            .map(|i| Alias {
+                keep: u32::MAX,
+                alias: i,
+            })
+            .collect();
         let (mut small, mut large): (Vec<usize>, Vec<usize>) =
             (0..n).partition(|&i| scaled[i] < one);
         while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-            self.keep[s] = scaled[s] as u64;
-            self.alias[s] = l as u32;
+            self.alias[s] = Alias {
+                keep: scaled[s] as u32,
+                alias: l as u32,
+            };
             scaled[l] -= one - scaled[s];
             if scaled[l] < one {
                 large.pop();
@@ -121,18 +136,15 @@ impl<R: Rng, Req> Pick<Req> for Random<R> {
             }
             return random_usable(&mut self.rng, endpoints);
         }
-        if self.keep.is_empty() {
+        if self.alias.is_empty() {
             return random_usable(&mut self.rng, endpoints);
         }
-        let n = self.keep.len();
+        let n = self.alias.len();
         for _ in 0..8 {
             let i = self.rng.random_range(0..n);
-            let x = u64::from(self.rng.random::<u32>());
-            let i = if x < self.keep[i] {
-                i
-            } else {
-                self.alias[i] as usize
-            };
+            let x = self.rng.random::<u32>();
+            let a = self.alias[i];
+            let i = if x < a.keep { i } else { a.alias as usize };
             if endpoints.is_usable(i) {
                 return i;
             }

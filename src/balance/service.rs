@@ -3,7 +3,6 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use futures_core::ready;
@@ -13,7 +12,7 @@ use tower_service::Service;
 
 use crate::balance::endpoints::{Endpoints, HEALTHY, READY};
 use crate::balance::error;
-use crate::balance::future::ResponseFuture;
+use crate::balance::future::{ResponseFuture, NO_START};
 use crate::balance::layer::{Config, PanicMode};
 use crate::balance::{BoxError, Pick, Tracking, Weight};
 
@@ -294,9 +293,7 @@ where
         self.poll_discover(cx)?;
         self.set
             .loads
-            .completions
-            .on
-            .store(self.strategy.wants_completions(), Ordering::Relaxed);
+            .collect_completions(self.strategy.wants_completions());
         self.poll_endpoints::<Req>(cx);
         if let Some(until) = self.set.warm_until {
             if Instant::now() >= until {
@@ -375,10 +372,15 @@ where
         // The endpoint must be polled ready again before its next request.
         self.set.set_flags(i, 0);
         self.to_poll.push(i);
-        let guard = match tracking {
-            Tracking::None => None,
-            Tracking::InFlight => Some(self.set.guard(i, None)),
-            Tracking::Latency => Some(self.set.guard(i, self.set.now)),
+        let (guard, start_ns) = match tracking {
+            Tracking::None => (None, NO_START),
+            Tracking::InFlight => (Some(self.set.guard(i)), NO_START),
+            Tracking::Latency => (
+                Some(self.set.guard(i)),
+                self.set
+                    .now
+                    .map_or(NO_START, |t| self.set.loads.table.ns_at(t)),
+            ),
         };
         self.strategy.endpoint_changed(&self.set, i);
         #[cfg(feature = "metrics")]
@@ -386,17 +388,26 @@ where
             requests.increment(1);
         }
         // A span only when a subscriber listens at DEBUG: creating a disabled span still
-        // costs tens of nanoseconds when tracing's `log` feature is on.
-        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!("balance", endpoint = ?self.set.keys[i])
+        // costs tens of nanoseconds when tracing's `log` feature is on. Each branch builds
+        // the future in one expression, so that it is written in place rather than
+        // assembled on the stack and copied (the copy's wide reads of the span's narrow
+        // stores stalled on store forwarding).
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            let span = tracing::debug_span!("balance", endpoint = ?self.set.keys[i]);
+            let fut = {
+                let _e = span.enter();
+                self.services[i].call(req)
+            };
+            ResponseFuture::new(fut, guard, start_ns, span)
         } else {
-            tracing::Span::none()
-        };
-        let fut = {
-            let _e = span.enter();
-            self.services[i].call(req)
-        };
-        ResponseFuture::new(fut, guard, span)
+            // Entering `Span::none()` would do nothing.
+            ResponseFuture::new(
+                self.services[i].call(req),
+                guard,
+                start_ns,
+                tracing::Span::none(),
+            )
+        }
     }
 }
 

@@ -153,11 +153,8 @@ fn maglev_table_balance() {
 fn load_slots_are_reused_only_when_idle() {
     let now = Instant::now();
     let mut set = endpoint_set(&[0, 1, 2]);
-    set.loads
-        .completions
-        .on
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let held = set.guard(1, None);
+    set.loads.collect_completions(true);
+    let held = set.guard(1);
     assert_eq!(set.in_flight(1), 1);
     let held_slot = set.hot[1].slot;
     set.swap_remove(1);
@@ -186,7 +183,51 @@ fn load_slots_are_reused_only_when_idle() {
     assert!(reused);
     assert_eq!(set.loads.slot_count(), grown);
     // A completion on a live endpoint is reported under its current index.
-    drop(set.guard(1, None));
+    drop(set.guard(1));
     set.take_completions(&mut done);
     assert_eq!(done, [1]);
+}
+
+/// The load table's segments of doubling size give every slot id its own counter: slots
+/// well past the first segments count independently, and a guard outliving the endpoint
+/// set (and the balancer) still releases its count.
+#[test]
+fn load_table_segments_count_every_slot() {
+    let ids: Vec<u32> = (0..5_000).collect();
+    let set = endpoint_set(&ids);
+    let probes = [0, 1, 63, 64, 191, 192, 1_000, 4_031, 4_032, 4_999];
+    let held: Vec<_> = probes
+        .iter()
+        .flat_map(|&i| (0..=i % 3).map(move |_| i))
+        .map(|i| set.guard(i))
+        .collect();
+    for i in 0..set.len() {
+        let want = if probes.contains(&i) { i % 3 + 1 } else { 0 };
+        assert_eq!(set.in_flight(i), want, "endpoint {i}");
+    }
+    let table = std::sync::Arc::clone(&set.loads.table);
+    drop(set);
+    drop(held);
+    assert_eq!(std::sync::Arc::strong_count(&table), 1);
+}
+
+/// Every `u32` slot id has a segment, and consecutive ids fill each segment in order.
+#[test]
+fn load_slot_ids_map_onto_segments() {
+    use super::endpoints::locate;
+    let mut next = (0, 0);
+    for slot in (0..100_000).chain(u32::MAX - 100_000..=u32::MAX) {
+        let (k, off) = locate(slot);
+        if slot < 100_000 {
+            assert!(
+                next == (k, off) || (off == 0 && k == next.0 + 1),
+                "slot {slot}"
+            );
+            next = (k, off + 1);
+        }
+        assert!(
+            k < super::endpoints::SEGMENTS && off < 64 << k,
+            "slot {slot}"
+        );
+    }
 }
