@@ -94,6 +94,8 @@ struct CorruptInner {
 }
 
 impl CorruptRecord {
+    // Made by the SQL backends only.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn new(
         service: String,
         id: String,
@@ -258,6 +260,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    // Made by the SQL backends only.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn new(field: &'static str, value: impl Into<String>, reason: &'static str) -> Self {
         ConfigError {
             field,
