@@ -104,12 +104,40 @@ const MIN_SHARE: f64 = 0.992;
 /// and once the free slots are only just enough to bring every endpoint to `MIN_SHARE` of
 /// its share, only the endpoints below it continue.
 pub(crate) fn build_table(keys: &[u64], weights: &[u32], m: u64) -> Vec<u32> {
-    const EMPTY: u32 = u32::MAX;
+    fill(keys, weights, m)
+}
+
+/// A lookup-table entry: an endpoint index, or empty while the table fills.
+pub(crate) trait Entry: Copy + Eq {
+    const EMPTY: Self;
+    fn from_index(i: usize) -> Self;
+}
+
+impl Entry for u16 {
+    const EMPTY: Self = u16::MAX;
+    #[inline]
+    fn from_index(i: usize) -> Self {
+        i as u16
+    }
+}
+
+impl Entry for u32 {
+    const EMPTY: Self = u32::MAX;
+    #[inline]
+    fn from_index(i: usize) -> Self {
+        i as u32
+    }
+}
+
+/// [`build_table`] into entries of type `T`, which must hold every index below
+/// `keys.len()` and `T::EMPTY` besides. Filling a 2-byte table touches half the memory of a
+/// 4-byte one, and the fill is bound by memory: every probe lands at random in the table.
+pub(crate) fn fill<T: Entry>(keys: &[u64], weights: &[u32], m: u64) -> Vec<T> {
     let n = keys.len();
     if n == 0 {
         return Vec::new();
     }
-    let mut table = vec![EMPTY; m as usize];
+    let mut table = vec![T::EMPTY; m as usize];
     let offset: Vec<u64> = keys
         .iter()
         .map(|&k| mix64(k ^ 0x6d61_676c_6576) % m)
@@ -190,8 +218,8 @@ pub(crate) fn build_table(keys: &[u64], weights: &[u32], m: u64) -> Vec<u32> {
             } else {
                 c + skip[i]
             };
-            if table[c as usize] == EMPTY {
-                table[c as usize] = i as u32;
+            if table[c as usize] == T::EMPTY {
+                table[c as usize] = T::from_index(i);
                 if count[i] < floor[i] {
                     deficit -= 1;
                 }
@@ -224,8 +252,12 @@ where
         self.fallback.rebuild(endpoints);
         let keys: Vec<u64> = endpoints.keys.iter().map(stable_hash).collect();
         let m = Self::table_size_for(keys.len());
-        let table = build_table(&keys, &endpoints.weights, m);
-        self.table = Table::new(table, keys.len());
+        // `u16::MAX` marks empty slots while filling, so 2-byte entries need fewer endpoints.
+        self.table = if keys.len() < usize::from(u16::MAX) {
+            Table::Small(fill(&keys, &endpoints.weights, m))
+        } else {
+            Table::Large(fill(&keys, &endpoints.weights, m))
+        };
     }
 
     #[inline]
