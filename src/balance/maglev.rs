@@ -103,35 +103,10 @@ const MIN_SHARE: f64 = 0.992;
 /// N = 1,000. Shares are bounded: an endpoint stops at `MAX_SHARE` of its weight's share,
 /// and once the free slots are only just enough to bring every endpoint to `MIN_SHARE` of
 /// its share, only the endpoints below it continue.
-pub(crate) fn build_table(keys: &[u64], weights: &[u32], m: u64) -> Vec<u32> {
-    fill(keys, weights, m)
-}
-
-/// A lookup-table entry: an endpoint index, or empty while the table fills.
-pub(crate) trait Entry: Copy + Eq {
-    const EMPTY: Self;
-    fn from_index(i: usize) -> Self;
-}
-
-impl Entry for u16 {
-    const EMPTY: Self = u16::MAX;
-    #[inline]
-    fn from_index(i: usize) -> Self {
-        i as u16
-    }
-}
-
-impl Entry for u32 {
-    const EMPTY: Self = u32::MAX;
-    #[inline]
-    fn from_index(i: usize) -> Self {
-        i as u32
-    }
-}
-
-/// [`build_table`] into entries of type `T`, which must hold every index below
-/// `keys.len()` and `T::EMPTY` besides. Filling a 2-byte table touches half the memory of a
-/// 4-byte one, and the fill is bound by memory: every probe lands at random in the table.
+///
+/// Entries are of type `T`, which must hold every index below `keys.len()` and `T::EMPTY`
+/// besides. Filling a 2-byte table touches half the memory of a 4-byte one, and the fill is
+/// bound by memory: every probe lands at random in the table.
 pub(crate) fn fill<T: Entry>(keys: &[u64], weights: &[u32], m: u64) -> Vec<T> {
     let n = keys.len();
     if n == 0 {
@@ -243,6 +218,28 @@ pub(crate) fn fill<T: Entry>(keys: &[u64], weights: &[u32], m: u64) -> Vec<T> {
     table
 }
 
+/// A lookup-table entry: an endpoint index, or empty while the table fills.
+pub(crate) trait Entry: Copy + Eq {
+    const EMPTY: Self;
+    fn from_index(i: usize) -> Self;
+}
+
+impl Entry for u16 {
+    const EMPTY: Self = u16::MAX;
+    #[inline]
+    fn from_index(i: usize) -> Self {
+        i as u16
+    }
+}
+
+impl Entry for u32 {
+    const EMPTY: Self = u32::MAX;
+    #[inline]
+    fn from_index(i: usize) -> Self {
+        i as u32
+    }
+}
+
 impl<E, F, Req> Pick<Req> for Maglev<E, F>
 where
     E: HashKey<Req>,
@@ -314,7 +311,7 @@ mod tests {
     #[test]
     fn weighted_shares() {
         let keys: Vec<u64> = (0..4u64).map(|k| stable_hash(&k)).collect();
-        let t = build_table(&keys, &[1, 1, 2, 4], 65_537);
+        let t = fill::<u32>(&keys, &[1, 1, 2, 4], 65_537);
         let mut counts = [0u64; 4];
         for &i in &t {
             counts[i as usize] += 1;
