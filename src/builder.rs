@@ -28,7 +28,7 @@ mod sealed {
 /// `ServiceBuilder` only.
 pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Adds a service-level [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer):
-    /// calls fail fast with a typed `Open` error while the breaker is open.
+    /// calls fail fast with a typed `breaker::error::Error::Open` while the breaker is open.
     #[cfg(feature = "breaker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
     fn circuit_breaker<C>(
