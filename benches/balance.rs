@@ -318,7 +318,7 @@ fn maglev_balance(n: u64) -> (f64, f64) {
     let b = keyed(Maglev::new(key as KeyFn), &ids);
     let mut slots = vec![0u64; n as usize];
     for c in 0..b.strategy().table_len() {
-        slots[b.strategy().slot(c)] += 1;
+        slots[b.strategy().slot(c).unwrap()] += 1;
     }
     let mean = b.strategy().table_len() as f64 / n as f64;
     let by_slots = *slots.iter().max().unwrap() as f64 / mean;

@@ -1,7 +1,15 @@
+use std::collections::HashMap;
+use std::fmt;
 use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
-use crate::balance::hash::{first_usable, mix64, stable_hash, Table};
+use crate::balance::hash::{mix64, stable_hash, Table};
 use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
+
+/// Tables up to this size are filled in the call that asks for them (a few milliseconds);
+/// larger ones in the background once a first table exists.
+const SYNC_MAX: u64 = TABLE_SIZES[0];
 
 /// Lookup table sizes: primes, the smallest of them at least 1,000 × endpoints is used
 /// (the largest beyond that).
@@ -20,15 +28,165 @@ pub(crate) const TABLE_SIZES: [u64; 3] = [65_537, 655_373, 6_553_451];
 /// endpoints moves about 1.0–1.1 × 1/N of the keys at N = 100 and 1,000. (The paper's fill,
 /// where an endpoint whose preference is taken searches on for a free slot in the same
 /// turn, gives exact shares but moved 1.65 × 1/N at N = 1,000: each collision shifts the
-/// endpoint's later claims.) A rebuild at 1,000 endpoints takes about 2 s in a release
-/// build. If the slot's endpoint is not usable, the next slots
-/// are tried in turn. Requests without a key go to the fallback strategy `F` (default
-/// [`RoundRobin`]).
-#[derive(Debug, Clone)]
+/// endpoint's later claims.) If the slot's endpoint is not usable, the next slots are tried
+/// in turn. Requests without a key go to the fallback strategy `F` (default [`RoundRobin`]).
+///
+/// Filling a table takes time: about 35 ms for 655,373 slots (66 to 655 endpoints) and about
+/// 1 s for 6,553,451 (from 656 endpoints) in a release build. So that a discovery change
+/// does not stall the request that follows it, tables beyond 65,537 slots are refilled on a
+/// background thread once a first table exists (see
+/// [`background_rebuild`](Self::background_rebuild)): until the new table is ready, requests
+/// keep the old table's mapping, with removed endpoints skipped like unusable ones and
+/// added endpoints not yet chosen by key; then every key moves to its new owner at once, as
+/// after a synchronous rebuild. A table is never refilled when only endpoint indices
+/// changed (the same endpoints and weights).
 pub struct Maglev<E, F = RoundRobin> {
     key: E,
     fallback: F,
+    built: Arc<Built>,
+    /// Member of `built` → current endpoint index (`NONE`: no longer discovered).
+    to_index: Vec<u32>,
+    /// Key hash and weight of every current endpoint, by index.
+    current: Vec<(u64, u32)>,
+    /// A table being filled for `current` (or for an earlier set if `stale`).
+    pending: Option<Arc<Rebuild>>,
+    /// The endpoint set changed again while `pending` was being filled.
+    stale: bool,
+    background: bool,
+}
+
+/// `to_index` of a member that is no longer discovered.
+const NONE: u32 = u32::MAX;
+
+/// A filled table and the endpoints it was filled for.
+#[derive(Debug)]
+struct Built {
+    /// Slot → member (position in `members`).
     table: Table,
+    /// Key hash and weight of each member.
+    members: Vec<(u64, u32)>,
+}
+
+impl Built {
+    fn empty() -> Self {
+        Built {
+            table: Table::Large(Vec::new()),
+            members: Vec::new(),
+        }
+    }
+
+    /// Fills the table for `members` (key hash, weight), in their order.
+    fn fill(members: Vec<(u64, u32)>) -> Self {
+        let keys: Vec<u64> = members.iter().map(|m| m.0).collect();
+        let weights: Vec<u32> = members.iter().map(|m| m.1).collect();
+        let m = table_size(members.len());
+        // `u16::MAX` marks empty slots while filling, so 2-byte entries need fewer members.
+        let table = if keys.len() < usize::from(u16::MAX) {
+            Table::Small(fill(&keys, &weights, m))
+        } else {
+            Table::Large(fill(&keys, &weights, m))
+        };
+        Built { table, members }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A table being filled on a background thread.
+#[derive(Debug)]
+struct Rebuild {
+    thread: Mutex<Option<JoinHandle<Built>>>,
+    built: Mutex<Option<Built>>,
+}
+
+impl Rebuild {
+    fn start(members: Vec<(u64, u32)>) -> Result<Arc<Self>, Vec<(u64, u32)>> {
+        // The members go back to the caller if no thread can be started.
+        let shared = Arc::new(Mutex::new(Some(members)));
+        let for_thread = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tower-mesh-maglev".into())
+            .spawn(move || {
+                let members = lock(&for_thread).take().unwrap_or_default();
+                Built::fill(members)
+            });
+        match spawned {
+            Ok(thread) => Ok(Arc::new(Rebuild {
+                thread: Mutex::new(Some(thread)),
+                built: Mutex::new(None),
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for a Maglev rebuild; filling in place");
+                Err(lock(&shared).take().unwrap_or_default())
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        lock(&self.thread)
+            .as_ref()
+            .is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Blocks until the table is filled.
+    fn wait(&self) {
+        let thread = lock(&self.thread).take();
+        if let Some(thread) = thread {
+            match thread.join() {
+                Ok(built) => *lock(&self.built) = Some(built),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    }
+
+    /// The filled table, if it is ready.
+    fn take(&self) -> Option<Built> {
+        if !self.is_finished() {
+            return None;
+        }
+        self.wait();
+        lock(&self.built).take()
+    }
+}
+
+/// The table size for `endpoints` endpoints (see [`Maglev::table_size_for`]).
+fn table_size(endpoints: usize) -> u64 {
+    let want = endpoints as u64 * 1_000;
+    TABLE_SIZES
+        .iter()
+        .copied()
+        .find(|&m| m >= want)
+        .unwrap_or(TABLE_SIZES[2])
+}
+
+impl<E: Clone, F: Clone> Clone for Maglev<E, F> {
+    /// A clone shares the current table; a rebuild in progress stays with the original.
+    fn clone(&self) -> Self {
+        Maglev {
+            key: self.key.clone(),
+            fallback: self.fallback.clone(),
+            built: self.built.clone(),
+            to_index: self.to_index.clone(),
+            current: self.current.clone(),
+            pending: None,
+            stale: false,
+            background: self.background,
+        }
+    }
+}
+
+impl<E: fmt::Debug, F: fmt::Debug> fmt::Debug for Maglev<E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Maglev")
+            .field("key", &self.key)
+            .field("fallback", &self.fallback)
+            .field("table_len", &self.built.table.len())
+            .field("endpoints", &self.current.len())
+            .field("rebuilding", &self.pending.is_some())
+            .finish()
+    }
 }
 
 /// Maps a 64-bit hash onto `0..m` with a multiply and a shift instead of a division
@@ -51,37 +209,126 @@ impl<E, F> Maglev<E, F> {
         Self {
             key,
             fallback,
-            table: Table::Large(Vec::new()),
+            built: Arc::new(Built::empty()),
+            to_index: Vec::new(),
+            current: Vec::new(),
+            pending: None,
+            stale: false,
+            background: true,
         }
+    }
+
+    /// Whether tables beyond 65,537 slots are refilled on a background thread once a first
+    /// table exists (default on). Off, every rebuild fills the table before the next pick.
+    pub fn background_rebuild(mut self, on: bool) -> Self {
+        self.background = on;
+        self
     }
 
     /// The table size used for `endpoints` endpoints.
     pub fn table_size_for(endpoints: usize) -> u64 {
-        let want = endpoints as u64 * 1_000;
-        TABLE_SIZES
-            .iter()
-            .copied()
-            .find(|&m| m >= want)
-            .unwrap_or(TABLE_SIZES[2])
+        table_size(endpoints)
     }
 
     /// Number of slots in the lookup table (0 before the first rebuild).
     pub fn table_len(&self) -> usize {
-        self.table.len()
+        self.built.table.len()
     }
 
-    /// The endpoint index in slot `slot` of the lookup table.
-    pub fn slot(&self, slot: usize) -> usize {
-        self.table.get(slot)
+    /// The current index of the endpoint in slot `slot` of the lookup table, or `None` if
+    /// that endpoint is no longer discovered (while a new table is being filled).
+    pub fn slot(&self, slot: usize) -> Option<usize> {
+        self.index_of(self.built.table.get(slot))
     }
 
-    /// The endpoint index for key hash `h`, if the table is not empty (ignores usability).
+    /// The current index of the endpoint that owns key hash `h` (ignores usability), if
+    /// the table is not empty and that endpoint is still discovered.
     pub fn lookup(&self, h: u64) -> Option<usize> {
-        if self.table.len() == 0 {
+        if self.built.table.len() == 0 {
             None
         } else {
-            Some(self.table.get(reduce(h, self.table.len())))
+            self.slot(reduce(h, self.built.table.len()))
         }
+    }
+
+    /// Whether a new table is being filled in the background (the next pick after it is
+    /// ready switches to it).
+    pub fn is_rebuilding(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Blocks until a table being filled in the background is ready, and switches to it
+    /// (for tests and orderly shutdowns; requests never wait for it).
+    pub fn wait_for_rebuild(&mut self) {
+        if let Some(pending) = &self.pending {
+            pending.wait();
+        }
+        self.land();
+    }
+
+    #[inline]
+    fn index_of(&self, member: usize) -> Option<usize> {
+        match self.to_index[member] {
+            NONE => None,
+            i => Some(i as usize),
+        }
+    }
+
+    /// Points every member of the current table at its current endpoint index.
+    fn remap(&mut self) {
+        let by_hash: HashMap<u64, u32> = self
+            .current
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.0, i as u32))
+            .collect();
+        self.to_index.clear();
+        self.to_index.extend(
+            self.built
+                .members
+                .iter()
+                .map(|m| by_hash.get(&m.0).copied().unwrap_or(NONE)),
+        );
+    }
+
+    /// Switches to a table filled in the background, if one is ready; starts the next one
+    /// if the endpoint set changed again meanwhile.
+    fn land(&mut self) {
+        let Some(built) = self.pending.as_ref().and_then(|p| p.take()) else {
+            return;
+        };
+        self.pending = None;
+        self.built = Arc::new(built);
+        self.remap();
+        if std::mem::take(&mut self.stale) && !self.table_is_current() {
+            self.start_rebuild();
+        }
+    }
+
+    fn start_rebuild(&mut self) {
+        match Rebuild::start(self.current.clone()) {
+            Ok(pending) => self.pending = Some(pending),
+            Err(members) => self.fill_now(members),
+        }
+    }
+
+    fn fill_now(&mut self, members: Vec<(u64, u32)>) {
+        self.built = Arc::new(Built::fill(members));
+        self.pending = None;
+        self.stale = false;
+        self.remap();
+    }
+
+    /// Whether the current table was filled for exactly the current endpoints and weights.
+    fn table_is_current(&self) -> bool {
+        if self.built.members.len() != self.current.len() {
+            return false;
+        }
+        let mut a = self.built.members.clone();
+        let mut b = self.current.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        a == b
     }
 }
 
@@ -247,31 +494,64 @@ where
 {
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
         self.fallback.rebuild(endpoints);
-        let keys: Vec<u64> = endpoints.keys.iter().map(stable_hash).collect();
-        let m = Self::table_size_for(keys.len());
-        // `u16::MAX` marks empty slots while filling, so 2-byte entries need fewer endpoints.
-        self.table = if keys.len() < usize::from(u16::MAX) {
-            Table::Small(fill(&keys, &endpoints.weights, m))
+        self.current = endpoints
+            .keys
+            .iter()
+            .map(stable_hash)
+            .zip(endpoints.weights.iter().copied())
+            .collect();
+        if self.table_is_current() {
+            // The same endpoints (say, one removed for failing readiness and discovered
+            // again): only their indices moved.
+            self.remap();
+            self.pending = None;
+            self.stale = false;
+            return;
+        }
+        let background = self.background
+            && self.built.table.len() > 0
+            && table_size(self.current.len()) > SYNC_MAX;
+        if !background {
+            self.fill_now(self.current.clone());
+            return;
+        }
+        // Keep serving from the current table, with the new indices, until the new one is
+        // filled.
+        self.remap();
+        if self.pending.is_some() {
+            self.stale = true;
         } else {
-            Table::Large(fill(&keys, &endpoints.weights, m))
-        };
+            self.start_rebuild();
+        }
     }
 
     #[inline]
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, req: &Req) -> usize {
+        if self.pending.is_some() {
+            self.land();
+        }
         let Some(h) = self.key.hash_key(req) else {
             return self.fallback.pick(endpoints, req);
         };
-        let m = self.table.len();
-        let c = reduce(h, m);
-        let first = self.table.get(c);
-        if endpoints.is_usable(first) {
-            return first;
+        let table = &self.built.table;
+        let m = table.len();
+        let mut c = reduce(h, m);
+        let first = self.to_index[table.get(c)];
+        if first != NONE && endpoints.is_usable(first as usize) {
+            return first as usize;
         }
-        match first_usable(endpoints, m, c, |c| self.table.get(c)) {
-            Some(i) => i,
-            None => self.fallback.pick(endpoints, req),
+        // The slot's endpoint is not usable (or gone): try the next slots in turn.
+        for _ in 1..m {
+            c += 1;
+            if c == m {
+                c = 0;
+            }
+            let i = self.to_index[table.get(c)];
+            if i != NONE && endpoints.is_usable(i as usize) {
+                return i as usize;
+            }
         }
+        self.fallback.pick(endpoints, req)
     }
 
     fn tracking(&self) -> Tracking {

@@ -105,7 +105,7 @@ fn maglev_shares_bounded_n1000() {
     m.rebuild(&endpoint_set(&ids));
     let mut counts = vec![0u64; ids.len()];
     for c in 0..m.table_len() {
-        counts[m.slot(c)] += 1;
+        counts[m.slot(c).unwrap()] += 1;
     }
     let mean = m.table_len() as f64 / ids.len() as f64;
     let max = *counts.iter().max().unwrap() as f64 / mean;
@@ -138,7 +138,7 @@ fn maglev_table_balance() {
         m.rebuild(&set);
         let mut counts = vec![0u64; n as usize];
         for c in 0..m.table_len() {
-            counts[m.slot(c)] += 1;
+            counts[m.slot(c).unwrap()] += 1;
         }
         let mean = m.table_len() as f64 / f64::from(n);
         let max = *counts.iter().max().unwrap() as f64;
@@ -229,5 +229,74 @@ fn load_slot_ids_map_onto_segments() {
             k < super::endpoints::SEGMENTS && off < 64 << k,
             "slot {slot}"
         );
+    }
+}
+
+/// Beyond 65,537 slots a rebuild fills the new table on a background thread: until it is
+/// ready the old table keeps every key of the endpoints that remain where it was and skips
+/// the removed endpoint; then the table is the one a synchronous rebuild makes. A second
+/// change while filling is picked up by one more fill; a set that is the same again (only
+/// the indices moved) needs none.
+#[test]
+fn maglev_rebuilds_large_tables_in_the_background() {
+    let ids: Vec<u32> = (0..100).collect();
+    let set = endpoint_set(&ids);
+    let mut m = maglev();
+    m.rebuild(&set);
+    assert!(!m.is_rebuilding(), "the first table is filled at once");
+    assert_eq!(m.table_len(), 655_373);
+    let owner =
+        |m: &Maglev<KeyFn>, set: &Endpoints<u32>, k: u64| m.lookup(mix64(k)).map(|i| *set.key(i));
+    let before: Vec<u32> = (0..20_000).map(|k| owner(&m, &set, k).unwrap()).collect();
+
+    // Remove endpoint 7; the survivors' indices change too.
+    let without: Vec<u32> = ids.iter().copied().rev().filter(|&i| i != 7).collect();
+    let set2 = endpoint_set(&without);
+    m.rebuild(&set2);
+    assert!(m.is_rebuilding());
+    for (k, &was) in before.iter().enumerate() {
+        let now = owner(&m, &set2, k as u64);
+        if was == 7 {
+            assert_eq!(now, None, "key {k} of the removed endpoint");
+        } else {
+            assert_eq!(now, Some(was), "key {k} stays with its endpoint meanwhile");
+        }
+    }
+    // Picks go on meanwhile, never to the removed endpoint.
+    for k in 0..1_000u64 {
+        assert_ne!(*set2.key(m.pick(&set2, &mix64(k))), 7);
+    }
+    m.wait_for_rebuild();
+    assert!(!m.is_rebuilding());
+    let mut sync = maglev().background_rebuild(false);
+    sync.rebuild(&set2);
+    assert!(!sync.is_rebuilding());
+    for c in 0..m.table_len() {
+        assert_eq!(
+            m.slot(c).map(|i| *set2.key(i)),
+            sync.slot(c).map(|i| *set2.key(i)),
+            "slot {c}"
+        );
+    }
+
+    // The same endpoints in another order: no refill.
+    let shuffled: Vec<u32> = without.iter().copied().rev().collect();
+    let set3 = endpoint_set(&shuffled);
+    m.rebuild(&set3);
+    assert!(!m.is_rebuilding());
+    assert_eq!(owner(&m, &set3, 1), owner(&sync, &set2, 1));
+
+    // Two changes in a row: the second is filled after the first lands.
+    let set4 = endpoint_set(&ids[..90]);
+    m.rebuild(&set4);
+    let set5 = endpoint_set(&ids[..80]);
+    m.rebuild(&set5);
+    m.wait_for_rebuild();
+    m.wait_for_rebuild();
+    assert!(!m.is_rebuilding());
+    let mut sync5 = maglev().background_rebuild(false);
+    sync5.rebuild(&set5);
+    for k in 0..20_000u64 {
+        assert_eq!(owner(&m, &set5, k), owner(&sync5, &set5, k), "key {k}");
     }
 }
