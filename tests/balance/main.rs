@@ -471,6 +471,11 @@ async fn slow_start_applies_to_least_requests_weights() {
 /// no request reaches an endpoint that was removed, nothing panics.
 /// One step in `rate` of those drawn to change the endpoint set does (1: 10% of all steps).
 fn churn(strategy: Strategy, steps: usize, seed: u64, rate: u32, cap: usize) {
+    churn_from(strategy, 0, steps, seed, rate, cap)
+}
+
+/// [`churn`], starting from `start` endpoints.
+fn churn_from(strategy: Strategy, start: u32, steps: usize, seed: u64, rate: u32, cap: usize) {
     use std::sync::{Arc, Mutex};
     let mut rng = SmallRng::seed_from_u64(seed);
     let live: Arc<Mutex<HashSet<u32>>> = Arc::default();
@@ -482,6 +487,13 @@ fn churn(strategy: Strategy, steps: usize, seed: u64, rate: u32, cap: usize) {
     let mut open = Vec::new();
     let mut served = 0usize;
     let mut failed = 0usize;
+    for _ in 0..start {
+        let p = support::Probe::new(next_id, rng.random_range(1..5), live.clone());
+        live.lock().unwrap().insert(next_id);
+        changes.insert(next_id, p.clone());
+        endpoints.insert(next_id, p);
+        next_id += 1;
+    }
     for step in 0..steps {
         let mut roll = rng.random_range(0..100);
         let changes_set = roll <= 8 || roll == 15;
@@ -567,6 +579,9 @@ async fn churn_stress_hashers() {
     // change the set 20 (ring) or 100 (Maglev) times less often, for as many steps.
     churn(Strategy::RingHash, 100_000, 11, 20, 40);
     churn(Strategy::Maglev, 100_000, 12, 100, 40);
+    // Beyond 65 endpoints Maglev refills its table on a background thread while requests go
+    // on over the old one: no request may reach a removed endpoint meanwhile either.
+    churn_from(Strategy::Maglev, 80, 20_000, 13, 10, 120);
 }
 
 /// Peak EWMA steers traffic away from a slow endpoint (paused time, seeded RNG).
