@@ -127,3 +127,87 @@ async fn generated_client_through_tonic_balance_channel() {
     let seen = say_n(&mut client, 20).await;
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["b"]);
 }
+
+/// A tonic client over a service-level circuit breaker with the gRPC classifier, against a
+/// real tonic server: OK replies carry `grpc-status: 0` in their trailers and count as
+/// successes once tonic has read them; failed calls (a trailers-only response, status in the
+/// headers) count as failures, open the breaker, and then calls fail fast without reaching
+/// the server.
+#[cfg(feature = "breaker")]
+#[tokio::test]
+async fn generated_client_through_a_grpc_circuit_breaker() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tower_mesh::breaker::error::Open;
+    use tower_mesh::breaker::{CircuitBreakerLayer, HttpClassifier, State};
+
+    struct Flaky {
+        failing: Arc<AtomicBool>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl Echo for Flaky {
+        async fn say(&self, request: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(Status::unavailable("down"));
+            }
+            Ok(Response::new(SayReply {
+                message: request.into_inner().message,
+                server: "flaky".to_owned(),
+            }))
+        }
+    }
+
+    let failing = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(Flaky {
+                failing: failing.clone(),
+                calls: calls.clone(),
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("echo")
+        .classifier(HttpClassifier::grpc())
+        .consecutive_failures(3)
+        .open_duration(Duration::from_secs(30))
+        .build_with_handle()
+        .unwrap();
+    let mut client = EchoClient::new(tower::ServiceBuilder::new().layer(layer).service(channel));
+    let say = |message: &str| SayRequest {
+        message: message.to_owned(),
+    };
+
+    for i in 0..5 {
+        let reply = client.say(say("hi")).await.unwrap().into_inner();
+        assert_eq!(reply.server, "flaky");
+        assert_eq!(handle.counters().successes, i + 1);
+    }
+    failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let status = client.say(say("hi")).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+    assert_eq!(handle.counters().failures, 3);
+    assert_eq!(handle.state(), State::Open);
+    let served = calls.load(Ordering::SeqCst);
+    let status = client.say(say("hi")).await.unwrap_err();
+    let open = Open::find(&status).expect("the breaker's rejection, under tonic's status");
+    assert_eq!(open.name(), "echo");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        served,
+        "rejected without a call"
+    );
+}
