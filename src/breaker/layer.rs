@@ -163,6 +163,10 @@ impl Builder {
 
 impl<C> Builder<C> {
     /// The name carried by errors, events, tracing and metrics (default `"breaker"`).
+    ///
+    /// A service-level breaker interns its name on its first rejection: each distinct name is
+    /// kept once for the life of the process, so that a rejection copies a pointer instead of
+    /// counting a reference. Name breakers after services, not after requests.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
