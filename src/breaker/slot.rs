@@ -10,9 +10,9 @@
 //! * slots are allocated once, leaked, and recycled through a free list when their breaker is
 //!   dropped, so the reference is always valid; the epoch grows on every recycle, so a future
 //!   can tell whether the slot still belongs to its breaker;
-//! * successes are counted per thread, each thread writing only its own stripe (a plain load
-//!   and store, no read-modify-write), tagged with the epoch so that a future of a dropped
-//!   breaker never counts towards the breaker that reuses the slot;
+//! * successes (and the breaker's other counts) are kept per thread, each thread writing only
+//!   its own stripe (a plain load and store, no read-modify-write), tagged with the epoch so
+//!   that a future of a dropped breaker never counts towards the breaker that reuses the slot;
 //! * everything else (a failure, a success after failures) goes to the breaker itself through
 //!   the slot's weak reference, checked against the epoch under the slot's lock.
 //!
@@ -50,8 +50,7 @@ fn tag(epoch: u32) -> u64 {
 #[repr(align(64))]
 #[derive(Debug, Default)]
 struct Stripe {
-    successes: AtomicU64,
-    rejected: AtomicU64,
+    counts: [AtomicU64; 5],
 }
 
 /// A count kept in the per-thread stripes.
@@ -59,17 +58,20 @@ struct Stripe {
 pub(crate) enum Count {
     /// Calls classified as successes.
     Successes,
+    /// Calls classified as failures.
+    Failures,
+    /// Calls classified as ignored.
+    Ignored,
     /// Calls rejected or held back.
     Rejected,
+    /// Calls at least as slow as the slow-call duration.
+    Slow,
 }
 
 impl Stripe {
     #[inline]
     fn get(&self, count: Count) -> &AtomicU64 {
-        match count {
-            Count::Successes => &self.successes,
-            Count::Rejected => &self.rejected,
-        }
+        &self.counts[count as usize]
     }
 }
 
@@ -160,25 +162,24 @@ impl Slot {
         let index = thread_index();
         let stripe = self.stripes[index].get(count);
         let want = tag(epoch);
+        // Add one to this breaker's count, or start it if the stripe still holds an earlier
+        // breaker's; a late call of a dropped breaker counts nowhere.
+        let next = |cur: u64| {
+            if cur >> COUNT_BITS == want {
+                Some(cur + 1)
+            } else if self.epoch.load(Ordering::Acquire) == epoch {
+                Some((want << COUNT_BITS) | 1)
+            } else {
+                None
+            }
+        };
         if index < STRIPES {
             // Only this thread writes this stripe: a load and a store suffice.
-            let cur = stripe.load(Ordering::Relaxed);
-            if cur >> COUNT_BITS == want {
-                stripe.store(cur + 1, Ordering::Relaxed);
-            } else if self.epoch.load(Ordering::Acquire) == epoch {
-                // The stripe still holds an earlier breaker's count: start this one's.
-                stripe.store((want << COUNT_BITS) | 1, Ordering::Relaxed);
+            if let Some(v) = next(stripe.load(Ordering::Relaxed)) {
+                stripe.store(v, Ordering::Relaxed);
             }
         } else {
-            let _ = stripe.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
-                if cur >> COUNT_BITS == want {
-                    Some(cur + 1)
-                } else if self.epoch.load(Ordering::Acquire) == epoch {
-                    Some((want << COUNT_BITS) | 1)
-                } else {
-                    None
-                }
-            });
+            let _ = stripe.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next);
         }
     }
 

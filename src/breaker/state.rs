@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -128,46 +128,6 @@ impl Config {
     }
 }
 
-const SHARDS: usize = 8;
-
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Shard {
-    failures: AtomicU64,
-    ignored: AtomicU64,
-    slow: AtomicU64,
-}
-
-/// Per-thread sharded counters, so that threads hammering one breaker do not fight over one
-/// cache line.
-#[derive(Debug, Default)]
-struct Counters {
-    shards: [Shard; SHARDS],
-}
-
-#[inline]
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    INDEX.with(|i| *i)
-}
-
-impl Counters {
-    #[inline]
-    fn shard(&self) -> &Shard {
-        &self.shards[shard_index()]
-    }
-
-    fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| f(s).load(Ordering::Relaxed))
-            .sum()
-    }
-}
-
 /// A snapshot of a breaker's counters, read through [`Handle::counters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -258,7 +218,6 @@ pub(crate) struct Shared {
     timed: bool,
     open_until: AtomicU64,
     transitions: AtomicU64,
-    counters: Counters,
     cold: Mutex<Cold>,
     window: Option<Mutex<Outcomes>>,
     pub(crate) notify: Arc<Notify>,
@@ -309,7 +268,6 @@ impl Shared {
             timed: policy.slow_call_duration.is_some(),
             open_until: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
-            counters: Counters::default(),
             cold: Mutex::new(Cold {
                 openings: 0,
                 rng,
@@ -493,7 +451,7 @@ impl Shared {
     }
 
     /// Records a call's outcome. The common case (closed, consecutive failures only, no slow
-    /// calls, a success with no failure run to reset) touches one sharded counter and two
+    /// calls, a success with no failure run to reset) touches one per-thread counter and two
     /// shared loads.
     #[inline]
     fn complete(&self, generation: u32, probe: bool, outcome: Outcome, elapsed: Option<Duration>) {
@@ -531,7 +489,6 @@ impl Shared {
             }
             _ => false,
         };
-        let shard = self.counters.shard();
         match outcome {
             Outcome::Success => {
                 self.slot.count_success(self.epoch);
@@ -539,18 +496,18 @@ impl Shared {
                 self.metrics.success.increment(1);
             }
             Outcome::Failure => {
-                shard.failures.fetch_add(1, Ordering::Relaxed);
+                self.slot.count(Count::Failures, self.epoch);
                 #[cfg(feature = "metrics")]
                 self.metrics.failure.increment(1);
             }
             Outcome::Ignored => {
-                shard.ignored.fetch_add(1, Ordering::Relaxed);
+                self.slot.count(Count::Ignored, self.epoch);
                 #[cfg(feature = "metrics")]
                 self.metrics.ignored.increment(1);
             }
         }
         if slow {
-            shard.slow.fetch_add(1, Ordering::Relaxed);
+            self.slot.count(Count::Slow, self.epoch);
         }
 
         let cur = self.word.0.load();
@@ -763,10 +720,10 @@ impl Shared {
     fn counters(&self) -> CounterSnapshot {
         CounterSnapshot {
             successes: self.slot.total(Count::Successes, self.epoch),
-            failures: self.counters.sum(|s| &s.failures),
-            ignored: self.counters.sum(|s| &s.ignored),
+            failures: self.slot.total(Count::Failures, self.epoch),
+            ignored: self.slot.total(Count::Ignored, self.epoch),
             rejected: self.slot.total(Count::Rejected, self.epoch),
-            slow: self.counters.sum(|s| &s.slow),
+            slow: self.slot.total(Count::Slow, self.epoch),
             transitions: self.transitions.load(Ordering::Relaxed),
             consecutive_failures: self.slot.consecutive.load(Ordering::Relaxed),
         }
