@@ -296,4 +296,22 @@ impl<Req> Pick<Req> for AnyPick<Req> {
             _ => false,
         }
     }
+
+    fn poll_built(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match &mut self.inner {
+            Inner::Weighted(p) => Pick::<Req>::poll_built(p, cx),
+            Inner::RingHash(p) => p.poll_built(cx),
+            Inner::Maglev(p) => p.poll_built(cx),
+            _ => std::task::Poll::Ready(()),
+        }
+    }
+
+    fn is_rebuilding(&self) -> bool {
+        match &self.inner {
+            Inner::Weighted(p) => Pick::<Req>::is_rebuilding(p),
+            Inner::RingHash(p) => p.is_rebuilding(),
+            Inner::Maglev(p) => p.is_rebuilding(),
+            _ => false,
+        }
+    }
 }

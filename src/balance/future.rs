@@ -64,16 +64,20 @@ impl std::fmt::Debug for LoadGuard {
 
 pin_project! {
     /// The response future of [`Balance`](super::Balance): the chosen endpoint's future,
-    /// run inside a `balance` tracing span whose `endpoint` field is the endpoint's key.
+    /// run inside a `balance` tracing span whose `endpoint` field is the endpoint's key; or,
+    /// when the balancer had no endpoint to send the request to
+    /// ([`NoEndpoints`](super::error::NoEndpoints), [`Panic`](super::error::Panic)), a
+    /// future that fails at once with that error.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
         guard: Option<LoadGuard>,
         // When the request started, in nanoseconds since the load table's epoch, if its
         // latency is recorded, else `NO_START`.
         start_ns: u64,
         span: tracing::Span,
+        error: Option<BoxError>,
     }
 }
 
@@ -86,10 +90,23 @@ impl<F> ResponseFuture<F> {
         span: tracing::Span,
     ) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             guard,
             start_ns,
             span,
+            error: None,
+        }
+    }
+
+    /// A future that fails at once with `error`.
+    #[cold]
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            inner: None,
+            guard: None,
+            start_ns: NO_START,
+            span: tracing::Span::none(),
+            error: Some(error),
         }
     }
 }
@@ -104,8 +121,14 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(this
+                .error
+                .take()
+                .expect("ResponseFuture polled after completion")));
+        };
         let _entered = this.span.enter();
-        let out = ready!(this.inner.poll(cx));
+        let out = ready!(inner.poll(cx));
         // Fields read in place, not moved out: the future was usually written just before.
         if let Some(guard) = this.guard.as_ref() {
             if *this.start_ns != NO_START {

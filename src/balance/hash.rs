@@ -18,29 +18,6 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Walks a hash table or ring from slot `start`, wrapping around once, and returns the first
-/// slot owner (`owner(slot)`) that may take a request: the shared probe of the hashers.
-#[inline]
-pub(crate) fn first_usable<K>(
-    endpoints: &super::Endpoints<K>,
-    len: usize,
-    start: usize,
-    owner: impl Fn(usize) -> usize,
-) -> Option<usize> {
-    let mut c = start;
-    for _ in 0..len {
-        let i = owner(c);
-        if endpoints.is_usable(i) {
-            return Some(i);
-        }
-        c += 1;
-        if c == len {
-            c = 0;
-        }
-    }
-    None
-}
-
 /// The lookup table, 2 bytes a slot while endpoint indices fit (halves its cache footprint).
 #[derive(Debug, Clone)]
 pub(crate) enum Table {

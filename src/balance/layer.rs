@@ -1,8 +1,10 @@
+use std::fmt;
+use std::hash::Hash;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::balance::{Balance, SlowStart};
+use crate::balance::{Balance, BoxError, SlowStart, Weight, Worker};
 
 /// What the balancer does when fewer endpoints than the panic threshold are healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -11,13 +13,15 @@ pub enum PanicMode {
     /// Spread load over every ready endpoint, healthy or not (Envoy's panic routing).
     #[default]
     Spread,
-    /// Fail `poll_ready` with [`error::Panic`](super::error::Panic).
+    /// Fail requests at once with [`error::Panic`](super::error::Panic): `poll_ready` is
+    /// ready, and the response future fails without reaching an endpoint.
     FailFast,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) no_endpoints_timeout: Duration,
+    /// `None`: wait for an endpoint forever.
+    pub(crate) no_endpoints_timeout: Option<Duration>,
     pub(crate) panic_threshold_percent: u32,
     pub(crate) panic_mode: PanicMode,
     pub(crate) slow_start: Option<SlowStart>,
@@ -31,7 +35,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            no_endpoints_timeout: Duration::from_secs(1),
+            no_endpoints_timeout: Some(Duration::from_secs(1)),
             panic_threshold_percent: 50,
             panic_mode: PanicMode::Spread,
             slow_start: None,
@@ -62,10 +66,20 @@ impl<P> BalanceLayer<P> {
         }
     }
 
-    /// How long `poll_ready` waits for a ready endpoint before failing with
-    /// [`error::NoEndpoints`](super::error::NoEndpoints).
+    /// How long `poll_ready` waits for a ready endpoint (default 1 s). Past it,
+    /// `poll_ready` is ready and the request fails at once with
+    /// [`error::NoEndpoints`](super::error::NoEndpoints), until an endpoint is ready
+    /// again. Any duration is accepted; one too long to add to the clock waits forever.
     pub fn no_endpoints_timeout(mut self, timeout: Duration) -> Self {
-        self.config.no_endpoints_timeout = timeout;
+        self.config.no_endpoints_timeout = Some(timeout);
+        self
+    }
+
+    /// Wait for a ready endpoint for as long as it takes, never failing a request for
+    /// lack of one (tower's balancer behaves so): `poll_ready` stays pending until an
+    /// endpoint is ready. Bound the wait from outside (a `Timeout` layer above) if needed.
+    pub fn wait_for_endpoints(mut self) -> Self {
+        self.config.no_endpoints_timeout = None;
         self
     }
 
@@ -107,20 +121,42 @@ impl<P> BalanceLayer<P> {
         self
     }
 
-    /// Build a balancer over `discover` without going through `Layer`.
+    /// Build a balancer over `discover` without going through `Layer`. Its worker is
+    /// spawned on the current tokio runtime (or, outside one, on the runtime of the first
+    /// `poll_ready`); see [`Balance::new`].
     pub fn build<D>(&self, discover: D) -> Balance<D, P>
     where
-        D: tower::discover::Discover,
-        P: Clone,
+        D: tower::discover::Discover + Unpin + Send + 'static,
+        D::Key: Hash + Eq + Clone + fmt::Debug + Send,
+        D::Service: Weight + Send,
+        D::Error: Into<BoxError>,
+        P: Clone + Send + 'static,
     {
         Balance::with_config(discover, self.strategy.clone(), self.config.clone())
+    }
+
+    /// Build a balancer over `discover` and its [`Worker`], for an executor other than
+    /// tokio's: run the worker to make the balancer progress without requests (see
+    /// [`Balance::pair`]).
+    pub fn pair<D>(&self, discover: D) -> (Balance<D, P>, Worker<D, P>)
+    where
+        D: tower::discover::Discover + Unpin,
+        D::Key: Hash + Eq + Clone + fmt::Debug,
+        D::Service: Weight,
+        D::Error: Into<BoxError>,
+        P: Clone,
+    {
+        Balance::pair_with_config(discover, self.strategy.clone(), self.config.clone())
     }
 }
 
 impl<D, P> Layer<D> for BalanceLayer<P>
 where
-    D: tower::discover::Discover,
-    P: Clone,
+    D: tower::discover::Discover + Unpin + Send + 'static,
+    D::Key: Hash + Eq + Clone + fmt::Debug + Send,
+    D::Service: Weight + Send,
+    D::Error: Into<BoxError>,
+    P: Clone + Send + 'static,
 {
     type Service = Balance<D, P>;
 

@@ -1,19 +1,18 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::task::{Context, Poll};
 
-use crate::balance::hash::{mix64, stable_hash, Table};
+use crate::balance::hash::{mix64, Table};
+use crate::balance::hashed::{Fill, Hashed};
 use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 
-/// Tables up to this size are filled in the call that asks for them (a few milliseconds);
-/// larger ones in the background once a first table exists.
-const SYNC_MAX: u64 = TABLE_SIZES[0];
-
-/// Lookup table sizes: primes, the smallest of them at least 1,000 × endpoints is used
-/// (the largest beyond that).
-pub(crate) const TABLE_SIZES: [u64; 3] = [65_537, 655_373, 6_553_451];
+/// Lookup table sizes: primes, each about twice the one before. The smallest that is at
+/// least 100 × endpoints is used (Envoy's advice for its Maglev table), the largest beyond
+/// that.
+pub(crate) const TABLE_SIZES: [u64; 10] = [
+    65_537, 131_101, 262_217, 524_453, 1_048_909, 2_097_829, 4_195_679, 8_391_377, 16_782_781,
+    33_565_577,
+];
 
 /// Consistent hashing through a Maglev lookup table (Eisenbud et al., *Maglev: A Fast and
 /// Reliable Software Network Load Balancer*, NSDI 2016, section 3.4).
@@ -22,143 +21,73 @@ pub(crate) const TABLE_SIZES: [u64; 3] = [65_537, 655_373, 6_553_451];
 /// skip from two stable hashes); round by round, each endpoint tries its next preferred
 /// slot and takes it if it is free (a heavier endpoint taking proportionally more turns),
 /// until the table is full. A request goes to the slot its key hash maps to (multiply and
-/// shift, no division): one lookup, O(1). The table size M is the smallest of 65,537 /
-/// 655,373 / 6,553,451 that is at least 1,000 × endpoints. Every endpoint's share of the
-/// table is kept within 0.8% of its weight's share, and adding or removing one of N
-/// endpoints moves about 1.0–1.1 × 1/N of the keys at N = 100 and 1,000. (The paper's fill,
-/// where an endpoint whose preference is taken searches on for a free slot in the same
-/// turn, gives exact shares but moved 1.65 × 1/N at N = 1,000: each collision shifts the
-/// endpoint's later claims.) If the slot's endpoint is not usable, the next slots are tried
-/// in turn. Requests without a key go to the fallback strategy `F` (default [`RoundRobin`]).
+/// shift, no division): one lookup, O(1).
 ///
-/// Filling a table takes time: about 35 ms for 655,373 slots (66 to 655 endpoints) and about
-/// 1 s for 6,553,451 (from 656 endpoints) in a release build. So that a discovery change
-/// does not stall the request that follows it, tables beyond 65,537 slots are refilled on a
-/// background thread once a first table exists (see
-/// [`background_rebuild`](Self::background_rebuild)): until the new table is ready, requests
-/// keep the old table's mapping, with removed endpoints skipped like unusable ones and
-/// added endpoints not yet chosen by key; then every key moves to its new owner at once, as
-/// after a synchronous rebuild. A table is never refilled when only endpoint indices
-/// changed (the same endpoints and weights).
+/// **Table size.** As Envoy advises, the table has at least 100 slots per endpoint: its
+/// size M is the smallest prime of a list of roughly doubling primes (65,537, 131,101,
+/// 262,217, 524,453, 1,048,909, ... 33,565,577) that is at least 100 × endpoints, so 2 MB
+/// at 10,000 endpoints (2-byte entries below 65,535 endpoints). When the endpoint count
+/// crosses one of these thresholds the table size changes and most keys move, as with any
+/// change of Maglev's M. Every endpoint's share of the table is kept within 0.8% of its
+/// weight's share (up to the rounding of one slot), and adding or removing one of N
+/// endpoints moves about 1/N of the keys. (The paper's fill, where an endpoint whose
+/// preference is taken searches on for a free slot in the same turn, gives exact shares
+/// but moves more keys: each collision shifts the endpoint's later claims.)
+///
+/// **Unusable endpoints.** If the slot's endpoint is not usable, the next slots are tried
+/// in turn, at most 64 of them; then, and for requests without a key, the fallback
+/// strategy `F` (default [`RoundRobin`]) picks.
+///
+/// **Building.** Filling a table takes time (milliseconds for 65,537 slots, about a tenth
+/// of a second for a million), so every table, the first included, is filled on tokio's
+/// blocking pool, never on a runtime thread (outside a runtime, in place). The balancer is
+/// not ready until the first table is filled. After a change, requests keep the previous
+/// table's mapping, with removed endpoints skipped like unusable ones and added endpoints
+/// not yet chosen by key, until the new table is ready; then every key moves to its new
+/// owner at once, as after a synchronous rebuild. A table is never refilled when only
+/// endpoint indices changed (the same endpoints and weights). A fill that fails (a bug)
+/// is logged and the previous table kept.
 pub struct Maglev<E, F = RoundRobin> {
     key: E,
     fallback: F,
-    built: Arc<Built>,
-    /// Member of `built` → current endpoint index (`NONE`: no longer discovered).
-    to_index: Vec<u32>,
-    /// Key hash and weight of every current endpoint, by index.
-    current: Vec<(u64, u32)>,
-    /// A table being filled for `current` (or for an earlier set if `stale`).
-    pending: Option<Arc<Rebuild>>,
-    /// The endpoint set changed again while `pending` was being filled.
-    stale: bool,
-    background: bool,
+    table: Hashed<MaglevFill>,
 }
 
-/// `to_index` of a member that is no longer discovered.
-const NONE: u32 = u32::MAX;
+/// Maglev's fill and slot mapping.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaglevFill;
 
-/// A filled table and the endpoints it was filled for.
-#[derive(Debug)]
-struct Built {
-    /// Slot → member (position in `members`).
-    table: Table,
-    /// Key hash and weight of each member.
-    members: Vec<(u64, u32)>,
-}
-
-impl Built {
-    fn empty() -> Self {
-        Built {
-            table: Table::Large(Vec::new()),
-            members: Vec::new(),
-        }
-    }
-
-    /// Fills the table for `members` (key hash, weight), in their order.
-    fn fill(members: Vec<(u64, u32)>) -> Self {
+impl Fill for MaglevFill {
+    fn fill(&self, members: &[(u64, u32)]) -> Table {
         let keys: Vec<u64> = members.iter().map(|m| m.0).collect();
         let weights: Vec<u32> = members.iter().map(|m| m.1).collect();
         let m = table_size(members.len());
         // `u16::MAX` marks empty slots while filling, so 2-byte entries need fewer members.
-        let table = if keys.len() < usize::from(u16::MAX) {
+        if keys.len() < usize::from(u16::MAX) {
             Table::Small(fill(&keys, &weights, m))
         } else {
             Table::Large(fill(&keys, &weights, m))
-        };
-        Built { table, members }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A table being filled on a background thread.
-#[derive(Debug)]
-struct Rebuild {
-    thread: Mutex<Option<JoinHandle<Built>>>,
-    built: Mutex<Option<Built>>,
-}
-
-impl Rebuild {
-    fn start(members: Vec<(u64, u32)>) -> Result<Arc<Self>, Vec<(u64, u32)>> {
-        // The members go back to the caller if no thread can be started.
-        let shared = Arc::new(Mutex::new(Some(members)));
-        let for_thread = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tower-mesh-maglev".into())
-            .spawn(move || {
-                let members = lock(&for_thread).take().unwrap_or_default();
-                Built::fill(members)
-            });
-        match spawned {
-            Ok(thread) => Ok(Arc::new(Rebuild {
-                thread: Mutex::new(Some(thread)),
-                built: Mutex::new(None),
-            })),
-            Err(e) => {
-                tracing::warn!(error = %e, "no thread for a Maglev rebuild; filling in place");
-                Err(lock(&shared).take().unwrap_or_default())
-            }
         }
     }
 
-    fn is_finished(&self) -> bool {
-        lock(&self.thread)
-            .as_ref()
-            .is_none_or(JoinHandle::is_finished)
+    #[inline]
+    fn slot(h: u64, len: usize) -> usize {
+        reduce(h, len)
     }
 
-    /// Blocks until the table is filled.
-    fn wait(&self) {
-        let thread = lock(&self.thread).take();
-        if let Some(thread) = thread {
-            match thread.join() {
-                Ok(built) => *lock(&self.built) = Some(built),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-    }
-
-    /// The filled table, if it is ready.
-    fn take(&self) -> Option<Built> {
-        if !self.is_finished() {
-            return None;
-        }
-        self.wait();
-        lock(&self.built).take()
+    fn is_small(&self, _n: usize) -> bool {
+        false
     }
 }
 
 /// The table size for `endpoints` endpoints (see [`Maglev::table_size_for`]).
 fn table_size(endpoints: usize) -> u64 {
-    let want = endpoints as u64 * 1_000;
+    let want = (endpoints as u64).saturating_mul(100);
     TABLE_SIZES
         .iter()
         .copied()
         .find(|&m| m >= want)
-        .unwrap_or(TABLE_SIZES[2])
+        .unwrap_or(TABLE_SIZES[TABLE_SIZES.len() - 1])
 }
 
 impl<E: Clone, F: Clone> Clone for Maglev<E, F> {
@@ -167,12 +96,7 @@ impl<E: Clone, F: Clone> Clone for Maglev<E, F> {
         Maglev {
             key: self.key.clone(),
             fallback: self.fallback.clone(),
-            built: self.built.clone(),
-            to_index: self.to_index.clone(),
-            current: self.current.clone(),
-            pending: None,
-            stale: false,
-            background: self.background,
+            table: self.table.clone(),
         }
     }
 }
@@ -182,9 +106,7 @@ impl<E: fmt::Debug, F: fmt::Debug> fmt::Debug for Maglev<E, F> {
         f.debug_struct("Maglev")
             .field("key", &self.key)
             .field("fallback", &self.fallback)
-            .field("table_len", &self.built.table.len())
-            .field("endpoints", &self.current.len())
-            .field("rebuilding", &self.pending.is_some())
+            .field("table", &self.table)
             .finish()
     }
 }
@@ -209,19 +131,16 @@ impl<E, F> Maglev<E, F> {
         Self {
             key,
             fallback,
-            built: Arc::new(Built::empty()),
-            to_index: Vec::new(),
-            current: Vec::new(),
-            pending: None,
-            stale: false,
-            background: true,
+            table: Hashed::new(MaglevFill),
         }
     }
 
-    /// Whether tables beyond 65,537 slots are refilled on a background thread once a first
-    /// table exists (default on). Off, every rebuild fills the table before the next pick.
+    /// Whether tables are filled on tokio's blocking pool (default on). Off, every table is
+    /// filled in the call that asks for it, before the next pick: on a runtime thread, that
+    /// blocks it for as long as the fill takes (for tests and for callers that build their
+    /// balancer off the runtime).
     pub fn background_rebuild(mut self, on: bool) -> Self {
-        self.background = on;
+        self.table.background = on;
         self
     }
 
@@ -230,111 +149,38 @@ impl<E, F> Maglev<E, F> {
         table_size(endpoints)
     }
 
-    /// Number of slots in the lookup table (0 before the first rebuild).
+    /// Number of slots in the lookup table in use (0 before the first table is filled).
     pub fn table_len(&self) -> usize {
-        self.built.table.len()
+        self.table.table_len()
     }
 
     /// The current index of the endpoint in slot `slot` of the lookup table, or `None` if
     /// that endpoint is no longer discovered (while a new table is being filled).
     pub fn slot(&self, slot: usize) -> Option<usize> {
-        self.index_of(self.built.table.get(slot))
+        self.table.slot_owner(slot)
     }
 
     /// The current index of the endpoint that owns key hash `h` (ignores usability), if
-    /// the table is not empty and that endpoint is still discovered.
+    /// a table is in use and that endpoint is still discovered.
     pub fn lookup(&self, h: u64) -> Option<usize> {
-        if self.built.table.len() == 0 {
-            None
-        } else {
-            self.slot(reduce(h, self.built.table.len()))
-        }
+        self.table.lookup(h)
     }
 
-    /// Whether a new table is being filled in the background (the next pick after it is
-    /// ready switches to it).
+    /// Whether a new table is being filled in the background (the balancer switches to it
+    /// as soon as it is ready, with or without traffic).
     pub fn is_rebuilding(&self) -> bool {
-        self.pending.is_some()
+        self.table.is_rebuilding()
     }
 
     /// Blocks until a table being filled in the background is ready, and switches to it
     /// (for tests and orderly shutdowns; requests never wait for it).
     pub fn wait_for_rebuild(&mut self) {
-        if let Some(pending) = &self.pending {
-            pending.wait();
-        }
-        self.land();
-    }
-
-    #[inline]
-    fn index_of(&self, member: usize) -> Option<usize> {
-        match self.to_index[member] {
-            NONE => None,
-            i => Some(i as usize),
-        }
-    }
-
-    /// Points every member of the current table at its current endpoint index.
-    fn remap(&mut self) {
-        let by_hash: HashMap<u64, u32> = self
-            .current
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.0, i as u32))
-            .collect();
-        self.to_index.clear();
-        self.to_index.extend(
-            self.built
-                .members
-                .iter()
-                .map(|m| by_hash.get(&m.0).copied().unwrap_or(NONE)),
-        );
-    }
-
-    /// Switches to a table filled in the background, if one is ready; starts the next one
-    /// if the endpoint set changed again meanwhile.
-    fn land(&mut self) {
-        let Some(built) = self.pending.as_ref().and_then(|p| p.take()) else {
-            return;
-        };
-        self.pending = None;
-        self.built = Arc::new(built);
-        self.remap();
-        if std::mem::take(&mut self.stale) && !self.table_is_current() {
-            self.start_rebuild();
-        }
-    }
-
-    fn start_rebuild(&mut self) {
-        match Rebuild::start(self.current.clone()) {
-            Ok(pending) => self.pending = Some(pending),
-            Err(members) => self.fill_now(members),
-        }
-    }
-
-    fn fill_now(&mut self, members: Vec<(u64, u32)>) {
-        self.built = Arc::new(Built::fill(members));
-        self.pending = None;
-        self.stale = false;
-        self.remap();
-    }
-
-    /// Whether the current table was filled for exactly the current endpoints and weights.
-    fn table_is_current(&self) -> bool {
-        if self.built.members.len() != self.current.len() {
-            return false;
-        }
-        let mut a = self.built.members.clone();
-        let mut b = self.current.clone();
-        a.sort_unstable();
-        b.sort_unstable();
-        a == b
+        self.table.wait_for_rebuild();
     }
 }
 
-/// Upper and lower bound on an endpoint's share of the table, relative to its weight.
-const MAX_SHARE: f64 = 1.008;
-const MIN_SHARE: f64 = 0.992;
+/// Upper bound on an endpoint's share of the table, relative to its weight's share.
+const MAX_SHARE: f64 = 1.01;
 
 /// Fill a Maglev table of size `m` (prime) for endpoints with key hashes `keys` and
 /// weights `weights`.
@@ -346,10 +192,12 @@ const MIN_SHARE: f64 = 0.992;
 /// for a free one in the same turn: it tries its next preference in the next round. A slot
 /// thus goes to the endpoint that prefers it earliest, as in rendezvous hashing, so a change
 /// to one endpoint moves few other keys; the paper's search-on makes every endpoint's later
-/// claims depend on every earlier collision, which moved 1.65 × 1/N of the keys at
-/// N = 1,000. Shares are bounded: an endpoint stops at `MAX_SHARE` of its weight's share,
-/// and once the free slots are only just enough to bring every endpoint to `MIN_SHARE` of
-/// its share, only the endpoints below it continue.
+/// claims depend on every earlier collision. Shares are bounded from above: an endpoint
+/// stops at `MAX_SHARE` of its weight's share, so none takes more than 1% over its share
+/// of the keys (at 100 slots per endpoint an endpoint may end a few percent under it).
+/// Without the bound, shares vary by ±7% at 655 slots per endpoint and ±24% at 131;
+/// a lower bound as well (every share within 1%) moves three to five times as many keys as
+/// needed at 131 slots per endpoint.
 ///
 /// Entries are of type `T`, which must hold every index below `keys.len()` and `T::EMPTY`
 /// besides. Filling a 2-byte table touches half the memory of a 4-byte one, and the fill is
@@ -373,7 +221,6 @@ pub(crate) fn fill<T: Entry>(keys: &[u64], weights: &[u32], m: u64) -> Vec<T> {
     let mut cap: Vec<u64> = (0..n)
         .map(|i| ((share(i) * MAX_SHARE) as u64).max(1))
         .collect();
-    let floor: Vec<u64> = (0..n).map(|i| (share(i) * MIN_SHARE) as u64).collect();
     // Current position in each endpoint's permutation: offset + j * skip (mod m), advanced
     // by one addition instead of a multiply and a division per probe.
     let mut pos = offset;
@@ -385,55 +232,36 @@ pub(crate) fn fill<T: Entry>(keys: &[u64], weights: &[u32], m: u64) -> Vec<T> {
     let mut active: Vec<usize> = (0..n).collect();
     active.sort_by_key(|&i| (keys[i], i));
     let order = active.clone();
-    // Free slots, and slots still needed to bring every endpoint to its floor.
     let mut free = m;
-    let mut deficit: u64 = floor.iter().sum();
-    let mut last_phase = false;
     while free > 0 {
-        if !last_phase && free == deficit {
-            // Only just enough free slots left for the floors: the endpoints below theirs
-            // take them, one preference per round each.
-            last_phase = true;
-            active = order
-                .iter()
-                .copied()
-                .filter(|&i| count[i] < floor[i])
-                .collect();
-            continue;
+        if active.is_empty() {
+            // Every endpoint at its cap (the caps' rounding left slots over): the rest of
+            // the table goes to all of them.
+            cap.iter_mut().for_each(|c| *c = u64::MAX);
+            active = order.clone();
         }
-        if !last_phase {
-            if active.is_empty() {
-                // Every endpoint at its cap (only with more than m / 125 endpoints): the
-                // rest of the table goes to all of them.
-                cap.iter_mut().for_each(|c| *c = u64::MAX);
-                active = order.clone();
-            }
-            // Skip the rounds in which no endpoint has the credit for a turn (far apart
-            // weights, the heavy endpoints at their caps).
-            let rounds = active
-                .iter()
-                .map(|&i| (max_w - credit[i]).div_ceil(u64::from(weights[i])))
-                .min()
-                .unwrap_or(1);
-            if rounds > 1 {
-                for &i in &active {
-                    credit[i] += (rounds - 1) * u64::from(weights[i]);
-                }
+        // Skip the rounds in which no endpoint has the credit for a turn (far apart
+        // weights, the heavy endpoints at their caps).
+        let rounds = active
+            .iter()
+            .map(|&i| (max_w - credit[i]).div_ceil(u64::from(weights[i])))
+            .min()
+            .unwrap_or(1);
+        if rounds > 1 {
+            for &i in &active {
+                credit[i] += (rounds - 1) * u64::from(weights[i]);
             }
         }
-        let mut k = 0;
-        while k < active.len() {
-            let i = active[k];
-            if !last_phase {
-                // Weighted turns: an endpoint tries a preference each time its credit
-                // reaches the largest weight (equal weights: one per round).
-                credit[i] += u64::from(weights[i]);
-                if credit[i] < max_w {
-                    k += 1;
-                    continue;
-                }
-                credit[i] -= max_w;
+        // Endpoints at their caps leave the round (kept in order, removed in one pass).
+        let mut capped = false;
+        for &i in &active {
+            // Weighted turns: an endpoint tries a preference each time its credit reaches
+            // the largest weight (equal weights: one per round).
+            credit[i] += u64::from(weights[i]);
+            if credit[i] < max_w {
+                continue;
             }
+            credit[i] -= max_w;
             let c = pos[i];
             pos[i] = if c + skip[i] >= m {
                 c + skip[i] - m
@@ -442,24 +270,16 @@ pub(crate) fn fill<T: Entry>(keys: &[u64], weights: &[u32], m: u64) -> Vec<T> {
             };
             if table[c as usize] == T::EMPTY {
                 table[c as usize] = T::from_index(i);
-                if count[i] < floor[i] {
-                    deficit -= 1;
-                }
                 count[i] += 1;
                 free -= 1;
-                let limit = if last_phase { floor[i] } else { cap[i] };
-                if count[i] >= limit {
-                    active.remove(k);
-                    if free == 0 || (!last_phase && free == deficit) {
-                        break;
-                    }
-                    continue;
-                }
-                if free == 0 || (!last_phase && free == deficit) {
+                capped |= count[i] >= cap[i];
+                if free == 0 {
                     break;
                 }
             }
-            k += 1;
+        }
+        if capped {
+            active.retain(|&i| count[i] < cap[i]);
         }
     }
     table
@@ -494,61 +314,28 @@ where
 {
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
         self.fallback.rebuild(endpoints);
-        self.current = endpoints
-            .keys
-            .iter()
-            .map(stable_hash)
-            .zip(endpoints.weights.iter().copied())
-            .collect();
-        if self.table_is_current() {
-            // The same endpoints (say, one removed for failing readiness and discovered
-            // again): only their indices moved.
-            self.remap();
-            self.pending = None;
-            self.stale = false;
-            return;
-        }
-        let background = self.background
-            && self.built.table.len() > 0
-            && table_size(self.current.len()) > SYNC_MAX;
-        if !background {
-            self.fill_now(self.current.clone());
-            return;
-        }
-        // Keep serving from the current table, with the new indices, until the new one is
-        // filled.
-        self.remap();
-        if self.pending.is_some() {
-            self.stale = true;
+        self.table.rebuild(endpoints);
+    }
+
+    fn poll_built(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let table = self.table.poll_built(cx);
+        let fallback = self.fallback.poll_built(cx);
+        if table.is_ready() && fallback.is_ready() {
+            Poll::Ready(())
         } else {
-            self.start_rebuild();
+            Poll::Pending
         }
+    }
+
+    fn is_rebuilding(&self) -> bool {
+        self.table.is_rebuilding() || self.fallback.is_rebuilding()
     }
 
     #[inline]
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, req: &Req) -> usize {
-        if self.pending.is_some() {
-            self.land();
-        }
-        let Some(h) = self.key.hash_key(req) else {
-            return self.fallback.pick(endpoints, req);
-        };
-        let table = &self.built.table;
-        let m = table.len();
-        let mut c = reduce(h, m);
-        let first = self.to_index[table.get(c)];
-        if first != NONE && endpoints.is_usable(first as usize) {
-            return first as usize;
-        }
-        // The slot's endpoint is not usable (or gone): try the next slots in turn.
-        for _ in 1..m {
-            c += 1;
-            if c == m {
-                c = 0;
-            }
-            let i = self.to_index[table.get(c)];
-            if i != NONE && endpoints.is_usable(i as usize) {
-                return i as usize;
+        if let Some(h) = self.key.hash_key(req) {
+            if let Some(i) = self.table.pick(endpoints, h) {
+                return i;
             }
         }
         self.fallback.pick(endpoints, req)
@@ -570,6 +357,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::hash::stable_hash;
 
     fn is_prime(n: u64) -> bool {
         n >= 2
@@ -581,11 +369,15 @@ mod tests {
     #[test]
     fn table_sizes_are_prime_and_chosen_by_count() {
         assert!(TABLE_SIZES.iter().all(|&m| is_prime(m)));
-        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(10), 65_537);
-        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(65), 65_537);
-        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(66), 655_373);
-        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(1_000), 6_553_451);
-        assert_eq!(Maglev::<(), RoundRobin>::table_size_for(100_000), 6_553_451);
+        assert!(TABLE_SIZES.windows(2).all(|w| w[1] > 2 * w[0] - 1));
+        let size = Maglev::<(), RoundRobin>::table_size_for;
+        assert_eq!(size(10), 65_537);
+        assert_eq!(size(655), 65_537);
+        assert_eq!(size(656), 131_101);
+        assert_eq!(size(1_000), 131_101);
+        // Envoy's advice, 100 slots per endpoint: about 2 MB (2-byte entries) at 10,000.
+        assert_eq!(size(10_000), 1_048_909);
+        assert_eq!(size(1_000_000), 33_565_577);
     }
 
     #[test]
@@ -598,8 +390,9 @@ mod tests {
         }
         let unit = 65_537.0 / 8.0;
         for (i, w) in [1.0, 1.0, 2.0, 4.0].iter().enumerate() {
+            // At most 1% over the weight's share; the light ones take the rest.
             let share = counts[i] as f64 / (unit * w);
-            assert!((share - 1.0).abs() < 0.01, "{counts:?}");
+            assert!((0.95..=1.01).contains(&share), "{counts:?}");
         }
     }
 }

@@ -92,10 +92,13 @@
 //! only: without traffic, changes wait in the stream until the next request (the
 //! registry-fed discovery keeps its own watch current in the background).
 
+mod build;
 mod endpoints;
 mod hash;
+mod hashed;
 mod layer;
 mod service;
+mod wake;
 
 mod dynamic;
 mod least_requests;
@@ -119,7 +122,7 @@ pub use self::p2c::P2c;
 pub use self::random::Random;
 pub use self::ring_hash::RingHash;
 pub use self::round_robin::RoundRobin;
-pub use self::service::Balance;
+pub use self::service::{Balance, Ref, Worker};
 pub use self::weighted::Weighted;
 
 use std::hash::Hash;
@@ -159,6 +162,23 @@ pub trait Pick<Req> {
     /// Whether the strategy wants completed requests reported (it reads them with
     /// [`Endpoints::take_completions`]). Costs a short lock per completed request.
     fn wants_completions(&self) -> bool {
+        false
+    }
+
+    /// Whether the strategy can pick: `Pending` while a table it cannot pick without (the
+    /// first [`Maglev`] table, a large [`RingHash`]) is being built off the runtime's
+    /// threads, and then `cx` is woken when it is ready. Also the place to switch to a
+    /// table rebuilt in the background. The balancer calls it after every
+    /// [`rebuild`](Pick::rebuild) and whenever `cx`'s waker fires, with or without
+    /// requests. The default is always ready.
+    fn poll_built(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let _ = cx;
+        std::task::Poll::Ready(())
+    }
+
+    /// Whether a table is being built in the background (the strategy picks from the
+    /// previous one, or another way, meanwhile). The default is `false`.
+    fn is_rebuilding(&self) -> bool {
         false
     }
 }

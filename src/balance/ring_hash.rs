@@ -1,6 +1,8 @@
 use std::hash::Hash;
+use std::task::{Context, Poll};
 
-use crate::balance::hash::{first_usable, mix64, stable_hash, Table};
+use crate::balance::hash::{mix64, Table};
+use crate::balance::hashed::{Fill, Hashed};
 use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 
 /// Consistent hashing on a ring of weighted virtual nodes, ketama-style (Richard Jones,
@@ -9,9 +11,10 @@ use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 /// Each endpoint places points on a 64-bit ring at stable hashes of its key, in proportion
 /// to its weight; a request goes to the first point at or after its key hash. Adding or
 /// removing one of N endpoints moves about 1/N of the keys, and removing one moves only
-/// its own keys. If the owner of the point is not usable, the walk continues clockwise.
-/// Requests without a key ([`HashKey::hash_key`] is `None`) go to the fallback strategy
-/// `F` (default [`RoundRobin`]).
+/// its own keys. If the owner of the point is not usable, the walk continues clockwise
+/// over at most 64 buckets. Requests without a key ([`HashKey::hash_key`] is `None`), and
+/// keys whose walk finds no usable owner, go to the fallback strategy `F` (default
+/// [`RoundRobin`]).
 ///
 /// **Ring size.** [`vnodes`](RingHash::vnodes) points per unit of mean weight (default 160,
 /// ketama's count), so `vnodes × endpoints` in all, but at most
@@ -26,14 +29,84 @@ use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
 /// at or after the bucket's start: point positions are kept at k-bit resolution, and a
 /// lookup is one table read (2 bytes a bucket while endpoint indices fit in 16 bits),
 /// whatever the endpoint count.
+///
+/// **Building.** A ring of more than 16,384 points (about a hundred endpoints at the
+/// default `vnodes`) is sorted and tabled on tokio's blocking pool, never on a runtime
+/// thread. The balancer is not ready until the first ring is built; after a change,
+/// requests keep the previous ring, with removed endpoints' points skipped (their keys go
+/// clockwise to the next point, as on the new ring), until the new one is ready.
 #[derive(Debug, Clone)]
 pub struct RingHash<E, F = RoundRobin> {
     key: E,
     fallback: F,
+    table: Hashed<RingFill>,
+}
+
+/// The ring's shape and fill.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingFill {
     vnodes: u32,
     max_ring: usize,
-    table: Table,
-    shift: u32,
+}
+
+/// Rings of up to this many points are built in place (well under a millisecond); larger
+/// ones on tokio's blocking pool.
+const SMALL_RING: u64 = 1 << 14;
+
+impl RingFill {
+    fn points(&self, n: usize) -> u64 {
+        (u64::from(self.vnodes) * n as u64).min(self.max_ring as u64)
+    }
+}
+
+impl Fill for RingFill {
+    fn fill(&self, members: &[(u64, u32)]) -> Table {
+        let n = members.len();
+        if n == 0 {
+            return Table::Large(Vec::new());
+        }
+        let total: u64 = members.iter().map(|m| u64::from(m.1)).sum();
+        let size = self.points(n);
+        let mut ring: Vec<(u64, u32)> = Vec::with_capacity(size as usize + n);
+        for (i, &(base, weight)) in members.iter().enumerate() {
+            let count = (size * u64::from(weight) / total).max(1);
+            for v in 0..count {
+                ring.push((mix64(base ^ mix64(v)), i as u32));
+            }
+        }
+        // Ties (rare) are ordered by member position, which follows the key hashes, so the
+        // ring depends on the endpoint set only.
+        ring.sort_unstable();
+        // 2^bits buckets, about four per point; bucket b holds the owner of the first point
+        // at or after b's start (wrapping to the first point).
+        let bits = (ring.len().next_power_of_two().trailing_zeros() + 2).min(30);
+        let shift = 64 - bits;
+        let mut table = Vec::with_capacity(1 << bits);
+        let mut j = 0usize;
+        for b in 0..1u64 << bits {
+            let start = b << shift;
+            while j < ring.len() && ring[j].0 < start {
+                j += 1;
+            }
+            table.push(ring.get(j).unwrap_or(&ring[0]).1);
+        }
+        Table::new(table, n)
+    }
+
+    /// Bucket of `h` in a table of `len` = 2^bits buckets: its top `bits` bits.
+    #[inline]
+    fn slot(h: u64, len: usize) -> usize {
+        let bits = len.trailing_zeros();
+        if bits == 0 {
+            0
+        } else {
+            (h >> (64 - bits)) as usize
+        }
+    }
+
+    fn is_small(&self, n: usize) -> bool {
+        self.points(n) <= SMALL_RING
+    }
 }
 
 impl<E> RingHash<E, RoundRobin> {
@@ -50,16 +123,16 @@ impl<E, F> RingHash<E, F> {
         Self {
             key,
             fallback,
-            vnodes: 160,
-            max_ring: 1 << 20,
-            table: Table::Large(Vec::new()),
-            shift: 64,
+            table: Hashed::new(RingFill {
+                vnodes: 160,
+                max_ring: 1 << 20,
+            }),
         }
     }
 
     /// Virtual nodes per unit of mean weight (at least 1).
     pub fn vnodes(mut self, vnodes: u32) -> Self {
-        self.vnodes = vnodes.max(1);
+        self.table.kind.vnodes = vnodes.max(1);
         self
     }
 
@@ -67,27 +140,37 @@ impl<E, F> RingHash<E, F> {
     /// fewer virtual nodes each (at least one), which bounds the table's memory (2 or 4
     /// bytes a bucket, four buckets a point).
     pub fn max_ring_size(mut self, points: usize) -> Self {
-        self.max_ring = points.clamp(1, 1 << 28);
+        self.table.kind.max_ring = points.clamp(1, 1 << 28);
         self
     }
 
-    /// The endpoint index for key hash `h`, if the ring is not empty (ignores usability).
+    /// Whether rings of more than 16,384 points are built on tokio's blocking pool (default
+    /// on). Off, every ring is built in the call that asks for it.
+    pub fn background_rebuild(mut self, on: bool) -> Self {
+        self.table.background = on;
+        self
+    }
+
+    /// The endpoint index for key hash `h`, if a ring is in use and the owner of `h`'s
+    /// point is still discovered (ignores usability).
     pub fn lookup(&self, h: u64) -> Option<usize> {
-        (self.table.len() > 0).then(|| self.table.get(self.bucket(h)))
+        self.table.lookup(h)
     }
 
-    /// Number of buckets in the lookup table (0 before the first rebuild).
+    /// Number of buckets in the lookup table (0 before the first ring is built).
     pub fn table_len(&self) -> usize {
-        self.table.len()
+        self.table.table_len()
     }
 
-    #[inline]
-    fn bucket(&self, h: u64) -> usize {
-        if self.shift >= 64 {
-            0
-        } else {
-            (h >> self.shift) as usize
-        }
+    /// Whether a new ring is being built in the background.
+    pub fn is_rebuilding(&self) -> bool {
+        self.table.is_rebuilding()
+    }
+
+    /// Blocks until a ring being built in the background is ready and switches to it (for
+    /// tests and orderly shutdowns; requests never wait for it).
+    pub fn wait_for_rebuild(&mut self) {
+        self.table.wait_for_rebuild();
     }
 }
 
@@ -98,58 +181,31 @@ where
 {
     fn rebuild<K: Hash>(&mut self, endpoints: &Endpoints<K>) {
         self.fallback.rebuild(endpoints);
-        let n = endpoints.len();
-        let mut ring: Vec<(u64, u32)> = Vec::new();
-        if n > 0 {
-            let total: u64 = endpoints.weights.iter().map(|&w| u64::from(w)).sum();
-            let size = (u64::from(self.vnodes) * n as u64).min(self.max_ring as u64);
-            for i in 0..n {
-                let count = (size * u64::from(endpoints.weight(i)) / total).max(1);
-                let base = stable_hash(endpoints.key(i));
-                for v in 0..count {
-                    ring.push((mix64(base ^ mix64(v)), i as u32));
-                }
-            }
-            // Ties (rare) are ordered by index so that the ring does not depend on
-            // discovery order for distinct keys.
-            ring.sort_unstable();
+        self.table.rebuild(endpoints);
+    }
+
+    fn poll_built(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let table = self.table.poll_built(cx);
+        let fallback = self.fallback.poll_built(cx);
+        if table.is_ready() && fallback.is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        if ring.is_empty() {
-            self.table = Table::Large(Vec::new());
-            self.shift = 64;
-            return;
-        }
-        // 2^bits buckets, about four per point; bucket b holds the owner of the first point
-        // at or after b's start (wrapping to the first point).
-        let bits = (ring.len().next_power_of_two().trailing_zeros() + 2).min(30);
-        self.shift = 64 - bits;
-        let mut table = Vec::with_capacity(1 << bits);
-        let mut j = 0usize;
-        for b in 0..1u64 << bits {
-            let start = b << self.shift;
-            while j < ring.len() && ring[j].0 < start {
-                j += 1;
-            }
-            table.push(ring.get(j).unwrap_or(&ring[0]).1);
-        }
-        self.table = Table::new(table, n);
+    }
+
+    fn is_rebuilding(&self) -> bool {
+        self.table.is_rebuilding() || self.fallback.is_rebuilding()
     }
 
     #[inline]
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, req: &Req) -> usize {
-        let Some(h) = self.key.hash_key(req) else {
-            return self.fallback.pick(endpoints, req);
-        };
-        let b = self.bucket(h);
-        let first = self.table.get(b);
-        if endpoints.is_usable(first) {
-            return first;
+        if let Some(h) = self.key.hash_key(req) {
+            if let Some(i) = self.table.pick(endpoints, h) {
+                return i;
+            }
         }
-        let table = &self.table;
-        match first_usable(endpoints, table.len(), b, |c| table.get(c)) {
-            Some(i) => i,
-            None => self.fallback.pick(endpoints, req),
-        }
+        self.fallback.pick(endpoints, req)
     }
 
     fn tracking(&self) -> Tracking {

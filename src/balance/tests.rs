@@ -85,9 +85,10 @@ fn ring_hash_key_movement_near_minimal() {
     }
 }
 
+/// N = 100: a table of 65,537 slots (655 per endpoint); mean of 8 adds and 8 removes.
 #[test]
 fn maglev_key_movement_near_minimal_n100() {
-    let (add, remove) = movement(&maglev(), 100, 2, 200_000, |p, h| p.lookup(h).unwrap());
+    let (add, remove) = movement(&maglev(), 100, 8, 400_000, |p, h| p.lookup(h).unwrap());
     let bound = 1.2 / 100.0;
     assert!(add <= bound, "maglev add moved {add}, bound {bound}");
     assert!(
@@ -96,13 +97,15 @@ fn maglev_key_movement_near_minimal_n100() {
     );
 }
 
-/// Every endpoint's share of the N = 1,000 table (6,553,451 slots) stays within 1% of
-/// the mean, from above and from below.
+/// No endpoint's share of the N = 1,000 table (131,101 slots, Envoy's 100 per endpoint)
+/// exceeds the mean by more than 1%; the fill bounds shares from above only, so a few end
+/// some percent under it.
 #[test]
 fn maglev_shares_bounded_n1000() {
     let ids: Vec<u32> = (0..1_000).collect();
     let mut m = maglev();
     m.rebuild(&endpoint_set(&ids));
+    assert_eq!(m.table_len(), 131_101);
     let mut counts = vec![0u64; ids.len()];
     for c in 0..m.table_len() {
         counts[m.slot(c).unwrap()] += 1;
@@ -110,18 +113,19 @@ fn maglev_shares_bounded_n1000() {
     let mean = m.table_len() as f64 / ids.len() as f64;
     let max = *counts.iter().max().unwrap() as f64 / mean;
     let min = *counts.iter().min().unwrap() as f64 / mean;
-    assert!(max <= 1.01 && min >= 0.99, "max/mean {max}, min/mean {min}");
+    assert!(max <= 1.01 && min >= 0.8, "max/mean {max}, min/mean {min}");
 }
 
-/// At N = 1,000 (table 6,553,451) the paper's fill moved 1.65 × 1/N of the keys on
-/// average; the rank-by-rank fill stays within 1.2 × 1/N (mean of 4 adds and 4 removes,
-/// as in the benchmark). Nine table builds: minutes in a debug build, so run it with
+/// At N = 1,000 the table has 131,101 slots (Envoy's 100 per endpoint, 131 each): with
+/// shares bounded to 1% over the mean, a change moves about twice the minimal 1/N of the
+/// keys (with 6,553,451 slots it moved 1.1 × 1/N; see `benches/README.md`). Mean of 8
+/// adds and 8 removes; run with
 /// `cargo test --release --all-features --lib -- --ignored maglev_key_movement`.
 #[test]
 #[ignore = "slow without optimisations; run with --release -- --ignored"]
 fn maglev_key_movement_near_minimal_n1000() {
-    let (add, remove) = movement(&maglev(), 1_000, 4, 200_000, |p, h| p.lookup(h).unwrap());
-    let bound = 1.2 / 1_000.0;
+    let (add, remove) = movement(&maglev(), 1_000, 8, 400_000, |p, h| p.lookup(h).unwrap());
+    let bound = 2.5 / 1_000.0;
     assert!(add <= bound, "maglev add moved {add}, bound {bound}");
     assert!(
         remove <= bound,
@@ -232,19 +236,31 @@ fn load_slot_ids_map_onto_segments() {
     }
 }
 
-/// Beyond 65,537 slots a rebuild fills the new table on a background thread: until it is
-/// ready the old table keeps every key of the endpoints that remain where it was and skips
-/// the removed endpoint; then the table is the one a synchronous rebuild makes. A second
-/// change while filling is picked up by one more fill; a set that is the same again (only
-/// the indices moved) needs none.
-#[test]
-fn maglev_rebuilds_large_tables_in_the_background() {
+fn poll_built<P: Pick<u64>>(p: &mut P) -> std::task::Poll<()> {
+    let waker = futures_util::task::noop_waker();
+    p.poll_built(&mut std::task::Context::from_waker(&waker))
+}
+
+/// Inside a runtime every Maglev table, the first included, is filled on tokio's blocking
+/// pool: the strategy is not ready until the first one is. After a change, until the new
+/// table is ready the old one keeps every key of the endpoints that remain where it was
+/// and skips the removed endpoint; then the table is the one a synchronous rebuild makes.
+/// A second change while filling is picked up by one more fill; a set that is the same
+/// again (only the indices moved) needs none.
+#[tokio::test(flavor = "current_thread")]
+async fn maglev_fills_tables_off_the_runtime() {
     let ids: Vec<u32> = (0..100).collect();
     let set = endpoint_set(&ids);
     let mut m = maglev();
     m.rebuild(&set);
-    assert!(!m.is_rebuilding(), "the first table is filled at once");
-    assert_eq!(m.table_len(), 655_373);
+    assert!(
+        m.is_rebuilding(),
+        "the first table is filled in the background too"
+    );
+    assert_eq!(m.table_len(), 0);
+    m.wait_for_rebuild();
+    assert!(poll_built(&mut m).is_ready());
+    assert_eq!(m.table_len(), 65_537);
     let owner =
         |m: &Maglev<KeyFn>, set: &Endpoints<u32>, k: u64| m.lookup(mix64(k)).map(|i| *set.key(i));
     let before: Vec<u32> = (0..20_000).map(|k| owner(&m, &set, k).unwrap()).collect();
@@ -254,6 +270,10 @@ fn maglev_rebuilds_large_tables_in_the_background() {
     let set2 = endpoint_set(&without);
     m.rebuild(&set2);
     assert!(m.is_rebuilding());
+    assert!(
+        poll_built(&mut m).is_ready(),
+        "the old table serves meanwhile"
+    );
     for (k, &was) in before.iter().enumerate() {
         let now = owner(&m, &set2, k as u64);
         if was == 7 {
@@ -292,11 +312,57 @@ fn maglev_rebuilds_large_tables_in_the_background() {
     let set5 = endpoint_set(&ids[..80]);
     m.rebuild(&set5);
     m.wait_for_rebuild();
-    m.wait_for_rebuild();
     assert!(!m.is_rebuilding());
     let mut sync5 = maglev().background_rebuild(false);
     sync5.rebuild(&set5);
     for k in 0..20_000u64 {
         assert_eq!(owner(&m, &set5, k), owner(&sync5, &set5, k), "key {k}");
+    }
+}
+
+/// A rollout replaces every endpoint while the new table is being filled: the old table
+/// maps every key to a removed endpoint, and a keyed pick gives up after a bounded probe
+/// and lets the fallback choose among the new endpoints.
+#[tokio::test(flavor = "current_thread")]
+async fn maglev_pick_during_a_full_rollout_is_bounded() {
+    let old: Vec<u32> = (0..1_000).collect();
+    let mut m = maglev();
+    m.rebuild(&endpoint_set(&old));
+    m.wait_for_rebuild();
+    assert_eq!(m.table_len(), 131_101);
+    let new: Vec<u32> = (5_000..5_010).collect();
+    let set = endpoint_set(&new);
+    m.rebuild(&set);
+    assert!(m.is_rebuilding());
+    assert_eq!(m.lookup(mix64(1)), None, "the old table knows none of them");
+    let mut seen = std::collections::HashSet::new();
+    for k in 0..1_000u64 {
+        seen.insert(*set.key(m.pick(&set, &mix64(k))));
+    }
+    assert_eq!(seen.len(), new.len(), "the fallback spreads them");
+    m.wait_for_rebuild();
+    assert!(m.lookup(mix64(1)).is_some());
+}
+
+/// Rings of more than 16,384 points are built off the runtime like Maglev tables; small
+/// ones in place.
+#[tokio::test(flavor = "current_thread")]
+async fn ring_builds_large_rings_off_the_runtime() {
+    let mut small = ring();
+    small.rebuild(&endpoint_set(&(0..10).collect::<Vec<_>>()));
+    assert!(!small.is_rebuilding());
+    assert!(small.table_len() > 0);
+
+    let ids: Vec<u32> = (0..1_000).collect();
+    let set = endpoint_set(&ids);
+    let mut r = ring();
+    r.rebuild(&set);
+    assert!(r.is_rebuilding());
+    r.wait_for_rebuild();
+    assert!(poll_built(&mut r).is_ready());
+    let mut sync = ring().background_rebuild(false);
+    sync.rebuild(&set);
+    for k in 0..10_000u64 {
+        assert_eq!(r.lookup(mix64(k)), sync.lookup(mix64(k)), "key {k}");
     }
 }

@@ -1,10 +1,16 @@
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::task::{Context, Poll};
 
+use crate::balance::build::Build;
 use crate::balance::{Endpoints, Pick};
 
 /// Longest precomputed schedule (entries); larger weight sums pick live in O(n).
 const MAX_SCHEDULE: u64 = 1 << 22;
+
+/// Schedules whose computation takes at most about this many steps (period × endpoints,
+/// an upper bound) are computed in place; longer ones on tokio's blocking pool.
+const SMALL_SCHEDULE_WORK: u64 = 1 << 16;
 
 /// Smooth weighted round robin, nginx's algorithm (`ngx_http_upstream_get_peer` in
 /// `ngx_http_upstream_round_robin.c`).
@@ -21,11 +27,29 @@ const MAX_SCHEDULE: u64 = 1 << 22;
 /// period entry whose endpoint is not usable is skipped. While some endpoint is in its
 /// slow-start window, or when the period is too long, picks run nginx's loop live over
 /// the usable endpoints with their effective weights (O(n)).
-#[derive(Debug, Clone, Default)]
+///
+/// A long schedule (more than about 65,536 steps to compute) is computed on tokio's
+/// blocking pool, never on a runtime thread; meanwhile picks run nginx's loop live, so
+/// the balancer never waits for it.
+#[derive(Debug, Default)]
 pub struct Weighted {
     schedule: Vec<u32>,
     pos: usize,
     current: Vec<i64>,
+    /// A schedule being computed for the current endpoint set.
+    pending: Option<Build<Option<Vec<u32>>>>,
+}
+
+impl Clone for Weighted {
+    /// A clone shares no schedule being computed; it computes its own on its next rebuild.
+    fn clone(&self) -> Self {
+        Weighted {
+            schedule: self.schedule.clone(),
+            pos: self.pos,
+            current: self.current.clone(),
+            pending: None,
+        }
+    }
 }
 
 impl Weighted {
@@ -42,16 +66,20 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-/// One period of nginx's smooth weighted round robin over `weights` (all > 0).
-pub(crate) fn swrr_period(weights: &[u32]) -> Option<Vec<u32>> {
+/// The gcd of `weights` and the length of one period of weights reduced by it, if it is
+/// at most [`MAX_SCHEDULE`].
+fn period_len(weights: &[u32]) -> Option<(u64, u64)> {
     let g = weights.iter().fold(0u64, |g, &w| gcd(g, u64::from(w)));
     if g == 0 {
         return None;
     }
     let total: u64 = weights.iter().map(|&w| u64::from(w) / g).sum();
-    if total > MAX_SCHEDULE {
-        return None;
-    }
+    (total <= MAX_SCHEDULE).then_some((g, total))
+}
+
+/// One period of nginx's smooth weighted round robin over `weights` (all > 0).
+pub(crate) fn swrr_period(weights: &[u32]) -> Option<Vec<u32>> {
+    let (g, total) = period_len(weights)?;
     // Group endpoints by weight. Within a group scores differ only by `total * picks`, so
     // the group's best is the member picked least, first in index order: members take
     // turns. Across groups nginx's tie-break (first in list order) is kept by comparing
@@ -108,11 +136,52 @@ impl<Req> Pick<Req> for Weighted {
         self.current.resize(endpoints.len(), 0);
         self.pos = 0;
         self.schedule.clear();
-        if !endpoints.is_warming() {
+        // A schedule still being computed is for an older set: its result is dropped.
+        self.pending = None;
+        if endpoints.is_warming() {
+            return;
+        }
+        let Some((_, period)) = period_len(&endpoints.weights) else {
+            return;
+        };
+        if period.saturating_mul(endpoints.len() as u64) <= SMALL_SCHEDULE_WORK {
             if let Some(s) = swrr_period(&endpoints.weights) {
                 self.schedule = s;
             }
+        } else {
+            let weights = endpoints.weights.clone();
+            let build = Build::start(move || swrr_period(&weights));
+            if build.is_finished() {
+                // Computed in place (outside a runtime).
+                self.schedule = build.wait().flatten().unwrap_or_default();
+            } else {
+                self.pending = Some(build);
+            }
         }
+    }
+
+    fn poll_built(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(pending) = &self.pending {
+            if let Poll::Ready(out) = pending.poll(cx) {
+                self.pending = None;
+                match out {
+                    Some(Some(s)) => {
+                        self.schedule = s;
+                        self.pos = 0;
+                    }
+                    Some(None) => {}
+                    None => tracing::error!(
+                        "computing a weighted round-robin schedule failed; picking live"
+                    ),
+                }
+            }
+        }
+        // Picks never wait for a schedule: the live loop serves meanwhile.
+        Poll::Ready(())
+    }
+
+    fn is_rebuilding(&self) -> bool {
+        self.pending.is_some()
     }
 
     fn pick<K>(&mut self, endpoints: &Endpoints<K>, _req: &Req) -> usize {

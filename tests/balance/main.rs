@@ -17,7 +17,7 @@ use tower_mesh::balance::{
     Random, RingHash, RoundRobin, SlowStart, Strategy, Weighted,
 };
 
-use support::{discovery, poll_once, poll_ready, send, setup, Bal, Echo};
+use support::{discovery, poll_once, poll_ready, send, settle, setup, Bal, Echo};
 
 fn counts<P: Pick<u64>>(b: &mut Bal<P>, n: usize) -> HashMap<u32, usize> {
     let mut m = HashMap::new();
@@ -47,13 +47,12 @@ async fn round_robin_is_exact() {
 async fn round_robin_skips_endpoints_that_are_not_ready() {
     let (_c, mut b, echoes) = setup(BalanceLayer::new(RoundRobin::new()), &[1, 1, 1]);
     send(&mut b, 0);
-    echoes[1].ready.store(false, Ordering::SeqCst);
-    // Endpoint 1 was polled ready before it turned pending: it takes the one request it
-    // reserved capacity for, then no more.
-    let c = counts(&mut b, 301);
-    assert_eq!(c.get(&1), Some(&1), "{c:?}");
+    echoes[1].set_ready(false);
+    // Endpoint 1 woke its poller when it turned pending: polled again, it takes nothing.
+    let c = counts(&mut b, 300);
+    assert_eq!(c.get(&1), None, "{c:?}");
     assert_eq!(c[&0] + c[&2], 300);
-    echoes[1].ready.store(true, Ordering::SeqCst);
+    echoes[1].set_ready(true);
     let c = counts(&mut b, 300);
     assert_eq!(c[&1], 100, "{c:?}");
 }
@@ -190,11 +189,13 @@ async fn hashers_are_stable_and_fall_back_without_a_key() {
     for strategy in [Strategy::RingHash, Strategy::Maglev] {
         let layer = BalanceLayer::new(AnyPick::new(strategy).with_key(key_fn).seeded(1));
         let (changes, mut b, _) = setup(layer, &[1, 1, 1, 1, 1]);
+        settle(&mut b).await;
         let before: Vec<u32> = (0..1_000).map(|k| send(&mut b, k)).collect();
         let again: Vec<u32> = (0..1_000).map(|k| send(&mut b, k)).collect();
         assert_eq!(before, again, "{strategy}");
         // Remove endpoint 2: only its keys move.
         changes.remove(2);
+        settle(&mut b).await;
         let after: Vec<u32> = (0..1_000).map(|k| send(&mut b, k)).collect();
         let mut moved_elsewhere = 0;
         for k in 0..1_000 {
@@ -212,6 +213,7 @@ async fn hashers_are_stable_and_fall_back_without_a_key() {
         }
         // Put it back: the original mapping returns.
         changes.insert(2, Echo::new(2, 1));
+        settle(&mut b).await;
         let back: Vec<u32> = (0..1_000).map(|k| send(&mut b, k)).collect();
         assert_eq!(before, back, "{strategy}");
     }
@@ -219,6 +221,7 @@ async fn hashers_are_stable_and_fall_back_without_a_key() {
     // Keyless requests use the fallback (round robin by default).
     let layer = BalanceLayer::new(Maglev::new(|_: &u64| None::<u64>));
     let (_c, mut b, _) = setup(layer, &[1, 1, 1]);
+    settle(&mut b).await;
     let c = counts(&mut b, 300);
     assert!(c.values().all(|&v| v == 100), "{c:?}");
     let layer = BalanceLayer::new(RingHash::with_fallback(
@@ -226,6 +229,7 @@ async fn hashers_are_stable_and_fall_back_without_a_key() {
         Random::seeded(1),
     ));
     let (_c, mut b, _) = setup(layer, &[1, 1, 1]);
+    settle(&mut b).await;
     assert_eq!(counts(&mut b, 300).len(), 3);
 }
 
@@ -233,11 +237,9 @@ async fn hashers_are_stable_and_fall_back_without_a_key() {
 async fn hasher_skips_an_endpoint_that_is_not_ready() {
     let layer = BalanceLayer::new(Maglev::new(key_fn));
     let (_c, mut b, echoes) = setup(layer, &[1, 1, 1]);
+    settle(&mut b).await;
     let before: Vec<u32> = (0..300).map(|k| send(&mut b, k)).collect();
-    echoes[0].ready.store(false, Ordering::SeqCst);
-    // Endpoint 0 is still ready from the last poll: one request for it goes through.
-    let first = before.iter().position(|&e| e == 0).unwrap() as u64;
-    assert_eq!(send(&mut b, first), 0);
+    echoes[0].set_ready(false);
     let during: Vec<u32> = (0..300).map(|k| send(&mut b, k)).collect();
     for k in 0..300 {
         assert_ne!(during[k], 0);
@@ -254,6 +256,7 @@ async fn strategies_by_name() {
         assert_eq!(s.name(), name);
         let pick = AnyPick::from_name(name).unwrap().with_key(key_fn).seeded(5);
         let (_c, mut b, _) = setup(BalanceLayer::new(pick), &[1, 2, 3]);
+        settle(&mut b).await;
         let c = counts(&mut b, 600);
         assert_eq!(c.values().sum::<usize>(), 600, "{name}");
     }
@@ -319,43 +322,79 @@ async fn endpoint_failing_readiness_is_removed() {
     }
     let mut b = Balance::new(disco, RoundRobin::new());
     assert!(matches!(poll_ready::<_, u64>(&mut b), Poll::Ready(Ok(()))));
-    let _f = b.call(1); // endpoint 0 must be polled again
+    // Endpoint 0 takes the request and has no capacity left: not ready until it wakes.
+    handles[0].allow(0);
+    let _f = b.call(1);
+    assert_eq!(b.ready_len(), 1);
+    // It wakes with an error: removed at the next poll (or by the worker).
     handles[0].send_error("boom");
     assert!(matches!(poll_ready::<_, u64>(&mut b), Poll::Ready(Ok(()))));
     assert_eq!(b.len(), 1);
     assert_eq!(b.endpoints().key(0), &1);
 }
 
+/// Past the bound `poll_ready` is ready and the request fails at once with `NoEndpoints`
+/// (tower's `Buffer` would die of an error from `poll_ready`); it stays so until an
+/// endpoint is ready again.
 #[tokio::test(start_paused = true)]
-async fn no_endpoints_fails_fast_after_bound() {
+async fn no_endpoints_fails_requests_fast_after_bound() {
     let (changes, disco) = discovery::<u32, Echo>();
     let mut b = BalanceLayer::new(RoundRobin::new())
         .no_endpoints_timeout(Duration::from_secs(1))
         .build(disco);
     let start = Instant::now();
-    let err = ServiceExt::<u64>::ready(&mut b).await.err().expect("error");
+    ServiceExt::<u64>::ready(&mut b)
+        .await
+        .expect("never an error");
     assert_eq!(start.elapsed(), Duration::from_secs(1));
+    let err = b.call(1).await.expect_err("no endpoint");
     let ne = err.downcast_ref::<NoEndpoints>().expect("NoEndpoints");
     assert_eq!(ne.discovered(), 0);
+    assert_eq!(ne.waited(), Duration::from_secs(1));
     // Still nothing: fails at once.
     tokio::time::advance(Duration::from_secs(5)).await;
     let start = Instant::now();
-    let err = ServiceExt::<u64>::ready(&mut b).await.err().expect("error");
+    let err = ServiceExt::<u64>::oneshot(&mut b, 1)
+        .await
+        .expect_err("no endpoint");
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(err.is::<NoEndpoints>());
     // An endpoint that is never ready counts as none.
     let e = Echo::new(0, 1);
-    e.ready.store(false, Ordering::SeqCst);
+    e.set_ready(false);
     changes.insert(0, e.clone());
-    assert!(ServiceExt::<u64>::ready(&mut b).await.is_err());
+    assert!(ServiceExt::<u64>::oneshot(&mut b, 1).await.is_err());
     // It becomes ready: served, and the clock restarts.
-    e.ready.store(true, Ordering::SeqCst);
+    e.set_ready(true);
     assert_eq!(ServiceExt::<u64>::oneshot(&mut b, 1).await.unwrap(), 0);
-    e.ready.store(false, Ordering::SeqCst);
+    e.set_ready(false);
     let start = Instant::now();
-    let err = ServiceExt::<u64>::ready(&mut b).await.err().expect("error");
+    let err = ServiceExt::<u64>::oneshot(&mut b, 1)
+        .await
+        .expect_err("not ready");
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(err.downcast_ref::<NoEndpoints>().unwrap().discovered(), 1);
+}
+
+/// `Duration::MAX` is accepted (it used to overflow the clock) and means "wait forever",
+/// as `wait_for_endpoints` does.
+#[tokio::test(start_paused = true)]
+async fn no_endpoints_timeout_accepts_any_duration_and_can_wait_forever() {
+    for layer in [
+        BalanceLayer::new(RoundRobin::new()).no_endpoints_timeout(Duration::MAX),
+        BalanceLayer::new(RoundRobin::new()).wait_for_endpoints(),
+    ] {
+        let (changes, disco) = discovery::<u32, Echo>();
+        let mut b = layer.build(disco);
+        let c = changes.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3_600)).await;
+            c.insert(7, Echo::new(7, 1));
+        });
+        let start = Instant::now();
+        assert_eq!(ServiceExt::<u64>::oneshot(&mut b, 1).await.unwrap(), 7);
+        assert_eq!(start.elapsed(), Duration::from_secs(3_600));
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -376,8 +415,8 @@ async fn waits_within_bound_for_an_endpoint() {
 async fn panic_threshold_spreads_or_fails() {
     // 4 endpoints, 2 healthy: 50% is not below the threshold: healthy ones only.
     let (_c, mut b, echoes) = setup(BalanceLayer::new(RoundRobin::new()), &[1, 1, 1, 1]);
-    echoes[2].healthy.store(false, Ordering::SeqCst);
-    echoes[3].healthy.store(false, Ordering::SeqCst);
+    echoes[2].set_healthy(false);
+    echoes[3].set_healthy(false);
     let c = counts(&mut b, 400);
     assert_eq!(
         (c.get(&0), c.get(&1), c.get(&2)),
@@ -385,7 +424,7 @@ async fn panic_threshold_spreads_or_fails() {
     );
     assert!(!b.endpoints().is_panic());
     // 1 of 4 healthy (25%): panic, spread over all four.
-    echoes[1].healthy.store(false, Ordering::SeqCst);
+    echoes[1].set_healthy(false);
     send(&mut b, 0);
     send(&mut b, 0); // every endpoint has been polled again by now
     let c = counts(&mut b, 400);
@@ -397,9 +436,11 @@ async fn panic_threshold_spreads_or_fails() {
     let layer = BalanceLayer::new(RoundRobin::new()).panic_mode(PanicMode::FailFast);
     let (_c, mut b, echoes) = setup(layer, &[1, 1, 1, 1]);
     for e in &echoes[1..] {
-        e.healthy.store(false, Ordering::SeqCst);
+        e.set_healthy(false);
     }
-    match poll_ready::<_, u64>(&mut b) {
+    // Ready (an error from `poll_ready` would kill a `Buffer`), then the request fails.
+    assert!(matches!(poll_ready::<_, u64>(&mut b), Poll::Ready(Ok(()))));
+    match poll_once(&mut b.call(0)) {
         Poll::Ready(Err(e)) => {
             let p = e.downcast_ref::<Panic>().expect("Panic");
             assert_eq!(
@@ -409,11 +450,12 @@ async fn panic_threshold_spreads_or_fails() {
         }
         other => panic!("expected panic error, got {other:?}"),
     }
+    assert!(echoes.iter().all(|e| e.calls.load(Ordering::SeqCst) == 0));
     // Threshold 0 disables it.
     let layer = BalanceLayer::new(RoundRobin::new()).panic_threshold_percent(0);
     let (_c, mut b, echoes) = setup(layer, &[1, 1, 1, 1]);
     for e in &echoes[1..] {
-        e.healthy.store(false, Ordering::SeqCst);
+        e.set_healthy(false);
     }
     let c = counts(&mut b, 100);
     assert_eq!(c[&0], 100);
@@ -470,12 +512,19 @@ async fn slow_start_applies_to_least_requests_weights() {
 /// Random inserts, removes, readiness flips, readiness errors and requests in flight:
 /// no request reaches an endpoint that was removed, nothing panics.
 /// One step in `rate` of those drawn to change the endpoint set does (1: 10% of all steps).
-fn churn(strategy: Strategy, steps: usize, seed: u64, rate: u32, cap: usize) {
-    churn_from(strategy, 0, steps, seed, rate, cap)
+async fn churn(strategy: Strategy, steps: usize, seed: u64, rate: u32, cap: usize) {
+    churn_from(strategy, 0, steps, seed, rate, cap).await
 }
 
 /// [`churn`], starting from `start` endpoints.
-fn churn_from(strategy: Strategy, start: u32, steps: usize, seed: u64, rate: u32, cap: usize) {
+async fn churn_from(
+    strategy: Strategy,
+    start: u32,
+    steps: usize,
+    seed: u64,
+    rate: u32,
+    cap: usize,
+) {
     use std::sync::{Arc, Mutex};
     let mut rng = SmallRng::seed_from_u64(seed);
     let live: Arc<Mutex<HashSet<u32>>> = Arc::default();
@@ -544,6 +593,12 @@ fn churn_from(strategy: Strategy, start: u32, steps: usize, seed: u64, rate: u32
                     open.push(b.call(step as u64));
                     served += 1;
                 }
+                Poll::Pending if b.endpoints().usable_len() > 0 => {
+                    // Endpoints are ready but the strategy's first table is still being
+                    // built on the blocking pool: wait for it (the clock does not move
+                    // meanwhile).
+                    ServiceExt::<u64>::ready(&mut b).await.unwrap();
+                }
                 Poll::Ready(Err(_)) | Poll::Pending => {}
             },
         }
@@ -567,21 +622,22 @@ async fn churn_stress() {
     .into_iter()
     .enumerate()
     {
-        churn(s, 100_000, i as u64, 1, 40);
+        churn(s, 100_000, i as u64, 1, 40).await;
     }
     // Least requests indexes more than 64 endpoints with a tree: churn that too.
-    churn(Strategy::LeastRequests, 100_000, 99, 1, 150);
+    churn(Strategy::LeastRequests, 100_000, 99, 1, 150).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn churn_stress_hashers() {
     // Rebuilding a hash table costs far more than a pick (a Maglev table has 65,537 slots):
     // change the set 20 (ring) or 100 (Maglev) times less often, for as many steps.
-    churn(Strategy::RingHash, 100_000, 11, 20, 40);
-    churn(Strategy::Maglev, 100_000, 12, 100, 40);
-    // Beyond 65 endpoints Maglev refills its table on a background thread while requests go
-    // on over the old one: no request may reach a removed endpoint meanwhile either.
-    churn_from(Strategy::Maglev, 80, 20_000, 13, 10, 120);
+    churn(Strategy::RingHash, 100_000, 11, 20, 40).await;
+    churn(Strategy::Maglev, 100_000, 12, 100, 40).await;
+    // Maglev fills its tables on the blocking pool while requests go on over the old one:
+    // no request may reach a removed endpoint meanwhile either. (From 80 endpoints, the
+    // first table is waited for; without it nothing can be served.)
+    churn_from(Strategy::Maglev, 80, 20_000, 13, 10, 120).await;
 }
 
 /// Peak EWMA steers traffic away from a slow endpoint (paused time, seeded RNG).
@@ -646,7 +702,7 @@ async fn metrics_count_requests_failures_and_no_endpoints() {
     probes[2].fail_next();
     probes[0].flip_ready();
     probes[1].flip_ready();
-    // Endpoints polled ready before take the request they reserved capacity for.
+    // They woke their poller when they changed: polled again before the next request.
     let err = loop {
         match ServiceExt::<u64>::oneshot(&mut b, 0).await {
             Ok(id) => *picked.entry(id).or_default() += 1,
@@ -656,7 +712,7 @@ async fn metrics_count_requests_failures_and_no_endpoints() {
     assert!(err.is::<NoEndpoints>(), "{err}");
     assert_eq!(b.len(), 2);
     let total: u64 = picked.values().sum();
-    assert!(total > 30, "{picked:?}");
+    assert_eq!(total, 30, "{picked:?}");
 
     let mut requests: HashMap<String, u64> = HashMap::new();
     let (mut failures, mut none) = (HashMap::new(), 0);
@@ -686,4 +742,205 @@ async fn metrics_count_requests_failures_and_no_endpoints() {
     assert_eq!(requests.values().sum::<u64>(), total);
     assert_eq!(failures, HashMap::from([("2".to_owned(), 1)]));
     assert_eq!(none, 1);
+}
+
+/// tower's `Buffer` dies for good when its service's `poll_ready` fails. A buffered
+/// balancer started before any endpoint exists and left without one past the bound fails
+/// those requests (with the typed error, found through the buffer), and serves as soon as
+/// an endpoint appears.
+#[tokio::test(start_paused = true)]
+async fn behind_buffer_started_before_any_endpoint() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let balance = BalanceLayer::new(RoundRobin::new())
+        .no_endpoints_timeout(Duration::from_secs(1))
+        .build(disco);
+    let mut client = tower::buffer::Buffer::new(balance, 16);
+    let err = ServiceExt::<u64>::ready(&mut client)
+        .await
+        .unwrap()
+        .call(1)
+        .await
+        .expect_err("no endpoint yet");
+    assert!(err.is::<NoEndpoints>(), "{err}");
+    // Idle for a while, still nothing.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let err = client
+        .clone()
+        .oneshot(2)
+        .await
+        .expect_err("no endpoint yet");
+    assert!(err.is::<NoEndpoints>(), "{err}");
+    // The first endpoint registers: served at once, by the same buffer.
+    changes.insert(3, Echo::new(3, 1));
+    assert_eq!(client.clone().oneshot(4).await.unwrap(), 3);
+    for r in 0..10 {
+        assert_eq!(client.clone().oneshot(r).await.unwrap(), 3);
+    }
+}
+
+/// The same with the endpoints' breakers open, the other way for a balancer to have no
+/// ready endpoint: a `Pending` endpoint, then ready again with no request flowing.
+#[tokio::test(start_paused = true)]
+async fn behind_buffer_all_endpoints_unready_then_back() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let e = Echo::new(0, 1);
+    changes.insert(0, e.clone());
+    let balance = BalanceLayer::new(RoundRobin::new()).build(disco);
+    let client = tower::buffer::Buffer::new(balance, 16);
+    assert_eq!(client.clone().oneshot(1).await.unwrap(), 0);
+    e.set_ready(false);
+    let err = client.clone().oneshot(2).await.expect_err("not ready");
+    assert!(err.is::<NoEndpoints>(), "{err}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    e.set_ready(true);
+    assert_eq!(client.clone().oneshot(3).await.unwrap(), 0);
+}
+
+/// tower #824: with no request flowing, an endpoint that turns ready is polled by the
+/// worker (ready for the next request), and a removed endpoint is dropped.
+#[tokio::test]
+async fn progress_without_requests() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let e = Echo::new(0, 1);
+    e.set_ready(false);
+    changes.insert(0, e.clone());
+    let mut b = BalanceLayer::new(RoundRobin::new()).build(disco);
+    assert!(poll_ready::<_, u64>(&mut b).is_pending());
+    assert_eq!(b.ready_len(), 0);
+    let polls = e.polls.load(Ordering::SeqCst);
+    e.set_ready(true);
+    tokio::task::yield_now().await;
+    assert_eq!(b.ready_len(), 1, "ready before any request");
+    assert_eq!(e.polls.load(Ordering::SeqCst), polls + 1);
+    // The next request goes straight to it: no further poll before the call.
+    assert!(matches!(poll_ready::<_, u64>(&mut b), Poll::Ready(Ok(()))));
+    assert_eq!(e.polls.load(Ordering::SeqCst), polls + 1);
+    assert_eq!(
+        poll_once(&mut b.call(1)).map(Result::unwrap),
+        Poll::Ready(0)
+    );
+
+    // Removed by discovery: dropped with no request.
+    let token = std::sync::Arc::clone(&e.calls);
+    let before = std::sync::Arc::strong_count(&token);
+    changes.remove(0);
+    tokio::task::yield_now().await;
+    assert_eq!(b.len(), 0);
+    assert_eq!(
+        std::sync::Arc::strong_count(&token),
+        before - 1,
+        "endpoint dropped"
+    );
+}
+
+/// Before the first request the worker applies discovery too: an endpoint inserted and
+/// removed again is never held.
+#[tokio::test]
+async fn removed_before_the_first_request_is_dropped() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let b = BalanceLayer::new(RoundRobin::new()).build(disco);
+    let e = Echo::new(0, 1);
+    let token = std::sync::Arc::clone(&e.calls);
+    changes.insert(0, e);
+    tokio::task::yield_now().await;
+    assert_eq!(b.len(), 1);
+    changes.remove(0);
+    tokio::task::yield_now().await;
+    assert_eq!(b.len(), 0);
+    assert_eq!(std::sync::Arc::strong_count(&token), 1, "endpoint dropped");
+}
+
+/// Only endpoints whose wakers fired are polled again, never every unready one on every
+/// `poll_ready`.
+#[tokio::test]
+async fn polls_only_woken_endpoints() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let echoes: Vec<Echo> = (0..1_000).map(|i| Echo::new(i, 1)).collect();
+    for e in &echoes {
+        e.set_ready(false);
+        changes.insert(e.id, e.clone());
+    }
+    let mut b = BalanceLayer::new(RoundRobin::new()).build(disco);
+    for _ in 0..100 {
+        assert!(poll_ready::<_, u64>(&mut b).is_pending());
+    }
+    let polls =
+        |echoes: &[Echo]| -> usize { echoes.iter().map(|e| e.polls.load(Ordering::SeqCst)).sum() };
+    assert_eq!(polls(&echoes), 1_000, "each polled once");
+    echoes[5].set_ready(true);
+    assert!(matches!(poll_ready::<_, u64>(&mut b), Poll::Ready(Ok(()))));
+    assert_eq!(polls(&echoes), 1_001);
+    assert_eq!(echoes[5].polls.load(Ordering::SeqCst), 2);
+    assert_eq!(send(&mut b, 0), 5);
+}
+
+/// The first Maglev table for 10,000 endpoints is filled on the blocking pool: the
+/// balancer is not ready meanwhile, other tasks on the same (single) runtime thread keep
+/// running, and it turns ready when the table is in, without another poll.
+#[tokio::test(flavor = "current_thread")]
+async fn maglev_first_table_is_filled_off_the_runtime_thread() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let (changes, disco) = discovery::<u32, Echo>();
+    for id in 0..10_000 {
+        changes.insert(id, Echo::new(id, 1));
+    }
+    let mut b = BalanceLayer::new(Maglev::new(key_fn))
+        .wait_for_endpoints()
+        .build(disco);
+    assert!(
+        poll_ready::<_, u64>(&mut b).is_pending(),
+        "table not filled yet"
+    );
+    assert!(b.strategy().is_rebuilding());
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let t = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            t.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+        }
+    });
+    ServiceExt::<u64>::ready(&mut b).await.unwrap();
+    ticker.abort();
+    assert!(
+        ticks.load(Ordering::SeqCst) > 0,
+        "the runtime thread was not blocked"
+    );
+    assert_eq!(b.strategy().table_len(), 1_048_909);
+    assert!(!b.strategy().is_rebuilding());
+    let k = send(&mut b, 42);
+    assert_eq!(send(&mut b, 42), k);
+}
+
+/// Thousands of endpoints churned through a buffered balancer: every one removed is
+/// dropped and the balancer's size follows the live set.
+#[tokio::test(start_paused = true)]
+async fn churn_through_thousands_behind_buffer() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let balance = BalanceLayer::new(P2c::pending_requests().seeded(1)).build(disco);
+    let client = tower::buffer::Buffer::new(balance, 64);
+    let mut live: Vec<Echo> = Vec::new();
+    let tokens: Vec<_> = (0..5_000u32)
+        .map(|id| {
+            let e = Echo::new(id, 1);
+            let token = std::sync::Arc::clone(&e.calls);
+            changes.insert(id, e.clone());
+            live.push(e);
+            if live.len() > 20 {
+                changes.remove(live.remove(0).id);
+            }
+            token
+        })
+        .collect();
+    for r in 0..100 {
+        let id = client.clone().oneshot(r).await.unwrap();
+        assert!(live.iter().any(|e| e.id == id));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = tokens
+        .iter()
+        .filter(|t| std::sync::Arc::strong_count(t) > 1)
+        .count();
+    assert_eq!(held, 20, "only the live endpoints are held");
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;
+use futures_util::task::AtomicWaker;
 use tower::discover::Change;
 use tower::Service;
 use tower_mesh::balance::Weight;
@@ -72,7 +73,9 @@ impl<K, S> Stream for Discovery<K, S> {
 }
 
 /// An endpoint that answers with its id, with a weight, a health flag and a readiness
-/// switch.
+/// switch. Like any well-behaved service, it wakes the task that last saw it not ready
+/// when it turns ready, and wakes its last poller when its health changes (as the
+/// registry-fed `InstanceEndpoint` does).
 #[derive(Clone)]
 pub struct Echo {
     pub id: u32,
@@ -80,6 +83,9 @@ pub struct Echo {
     pub healthy: Arc<AtomicBool>,
     pub ready: Arc<AtomicBool>,
     pub calls: Arc<AtomicUsize>,
+    /// `poll_ready` calls.
+    pub polls: Arc<AtomicUsize>,
+    pub waker: Arc<AtomicWaker>,
 }
 
 impl Echo {
@@ -90,7 +96,21 @@ impl Echo {
             healthy: Arc::new(AtomicBool::new(true)),
             ready: Arc::new(AtomicBool::new(true)),
             calls: Arc::new(AtomicUsize::new(0)),
+            polls: Arc::new(AtomicUsize::new(0)),
+            waker: Arc::new(AtomicWaker::new()),
         }
+    }
+
+    /// Turn ready or not; wakes the last poller.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Turn healthy or not; wakes the last poller.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+        self.waker.wake();
     }
 }
 
@@ -109,7 +129,9 @@ impl<Req> Service<Req> for Echo {
     type Error = Infallible;
     type Future = Ready<Result<u32, Infallible>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.waker.register(cx.waker());
         if self.ready.load(Ordering::SeqCst) {
             Poll::Ready(Ok(()))
         } else {
@@ -135,7 +157,8 @@ pub fn poll_ready<S: Service<R>, R>(s: &mut S) -> Poll<Result<(), S::Error>> {
     s.poll_ready(&mut cx)
 }
 
-/// An endpoint for the churn test: asserts on `call` that it is still discovered.
+/// An endpoint for the churn test: asserts on `call` that it is still discovered; wakes
+/// its last poller when its readiness changes.
 #[derive(Clone)]
 pub struct Probe {
     id: u32,
@@ -143,6 +166,7 @@ pub struct Probe {
     ready: Arc<AtomicBool>,
     fail: Arc<AtomicBool>,
     live: Arc<Mutex<std::collections::HashSet<u32>>>,
+    waker: Arc<AtomicWaker>,
 }
 
 impl Probe {
@@ -153,15 +177,18 @@ impl Probe {
             ready: Arc::new(AtomicBool::new(true)),
             fail: Arc::new(AtomicBool::new(false)),
             live,
+            waker: Arc::new(AtomicWaker::new()),
         }
     }
 
     pub fn flip_ready(&self) {
         self.ready.fetch_xor(true, Ordering::SeqCst);
+        self.waker.wake();
     }
 
     pub fn fail_next(&self) {
         self.fail.store(true, Ordering::SeqCst);
+        self.waker.wake();
     }
 }
 
@@ -176,7 +203,8 @@ impl<Req> Service<Req> for Probe {
     type Error = &'static str;
     type Future = Ready<Result<u32, &'static str>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+        self.waker.register(cx.waker());
         if self.fail.load(Ordering::SeqCst) {
             Poll::Ready(Err("probe failed"))
         } else if self.ready.load(Ordering::SeqCst) {
@@ -205,7 +233,7 @@ pub fn setup<P>(
     weights: &[u32],
 ) -> (Changes<u32, Echo>, Bal<P>, Vec<Echo>)
 where
-    P: Clone,
+    P: Clone + Send + 'static,
 {
     let (changes, disco) = discovery();
     let echoes: Vec<Echo> = weights
@@ -230,5 +258,15 @@ pub fn send<P: tower_mesh::balance::Pick<u64>>(b: &mut Bal<P>, req: u64) -> u32 
     match poll_once(&mut f) {
         Poll::Ready(Ok(id)) => id,
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Wait until the balancer is ready and no strategy table is being built (the consistent
+/// hashers build theirs on the blocking pool).
+pub async fn settle<P: tower_mesh::balance::Pick<u64>>(b: &mut Bal<P>) {
+    use tower::ServiceExt;
+    ServiceExt::<u64>::ready(&mut *b).await.expect("ready");
+    while tower_mesh::balance::Pick::<u64>::is_rebuilding(&*b.strategy()) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }

@@ -1,0 +1,158 @@
+//! The wake-ups that let a balancer make progress without requests.
+//!
+//! Every endpoint is polled with a waker of its own ([`EndpointWaker`]): when it fires, the
+//! endpoint is queued and the balancer's worker is woken, so only woken endpoints are
+//! polled again (as in tower's `ReadyCache`), never every unready endpoint on every
+//! `poll_ready`. The discovery stream and the strategy's table builds are polled with a
+//! waker that only wakes the worker ([`Notify`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Wake;
+
+use futures_util::task::AtomicWaker;
+
+/// `EndpointWaker::index` of an endpoint that is no longer in the balancer.
+pub(crate) const REMOVED: u32 = u32::MAX;
+
+/// What wakes a balancer, and whom it wakes.
+#[derive(Debug, Default)]
+pub(crate) struct Wakes {
+    /// Something needs the balancer's attention: discovery or an endpoint woke, a table
+    /// finished building, or the state has work left over.
+    pending: AtomicBool,
+    /// Endpoints woken since the last catch-up, each at most once.
+    woken: Mutex<Vec<Arc<EndpointWaker>>>,
+    /// The background worker.
+    pub(crate) worker: AtomicWaker,
+    /// A caller of `poll_ready` waiting for an endpoint.
+    pub(crate) caller: AtomicWaker,
+    /// The balancer was dropped: the worker ends.
+    pub(crate) closed: AtomicBool,
+}
+
+impl Wakes {
+    /// Something changed: the worker (and a waiting caller) should catch up.
+    pub(crate) fn notify(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.worker.wake();
+        self.caller.wake();
+    }
+
+    /// Whether there is anything to catch up on.
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Take the pending flag before catching up: anything that happens from now on sets it
+    /// again.
+    pub(crate) fn begin(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+    }
+
+    /// There is work left that only a later catch-up can do.
+    pub(crate) fn keep_pending(&self) {
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Move the woken endpoints into `buf` (cleared first); each may be woken again from
+    /// now on.
+    pub(crate) fn take_woken(&self, buf: &mut Vec<Arc<EndpointWaker>>) {
+        buf.clear();
+        std::mem::swap(
+            &mut *self.woken.lock().unwrap_or_else(PoisonError::into_inner),
+            buf,
+        );
+        for w in buf.iter() {
+            w.queued.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn queue(&self, w: &Arc<EndpointWaker>) {
+        self.enqueue(w);
+        self.notify();
+    }
+
+    /// Queue `w` for polling without waking anyone (the caller is catching up and polls
+    /// the queue next).
+    pub(crate) fn enqueue(&self, w: &Arc<EndpointWaker>) {
+        if !w.queued.swap(true, Ordering::SeqCst) {
+            self.woken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(w.clone());
+        }
+    }
+}
+
+/// The waker an endpoint is polled with: queues the endpoint for polling and wakes the
+/// worker.
+#[derive(Debug)]
+pub(crate) struct EndpointWaker {
+    /// The endpoint's index in the balancer, or [`REMOVED`]; written under the balancer's
+    /// lock, read under it too.
+    index: AtomicU32,
+    queued: AtomicBool,
+    wakes: Weak<Wakes>,
+}
+
+impl EndpointWaker {
+    pub(crate) fn new(index: usize, wakes: &Arc<Wakes>) -> Arc<Self> {
+        Arc::new(EndpointWaker {
+            index: AtomicU32::new(index as u32),
+            queued: AtomicBool::new(false),
+            wakes: Arc::downgrade(wakes),
+        })
+    }
+
+    /// The endpoint's current index, if it is still in the balancer.
+    pub(crate) fn index(&self) -> Option<usize> {
+        match self.index.load(Ordering::Relaxed) {
+            REMOVED => None,
+            i => Some(i as usize),
+        }
+    }
+
+    pub(crate) fn set_index(&self, index: usize) {
+        self.index.store(index as u32, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_removed(&self) {
+        self.index.store(REMOVED, Ordering::Relaxed);
+    }
+
+    fn schedule(self: &Arc<Self>) {
+        if let Some(wakes) = self.wakes.upgrade() {
+            wakes.queue(self);
+        }
+    }
+}
+
+impl Wake for EndpointWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.index.load(Ordering::Relaxed) != REMOVED {
+            self.schedule();
+        }
+    }
+}
+
+/// The waker of the discovery stream and of table builds: wakes the worker.
+#[derive(Debug)]
+pub(crate) struct Notify(pub(crate) Weak<Wakes>);
+
+impl Wake for Notify {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(wakes) = self.0.upgrade() {
+            wakes.notify();
+        }
+    }
+}
