@@ -8,8 +8,11 @@ use crate::balance::BoxError;
 /// No endpoint became ready within the configured bound
 /// ([`BalanceLayer::no_endpoints_timeout`](super::BalanceLayer::no_endpoints_timeout)).
 ///
-/// Once returned, every further `poll_ready` fails at once with this error until an
-/// endpoint is ready again: the balancer fails fast instead of hanging.
+/// Returned by the response future, never by `poll_ready` (which is ready, so that a
+/// `Buffer` in front keeps working): past the bound every request fails at once with this
+/// error until an endpoint is ready again, so the balancer fails fast instead of hanging.
+/// Also returned, with `waited` zero, when the last ready endpoint was removed between
+/// `poll_ready` and `call`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoEndpoints {
     pub(crate) discovered: usize,
@@ -41,7 +44,8 @@ impl fmt::Display for NoEndpoints {
 impl std::error::Error for NoEndpoints {}
 
 /// Fewer endpoints than the panic threshold are healthy and the balancer is configured to
-/// fail fast ([`PanicMode::FailFast`](super::PanicMode::FailFast)).
+/// fail fast ([`PanicMode::FailFast`](super::PanicMode::FailFast)). Returned by the
+/// response future; `poll_ready` is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Panic {
     pub(crate) healthy: usize,

@@ -44,24 +44,49 @@
 //!
 //! # Readiness
 //!
+//! The balancer keeps tower's readiness contract: `poll_ready` never fails for a
+//! transient condition, because tower's `Buffer` dies for good, and tower's balancers
+//! drop the service, when it does.
+//!
+//! * No endpoint ready: `poll_ready` is `Pending` (woken as soon as one is) for up to
+//!   [`no_endpoints_timeout`](BalanceLayer::no_endpoints_timeout) (default 1 s; any
+//!   duration, or [`wait_for_endpoints`](BalanceLayer::wait_for_endpoints) to wait for as
+//!   long as it takes, as tower's balancer does). Past it, `poll_ready` is ready and the
+//!   response future fails at once with [`error::NoEndpoints`], and so does every request
+//!   until an endpoint is ready again (the load-shed shape). A client started before the
+//!   first instance registers serves as soon as one does.
+//! * Below the panic threshold with [`PanicMode::FailFast`]: ready, and the response future
+//!   fails at once with [`error::Panic`].
+//! * Only a failed discovery stream is an error from `poll_ready` (the registry-fed
+//!   discovery never fails).
+//!
 //! An endpoint that is not ready (`Pending`, for example while its breaker is open) is
 //! skipped; an endpoint whose `poll_ready` fails is removed, as tower does, and a `warn`
-//! event names its key. `poll_ready` polls only the endpoints not known to be ready (the
-//! one called last and those that were pending), never the whole set, and picks happen in
-//! `call`, so a consistent hasher can see the request. An endpoint that was polled ready
-//! keeps its reserved capacity until it is called (tower's readiness contract), so it may
-//! take one more request after it turns pending.
+//! event names its key. Picks happen in `call`, so a consistent hasher can see the
+//! request; the endpoint called is polled ready again right after its call.
+//!
+//! # Progress without requests
+//!
+//! Endpoints live in state shared with a background [`Worker`] ([`Balance::new`] spawns it
+//! on tokio; [`Balance::pair`] hands it out for other executors). Every endpoint is polled
+//! with a waker of its own: when it fires, that endpoint alone is queued and polled again
+//! (tower's `ReadyCache` rule), never every unready endpoint on every `poll_ready`. With
+//! no request flowing, the worker applies discovery changes (a removed endpoint is dropped
+//! at once: its connections closed, its breaker released), polls the endpoints that woke
+//! (an endpoint that turns ready is ready for the next request) and switches to strategy
+//! tables built in the background (tower issue #824 does not apply). An endpoint whose
+//! health changes while it is ready wakes its last poller, and is polled again and its
+//! [`Weight::is_healthy`] re-read. `poll_ready`'s fast path, when nothing changed, is two
+//! atomic loads; `call` takes the state's lock once.
 //!
 //! Cost per pick, with all endpoints ready: O(1) for [`RoundRobin`], [`Weighted`] (a
-//! precomputed period; O(n) while endpoints warm up), [`P2c`], [`Random`] (alias method),
-//! [`Maglev`] and [`RingHash`] (expected); O(log n) for [`LeastRequests`] beyond 64
-//! endpoints. The request path allocates nothing but the strategy's own amortised buffers.
-//! The balancer needs a tokio runtime with time enabled (for the no-endpoints bound).
-//!
-//! When no endpoint is ready for
-//! [`no_endpoints_timeout`](BalanceLayer::no_endpoints_timeout) (default 1 s),
-//! `poll_ready` fails with [`error::NoEndpoints`] and keeps failing at once until an
-//! endpoint is ready again (tower's balancer waits forever).
+//! precomputed period; O(n) while endpoints warm up or the period is being computed),
+//! [`P2c`], [`Random`] (alias method), [`Maglev`] and [`RingHash`] (expected, and at most
+//! 64 slots probed); O(log n) for [`LeastRequests`] beyond 64 endpoints. The request path
+//! allocates nothing but the strategy's own amortised buffers. Tables that take time to
+//! build (Maglev tables, rings beyond 16,384 points, long weighted schedules) are built on
+//! tokio's blocking pool, never on a runtime thread. The balancer needs a tokio runtime
+//! with time enabled (for the no-endpoints bound).
 //!
 //! # Panic threshold
 //!
@@ -69,8 +94,9 @@
 //! [`panic_threshold_percent`](BalanceLayer::panic_threshold_percent) (default 50%) of the
 //! discovered endpoints are ready *and healthy* ([`Weight::is_healthy`]), the balancer
 //! either spreads load over every ready endpoint, healthy or not ([`PanicMode::Spread`],
-//! the default), or fails with [`error::Panic`] ([`PanicMode::FailFast`]). An endpoint that
-//! is not ready cannot take a request in tower, so "all endpoints" means all ready ones.
+//! the default), or fails requests with [`error::Panic`] ([`PanicMode::FailFast`]). An
+//! endpoint that is not ready cannot take a request in tower, so "all endpoints" means all
+//! ready ones.
 //!
 //! # Observability
 //!
@@ -85,12 +111,11 @@
 //!
 //! # Discovery
 //!
-//! `D` must be `Unpin`, as for tower's balancer. It is polled on every `poll_ready`; every
-//! change (batched per poll) rebuilds the strategy before the next pick, so no pick made
-//! for an older endpoint set survives a change (tower issue #856). A discovery stream
-//! that ends leaves the last endpoint set in place. Discovery is polled from `poll_ready`
-//! only: without traffic, changes wait in the stream until the next request (the
-//! registry-fed discovery keeps its own watch current in the background).
+//! `D` must be `Unpin`, as for tower's balancer; with [`Balance::new`] (which spawns the
+//! worker), `D`, its keys and services, and the strategy must be `Send + 'static`. Every
+//! change (batched per catch-up) rebuilds the strategy before the next pick, so no pick
+//! made for an older endpoint set survives a change (tower issue #856). A discovery stream
+//! that ends leaves the last endpoint set in place.
 
 mod build;
 mod endpoints;
@@ -199,7 +224,9 @@ pub enum Tracking {
 ///
 /// Weights are read when an endpoint is inserted (re-insert it under the same key to change
 /// its weight); a weight of 0 counts as 1. Health is read each time the endpoint is polled
-/// ready and only matters for the panic threshold. The discovery module wraps endpoints with
+/// ready and only matters for the panic threshold: an endpoint whose health changes while
+/// it is ready should wake the waker its last `poll_ready` was given, so that the balancer
+/// polls it again and reads the new value. The discovery module wraps endpoints with
 /// the weight and health of their registry instance; wrap any other service in
 /// [`WithWeight`].
 pub trait Weight {
