@@ -4,7 +4,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -76,9 +76,9 @@ where
     D: Discover,
 {
     state: Mutex<State<D, P>>,
+    /// Also holds the status, [`USABLE`], [`NONE`], [`PANIC`] or [`FAILED`], as of the
+    /// last change.
     wakes: Arc<Wakes>,
-    /// [`USABLE`], [`NONE`], [`PANIC`] or [`FAILED`], as of the last change.
-    status: AtomicU8,
 }
 
 impl<D, P> Shared<D, P>
@@ -92,9 +92,7 @@ where
 
     #[inline]
     fn publish(&self, status: u8) {
-        if self.status.load(Ordering::Relaxed) != status {
-            self.status.store(status, Ordering::Release);
-        }
+        self.wakes.publish(status);
     }
 }
 
@@ -220,11 +218,11 @@ where
             woken: Vec::new(),
         };
         // Nothing is known yet: the first `poll_ready` and the worker's first poll catch up.
+        wakes.publish(NONE);
         wakes.keep_pending();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             wakes,
-            status: AtomicU8::new(NONE),
         });
         let balance = Balance {
             shared: shared.clone(),
@@ -601,7 +599,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Fast path: nothing changed since the last call, and an endpoint can take the
         // request (the call re-checks under the lock).
-        if !self.shared.wakes.is_pending() && self.shared.status.load(Ordering::Acquire) == USABLE {
+        if self.shared.wakes.word() == USABLE {
             self.fail = None;
             self.unready_since = None;
             return Poll::Ready(Ok(()));

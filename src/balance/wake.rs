@@ -6,7 +6,7 @@
 //! `poll_ready`. The discovery stream and the strategy's table builds are polled with a
 //! waker that only wakes the worker ([`Notify`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Wake;
 
@@ -15,12 +15,16 @@ use futures_util::task::AtomicWaker;
 /// `EndpointWaker::index` of an endpoint that is no longer in the balancer.
 pub(crate) const REMOVED: u32 = u32::MAX;
 
+/// `Wakes::word` bit: something needs the balancer's attention (discovery or an endpoint
+/// woke, a table finished building, or the state has work left over).
+const PENDING: u8 = 0x80;
+
 /// What wakes a balancer, and whom it wakes.
 #[derive(Debug, Default)]
 pub(crate) struct Wakes {
-    /// Something needs the balancer's attention: discovery or an endpoint woke, a table
-    /// finished building, or the state has work left over.
-    pending: AtomicBool,
+    /// [`PENDING`], and in the low bits the balancer's status as last published, in one
+    /// word so that `poll_ready`'s fast path is a single load.
+    word: AtomicU8,
     /// Endpoints woken since the last catch-up, each at most once.
     woken: Mutex<Vec<Arc<EndpointWaker>>>,
     /// The background worker.
@@ -34,26 +38,46 @@ pub(crate) struct Wakes {
 impl Wakes {
     /// Something changed: the worker (and a waiting caller) should catch up.
     pub(crate) fn notify(&self) {
-        self.pending.store(true, Ordering::Release);
+        self.keep_pending();
         self.worker.wake();
         self.caller.wake();
+    }
+
+    /// The whole word: the status published last, with [`PENDING`] if there is anything to
+    /// catch up on. Equal to a status alone when there is nothing to catch up on.
+    #[inline]
+    pub(crate) fn word(&self) -> u8 {
+        self.word.load(Ordering::Acquire)
     }
 
     /// Whether there is anything to catch up on.
     #[inline]
     pub(crate) fn is_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
+        self.word() & PENDING != 0
     }
 
     /// Take the pending flag before catching up: anything that happens from now on sets it
     /// again.
     pub(crate) fn begin(&self) {
-        self.pending.store(false, Ordering::SeqCst);
+        self.word.fetch_and(!PENDING, Ordering::SeqCst);
     }
 
     /// There is work left that only a later catch-up can do.
     pub(crate) fn keep_pending(&self) {
-        self.pending.store(true, Ordering::Release);
+        self.word.fetch_or(PENDING, Ordering::SeqCst);
+    }
+
+    /// Publish the balancer's status (below [`PENDING`]), keeping the pending flag.
+    #[inline]
+    pub(crate) fn publish(&self, status: u8) {
+        let word = self.word.load(Ordering::Relaxed);
+        if word & !PENDING != status {
+            let _ = self
+                .word
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                    Some((w & PENDING) | status)
+                });
+        }
     }
 
     /// Move the woken endpoints into `buf` (cleared first); each may be woken again from
