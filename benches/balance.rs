@@ -513,11 +513,17 @@ fn main() {
     // BALANCE_REPORT=only skips criterion and prints the report alone.
     let mode = std::env::var("BALANCE_REPORT").unwrap_or_default();
     // BALANCE_PROFILE=<strategy>:<endpoints> loops one strategy's picks for about five
-    // seconds and prints nothing else (for `perf record`).
+    // seconds and prints nothing else (for `perf record`); with `:<picks>`, a fixed number
+    // of picks (for instruction counts under callgrind).
     if let Ok(spec) = std::env::var("BALANCE_PROFILE") {
-        let (name, n) = spec
-            .split_once(':')
-            .expect("BALANCE_PROFILE=<strategy>:<endpoints>");
+        let mut parts = spec.split(':');
+        let (name, n) = (
+            parts.next().unwrap_or_default(),
+            parts
+                .next()
+                .expect("BALANCE_PROFILE=<strategy>:<endpoints>[:<picks>]"),
+        );
+        let fixed: Option<u64> = parts.next().map(|p| p.parse().expect("a pick count"));
         let name = NAMES
             .iter()
             .find(|k| k.starts_with(name))
@@ -525,7 +531,13 @@ fn main() {
         let mut b = make(name, n.parse().expect("an endpoint count"));
         let start = Instant::now();
         let mut picks = 0u64;
-        while start.elapsed() < Duration::from_secs(5) {
+        if let Some(count) = fixed {
+            // A fixed count, for instruction counts (`valgrind --tool=callgrind`): the
+            // difference between two counts is the cost of the picks alone.
+            time_ns(b.as_mut(), count);
+            picks = count;
+        }
+        while fixed.is_none() && start.elapsed() < Duration::from_secs(5) {
             time_ns(b.as_mut(), 100_000);
             picks += 100_000;
         }
