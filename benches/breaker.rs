@@ -125,9 +125,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-// Only tower-resilience runs inside a tokio runtime context: with tokio's `test-util` feature
-// (on in benches through dev-dependencies) `tokio::time::Instant::now` reads a mocked,
-// mutex-guarded clock inside a runtime, which production builds do not have.
+// Only tower-resilience needs a tokio runtime context. tower-mesh's open breaker reads
+// `tokio::time::Instant::now` on every rejection, as failsafe reads `std::time::Instant::now`:
+// with tokio's `test-util` feature (on in benches through dev-dependencies) that is a mocked,
+// mutex-guarded clock inside a runtime once any runtime of the process has paused its clock,
+// which production builds do not have. So the criterion groups run before the paused-clock
+// error-rate run (`main`), and `now` reads the system clock as in production.
 
 fn closed(c: &mut Criterion) {
     let rt = runtime();
@@ -290,6 +293,9 @@ fn error_rates() -> (f64, f64) {
 criterion_group!(benches, closed, open, contended);
 
 fn main() {
+    // Before anything pauses a tokio clock (see the note above `closed`).
+    benches();
+    Criterion::default().configure_from_args().final_summary();
     let (without, with) = error_rates();
     println!(
         "end_to_end_error_rate: without breakers {:.4}%, with endpoint breakers {:.4}%, ratio {:.5}",
@@ -297,6 +303,4 @@ fn main() {
         with * 100.0,
         with / without
     );
-    benches();
-    Criterion::default().configure_from_args().final_summary();
 }
