@@ -257,9 +257,7 @@ impl<C> Builder<C> {
     /// Whether the breaker reports to `metrics` (default on): calls by outcome, transitions and
     /// the state gauge.
     ///
-    /// Counting every call's outcome makes each call hold a reference to the breaker (an
-    /// atomic increment and decrement); with metrics off, a closed-state call under a policy
-    /// without window or slow-call timing costs no read-modify-write at all. The handle's
+    /// With metrics on, every call also increments a `metrics` counter; the handle's
     /// [`counters`](super::Handle::counters) are kept either way.
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, on: bool) -> Self {

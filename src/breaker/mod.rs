@@ -75,15 +75,19 @@
 //! lock on their window; no lock is ever held across an `.await`). Transitions are serialised by
 //! a lock, and are rare.
 //!
-//! Under the consecutive-failures policy with `metrics` off, a closed-state call costs no
-//! atomic read-modify-write at all: its response future reaches the breaker through a
-//! recycled, never-freed slot instead of a reference count, and counts its success in a
-//! per-thread stripe. While open, inside a tokio runtime, a timer marks the end of the open
-//! duration, so a rejection reads no clock until then; the next call still reads the clock and
-//! half-opens the breaker exactly on time, paused clock included. Outside a runtime each
-//! rejection reads the clock (and in a runtime built without the time driver too, after tokio
-//! has reported its missing-timer panic once per breaker). A rejection allocates nothing:
-//! the service-level error is the concrete [`error::Error`].
+//! The breaker's state lives in one `Arc`, shared by its services, handles and response
+//! futures: a call's future holds a reference (one atomic increment and decrement), so that
+//! its outcome is recorded even after the service that made it is gone, and the breaker is
+//! freed with the last reference. Counters are plain atomics, one `fetch_add` each. Under the
+//! consecutive-failures policy with `metrics` off, a closed-state success costs those three
+//! read-modify-writes and nothing else.
+//!
+//! While open, a call reads the clock (tokio's, so paused-clock tests see exact transitions)
+//! and half-opens the breaker once the open duration has passed; the service-level breaker
+//! needs no timer and works in any runtime, or none. The endpoint breaker's wake-up at the end
+//! of the open duration is a tokio timer, so an [`EndpointBreaker`] needs a runtime with the
+//! time driver (as `tokio::time::sleep` does). A rejection allocates nothing: the
+//! service-level error is the concrete [`error::Error`].
 
 mod classify;
 pub mod error;
@@ -92,7 +96,6 @@ mod hooks;
 mod layer;
 mod policy;
 mod service;
-mod slot;
 mod state;
 mod window;
 mod word;

@@ -182,6 +182,13 @@ impl<S, C> CircuitBreaker<S, C> {
 /// linkerd's gate (`linkerd/stack/src/gate.rs`) driven by a failure-accrual policy (Finagle's
 /// `FailureAccrualFactory`). Made by [`EndpointBreakerLayer`](super::EndpointBreakerLayer), one
 /// breaker per endpoint.
+///
+/// # Panics
+///
+/// The wake-up at the end of the open duration is a tokio timer: polled for readiness while
+/// open, the endpoint breaker needs a tokio runtime with the time driver, and panics as
+/// `tokio::time::sleep` does without one. (The service-level [`CircuitBreaker`] needs no
+/// timer.)
 pub struct EndpointBreaker<S, C = DefaultClassifier> {
     inner: S,
     shared: Arc<Shared>,
@@ -260,16 +267,19 @@ where
         }
         self.closed = None;
         loop {
-            if let Some(permit) = &self.permit {
-                if permit.is_current() {
-                    return self.inner.poll_ready(cx);
-                }
-                self.permit = None;
+            // A permit taken by an earlier poll is kept while the breaker stays in the
+            // generation it was taken in; a permit just taken is used as it is, whatever
+            // happened to the breaker since (its outcome only counts in its generation), so
+            // that this loop ends as soon as a permit is had.
+            if matches!(&self.permit, Some(permit) if permit.is_current()) {
+                return self.inner.poll_ready(cx);
             }
+            self.permit = None;
             match self.shared.try_acquire() {
                 Ok(permit) => {
                     self.permit = Some(permit);
                     self.notified = None;
+                    return self.inner.poll_ready(cx);
                 }
                 Err(rejection) => {
                     // Register for state changes first, then look again, so that a change

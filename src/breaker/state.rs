@@ -1,24 +1,19 @@
 //! The shared breaker core: state machine, permits, counters and the handle.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
-use tokio::task::Unconstrained;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::classify::Outcome;
 use super::error::{Name, Open};
 use super::hooks::{Hooks, SlowCall, Transition};
 use super::policy::{Policy, Window};
-use super::slot::{Count, OpenWake, Slot, TIMER_ARMED, TIMER_DUE};
 use super::window::Outcomes;
 use super::word::{self, Word};
 
@@ -118,16 +113,6 @@ pub(crate) struct Config {
     pub(crate) metrics: bool,
 }
 
-impl Config {
-    /// Whether every call's outcome goes to `metrics`: such calls hold the breaker itself.
-    fn call_metrics(&self) -> bool {
-        #[cfg(feature = "metrics")]
-        return self.metrics;
-        #[cfg(not(feature = "metrics"))]
-        false
-    }
-}
-
 /// A snapshot of a breaker's counters, read through [`Handle::counters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -151,20 +136,42 @@ pub struct CounterSnapshot {
 struct Cold {
     openings: u32,
     rng: Option<SmallRng>,
-    /// tokio's timer for the current opening (dropping it cancels it).
-    timer: Option<Pin<Box<Unconstrained<Sleep>>>>,
-    /// Set once arming a timer failed (a runtime without the time driver).
-    no_timers: bool,
 }
 
 impl fmt::Debug for Cold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cold")
             .field("openings", &self.openings)
-            .field("timer", &self.timer.is_some())
-            .field("no_timers", &self.no_timers)
             .finish_non_exhaustive()
     }
+}
+
+/// What every call reads: the state word, the current run of failures and the end of the
+/// current opening. Written only by transitions, probes and failures.
+#[derive(Debug)]
+struct Hot {
+    word: Word,
+    /// The current run of consecutive failures in the closed state.
+    consecutive: AtomicU32,
+    /// When an open breaker may half-open, in nanoseconds since the base instant.
+    open_until: AtomicU64,
+}
+
+/// The breaker's counters: plain atomic counts, each added to with one `fetch_add`. The two
+/// that every call writes (a success, a rejection) share a line of their own, away from the
+/// state every call reads.
+#[derive(Debug, Default)]
+struct Counts {
+    successes: AtomicU64,
+    rejected: AtomicU64,
+    failures: AtomicU64,
+    ignored: AtomicU64,
+    slow: AtomicU64,
+}
+
+#[inline]
+fn add(count: &AtomicU64) {
+    count.fetch_add(1, Ordering::Relaxed);
 }
 
 #[repr(align(64))]
@@ -204,19 +211,13 @@ impl Metrics {
     }
 }
 
-/// The state one breaker shares between its services, futures and handles.
+/// The state one breaker shares, through an `Arc`, between its services, response futures
+/// and handles. Every call's permit holds a reference; the breaker is freed with the last.
 pub(crate) struct Shared {
-    word: Padded<Word>,
-    /// Reference-count-free state for closed-state response futures (see [`Slot`]).
-    pub(crate) slot: &'static Slot,
-    /// The slot's epoch while this breaker holds it.
-    pub(crate) epoch: u32,
-    /// Whether a closed-state call can complete without the breaker itself: the policy has
-    /// no window and no slow-call duration.
-    light: bool,
+    hot: Padded<Hot>,
+    counts: Padded<Counts>,
     /// Whether calls are timed (a slow-call duration is set).
     timed: bool,
-    open_until: AtomicU64,
     transitions: AtomicU64,
     cold: Mutex<Cold>,
     window: Option<Mutex<Outcomes>>,
@@ -246,34 +247,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// A new breaker, in the `Arc` its services, futures and handles share.
     pub(crate) fn new(config: Arc<Config>, name: Arc<str>) -> Arc<Self> {
-        let shared = Arc::new(Self::unshared(config, name));
-        shared.slot.set_owner(Arc::downgrade(&shared));
-        shared
+        Arc::new(Self::unshared(config, name))
     }
 
     fn unshared(config: Arc<Config>, name: Arc<str>) -> Self {
         let policy = &config.policy;
-        let (slot, epoch) = Slot::acquire();
         let rng = (policy.jitter > 0.0).then(|| match config.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_rng(&mut rand::rng()),
         });
         Shared {
-            word: Padded(Word::new(word::CLOSED)),
-            slot,
-            epoch,
-            light: !policy.uses_window()
-                && policy.slow_call_duration.is_none()
-                && !config.call_metrics(),
-            timed: policy.slow_call_duration.is_some(),
-            open_until: AtomicU64::new(0),
-            transitions: AtomicU64::new(0),
-            cold: Mutex::new(Cold {
-                openings: 0,
-                rng,
-                timer: None,
-                no_timers: false,
+            hot: Padded(Hot {
+                word: Word::new(word::CLOSED),
+                consecutive: AtomicU32::new(0),
+                open_until: AtomicU64::new(0),
             }),
+            counts: Padded(Counts::default()),
+            timed: policy.slow_call_duration.is_some(),
+            transitions: AtomicU64::new(0),
+            cold: Mutex::new(Cold { openings: 0, rng }),
             window: policy
                 .uses_window()
                 .then(|| Mutex::new(Outcomes::new(policy.window))),
@@ -293,7 +285,7 @@ impl Shared {
     }
 
     pub(crate) fn state(&self) -> State {
-        State::from_code(self.word.0.load().state())
+        State::from_code(self.hot.0.word.load().state())
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -306,15 +298,15 @@ impl Shared {
 
     /// When an open breaker may half-open, if it is open.
     pub(crate) fn open_until(&self) -> Option<Instant> {
-        (self.word.0.load().state() == word::OPEN)
-            .then(|| self.instant(self.open_until.load(Ordering::Acquire)))
+        (self.hot.0.word.load().state() == word::OPEN)
+            .then(|| self.instant(self.hot.0.open_until.load(Ordering::Acquire)))
     }
 
     /// The generation, if the breaker is closed: a call may then be made without taking a
     /// permit up front (see [`closed_permit`](Self::closed_permit)).
     #[inline]
     pub(crate) fn closed_generation(&self) -> Option<u32> {
-        let cur = self.word.0.load();
+        let cur = self.hot.0.word.load();
         (cur.state() == word::CLOSED).then_some(cur.generation())
     }
 
@@ -323,17 +315,9 @@ impl Shared {
     /// generation.
     #[inline(always)]
     pub(crate) fn closed_permit(self: &Arc<Self>, generation: u32) -> Permit {
-        if self.light {
-            Permit::Light {
-                slot: self.slot,
-                epoch: self.epoch,
-                generation,
-            }
-        } else {
-            let mut permit = Permit::full(self.clone(), generation, false);
-            permit.start();
-            permit
-        }
+        let mut permit = Permit::new(self.clone(), generation, false);
+        permit.start();
+        permit
     }
 
     /// Asks to make one call. On success the permit must be completed with the call's outcome
@@ -351,20 +335,14 @@ impl Shared {
     #[inline(never)]
     fn try_acquire_slow(self: &Arc<Self>) -> Result<Permit, Rejection> {
         loop {
-            let cur = self.word.0.load();
+            let cur = self.hot.0.word.load();
             match cur.state() {
                 word::CLOSED => return Ok(self.closed_permit(cur.generation())),
                 word::DISABLED => {
-                    return Ok(Permit::full(self.clone(), cur.generation(), false));
+                    return Ok(Permit::new(self.clone(), cur.generation(), false));
                 }
                 word::OPEN => {
-                    let until = self.open_until.load(Ordering::Acquire);
-                    // While the opening's timer has not fired, the open duration has not
-                    // passed: reject without reading the clock.
-                    let armed = (u64::from(cur.generation()) << 2) | TIMER_ARMED;
-                    if self.slot.open_timer.load(Ordering::Acquire) == armed {
-                        return Err(self.reject(State::Open, until));
-                    }
+                    let until = self.hot.0.open_until.load(Ordering::Acquire);
                     if self.nanos(Instant::now()) < until {
                         return Err(self.reject(State::Open, until));
                     }
@@ -372,12 +350,12 @@ impl Shared {
                 }
                 word::HALF_OPEN => {
                     let policy = self.policy();
-                    match self.word.0.try_acquire_probe(
+                    match self.hot.0.word.try_acquire_probe(
                         cur.generation(),
                         policy.half_open_probes,
                         policy.success_threshold,
                     ) {
-                        Ok(()) => return Ok(Permit::full(self.clone(), cur.generation(), true)),
+                        Ok(()) => return Ok(Permit::new(self.clone(), cur.generation(), true)),
                         Err(now) if now.generation() == cur.generation() => {
                             return Err(self.reject(State::HalfOpen, 0));
                         }
@@ -391,7 +369,7 @@ impl Shared {
 
     #[cfg(all(test, not(loom)))]
     pub(crate) fn word_snapshot(&self) -> word::Snapshot {
-        self.word.0.load()
+        self.hot.0.word.load()
     }
 
     #[cfg(all(test, not(loom)))]
@@ -401,20 +379,20 @@ impl Shared {
 
     #[cfg(all(test, not(loom)))]
     pub(crate) fn generation(&self) -> u32 {
-        self.word.0.load().generation()
+        self.hot.0.word.load().generation()
     }
 
     /// Whether a permit of `generation` is still current.
     #[inline]
     pub(crate) fn is_current(&self, generation: u32) -> bool {
-        self.word.0.load().generation() == generation
+        self.hot.0.word.load().generation() == generation
     }
 
     /// Counts a rejection in `state`; `until` is when an open breaker may half-open (in
     /// nanoseconds since the base instant, 0 if not open).
     #[inline]
     fn reject(&self, state: State, until: u64) -> Rejection {
-        self.slot.count(Count::Rejected, self.epoch);
+        add(&self.counts.0.rejected);
         #[cfg(feature = "metrics")]
         self.metrics.rejected.increment(1);
         let rejection = Rejection { state, until };
@@ -438,7 +416,7 @@ impl Shared {
             state,
             base: self.base,
             until: if state == State::Open {
-                self.open_until.load(Ordering::Acquire)
+                self.hot.0.open_until.load(Ordering::Acquire)
             } else {
                 0
             },
@@ -451,8 +429,7 @@ impl Shared {
     }
 
     /// Records a call's outcome. The common case (closed, consecutive failures only, no slow
-    /// calls, a success with no failure run to reset) touches one per-thread counter and two
-    /// shared loads.
+    /// calls, a success with no failure run to reset) is one load and one `fetch_add`.
     #[inline]
     fn complete(&self, generation: u32, probe: bool, outcome: Outcome, elapsed: Option<Duration>) {
         // A success that is not a probe, not timed and not windowed changes nothing but the
@@ -461,9 +438,9 @@ impl Shared {
             && elapsed.is_none()
             && outcome == Outcome::Success
             && self.window.is_none()
-            && self.slot.consecutive.load(Ordering::Relaxed) == 0
+            && self.hot.0.consecutive.load(Ordering::Relaxed) == 0
         {
-            self.slot.count_success(self.epoch);
+            add(&self.counts.0.successes);
             #[cfg(feature = "metrics")]
             self.metrics.success.increment(1);
             return;
@@ -491,26 +468,26 @@ impl Shared {
         };
         match outcome {
             Outcome::Success => {
-                self.slot.count_success(self.epoch);
+                add(&self.counts.0.successes);
                 #[cfg(feature = "metrics")]
                 self.metrics.success.increment(1);
             }
             Outcome::Failure => {
-                self.slot.count(Count::Failures, self.epoch);
+                add(&self.counts.0.failures);
                 #[cfg(feature = "metrics")]
                 self.metrics.failure.increment(1);
             }
             Outcome::Ignored => {
-                self.slot.count(Count::Ignored, self.epoch);
+                add(&self.counts.0.ignored);
                 #[cfg(feature = "metrics")]
                 self.metrics.ignored.increment(1);
             }
         }
         if slow {
-            self.slot.count(Count::Slow, self.epoch);
+            add(&self.counts.0.slow);
         }
 
-        let cur = self.word.0.load();
+        let cur = self.hot.0.word.load();
         if cur.generation() != generation {
             return;
         }
@@ -521,7 +498,7 @@ impl Shared {
             // half-open calls by failure and slow-call rate alike).
             word::HALF_OPEN if probe => match outcome {
                 Outcome::Success if !slow => {
-                    if let Some(successes) = self.word.0.probe_succeeded(generation) {
+                    if let Some(successes) = self.hot.0.word.probe_succeeded(generation) {
                         if successes >= self.policy().success_threshold {
                             self.transition(generation, State::HalfOpen, State::Closed);
                         } else {
@@ -540,7 +517,7 @@ impl Shared {
 
     #[cold]
     fn release(&self, generation: u32) {
-        if self.word.0.release_probe(generation) {
+        if self.hot.0.word.release_probe(generation) {
             self.notify.notify_waiters();
         }
     }
@@ -555,9 +532,9 @@ impl Shared {
         let mut trip = false;
         if let Some(threshold) = policy.consecutive_failures {
             if failure {
-                trip = self.slot.consecutive.fetch_add(1, Ordering::AcqRel) + 1 >= threshold;
-            } else if self.slot.consecutive.load(Ordering::Relaxed) != 0 {
-                self.slot.consecutive.store(0, Ordering::Relaxed);
+                trip = self.hot.0.consecutive.fetch_add(1, Ordering::AcqRel) + 1 >= threshold;
+            } else if self.hot.0.consecutive.load(Ordering::Relaxed) != 0 {
+                self.hot.0.consecutive.store(0, Ordering::Relaxed);
             }
         }
         if let Some(window) = &self.window {
@@ -587,17 +564,16 @@ impl Shared {
     pub(crate) fn transition(&self, generation: u32, from: State, to: State) -> bool {
         let open_for = {
             let mut cold = lock(&self.cold);
-            let cur = self.word.0.load();
+            let cur = self.hot.0.word.load();
             if cur.generation() != generation || cur.state() != from.code() {
                 return false;
             }
             let open_for = self.prepare(&mut cold, to);
-            let published = self.word.0.publish(generation, to.code());
+            let published = self.hot.0.word.publish(generation, to.code());
             debug_assert!(
                 published,
                 "generation moved while the transition lock was held"
             );
-            self.arm(&mut cold, generation.wrapping_add(1), to);
             open_for
         };
         self.after_transition(from, to, open_for);
@@ -608,57 +584,16 @@ impl Shared {
     fn force(&self, to: State) {
         let (from, open_for) = {
             let mut cold = lock(&self.cold);
-            let cur = self.word.0.load();
+            let cur = self.hot.0.word.load();
             let open_for = self.prepare(&mut cold, to);
-            let published = self.word.0.publish(cur.generation(), to.code());
+            let published = self.hot.0.word.publish(cur.generation(), to.code());
             debug_assert!(
                 published,
                 "generation moved while the transition lock was held"
             );
-            self.arm(&mut cold, cur.generation().wrapping_add(1), to);
             (State::from_code(cur.state()), open_for)
         };
         self.after_transition(from, to, open_for);
-    }
-
-    /// After a transition to `to` (now in `generation`): inside a tokio runtime, starts a timer
-    /// for the end of an opening, so that rejections until then need no clock read.
-    ///
-    /// The timer only marks the opening due; the next call still reads the clock and
-    /// half-opens the breaker exactly when the open duration has passed. With tokio's clock
-    /// paused, `advance` fires the timer before the advancing task resumes. Outside a runtime
-    /// (or in one without the time driver) every rejection reads the clock instead.
-    fn arm(&self, cold: &mut Cold, generation: u32, to: State) {
-        cold.timer = None;
-        self.slot.open_timer.store(0, Ordering::Release);
-        if to != State::Open || cold.no_timers || tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        let until = self.instant(self.open_until.load(Ordering::Acquire));
-        // `sleep_until` panics in a runtime built without the time driver; remember that
-        // and fall back to reading the clock.
-        let sleep = std::panic::catch_unwind(|| {
-            tokio::task::unconstrained(tokio::time::sleep_until(until))
-        });
-        let Ok(sleep) = sleep else {
-            cold.no_timers = true;
-            return;
-        };
-        let key = (u64::from(generation) << 2) | TIMER_ARMED;
-        self.slot.open_timer.store(key, Ordering::Release);
-        let waker = Waker::from(Arc::new(OpenWake {
-            slot: self.slot,
-            epoch: self.epoch,
-            key,
-        }));
-        let mut sleep = Box::pin(sleep);
-        match sleep.as_mut().poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(()) => self
-                .slot
-                .open_timer
-                .store(key | TIMER_DUE, Ordering::Release),
-            Poll::Pending => cold.timer = Some(sleep),
-        }
     }
 
     fn prepare(&self, cold: &mut Cold, to: State) -> Option<Duration> {
@@ -672,12 +607,12 @@ impl Shared {
                 }
                 cold.openings = cold.openings.saturating_add(1);
                 let until = self.nanos(Instant::now() + open_for);
-                self.open_until.store(until, Ordering::Release);
+                self.hot.0.open_until.store(until, Ordering::Release);
                 Some(open_for)
             }
             State::Closed => {
                 cold.openings = 0;
-                self.slot.consecutive.store(0, Ordering::Relaxed);
+                self.hot.0.consecutive.store(0, Ordering::Relaxed);
                 if let Some(window) = &self.window {
                     lock(window).reset();
                 }
@@ -719,43 +654,32 @@ impl Shared {
 
     fn counters(&self) -> CounterSnapshot {
         CounterSnapshot {
-            successes: self.slot.total(Count::Successes, self.epoch),
-            failures: self.slot.total(Count::Failures, self.epoch),
-            ignored: self.slot.total(Count::Ignored, self.epoch),
-            rejected: self.slot.total(Count::Rejected, self.epoch),
-            slow: self.slot.total(Count::Slow, self.epoch),
+            successes: self.counts.0.successes.load(Ordering::Relaxed),
+            failures: self.counts.0.failures.load(Ordering::Relaxed),
+            ignored: self.counts.0.ignored.load(Ordering::Relaxed),
+            rejected: self.counts.0.rejected.load(Ordering::Relaxed),
+            slow: self.counts.0.slow.load(Ordering::Relaxed),
             transitions: self.transitions.load(Ordering::Relaxed),
-            consecutive_failures: self.slot.consecutive.load(Ordering::Relaxed),
+            consecutive_failures: self.hot.0.consecutive.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.slot.release(self.epoch);
     }
 }
 
 /// Leave to make one call, taken from the breaker before calling the inner service.
 ///
-/// Completing it records the outcome; dropping it uncompleted (a cancelled call, or a service
-/// dropped after `poll_ready`) gives a half-open probe permit back.
+/// It holds a reference to the breaker, so that the call's outcome can be recorded after the
+/// service that made it is gone. Completing it records the outcome; dropping it uncompleted (a
+/// cancelled call, or a service dropped after `poll_ready`) gives a half-open probe permit
+/// back.
 pub(crate) enum Permit {
-    /// A closed-state call under a policy without window or timing: it reaches the breaker
-    /// through its slot, without a reference count (see [`Slot`]).
-    Light {
-        slot: &'static Slot,
-        epoch: u32,
-        generation: u32,
-    },
-    /// Every other call holds the breaker.
-    Full {
+    /// A call admitted in `generation`.
+    Call {
         shared: Arc<Shared>,
         /// Nanoseconds since the breaker's base instant, plus one, when the call started;
         /// zero if slow calls are not tracked.
         start: u64,
         generation: u32,
-        /// A half-open probe still holding its slot (cleared once the outcome is recorded).
+        /// A half-open probe still holding its place (cleared once the outcome is recorded).
         probe: bool,
     },
     /// Completed (or never taken): records nothing and releases nothing.
@@ -765,12 +689,7 @@ pub(crate) enum Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Permit::Light { generation, .. } => f
-                .debug_struct("Permit")
-                .field("generation", generation)
-                .field("probe", &false)
-                .finish(),
-            Permit::Full {
+            Permit::Call {
                 generation, probe, ..
             } => f
                 .debug_struct("Permit")
@@ -784,8 +703,8 @@ impl fmt::Debug for Permit {
 
 impl Permit {
     #[inline]
-    fn full(shared: Arc<Shared>, generation: u32, probe: bool) -> Self {
-        Permit::Full {
+    fn new(shared: Arc<Shared>, generation: u32, probe: bool) -> Self {
+        Permit::Call {
             shared,
             start: 0,
             generation,
@@ -797,52 +716,31 @@ impl Permit {
     #[inline]
     pub(crate) fn is_current(&self) -> bool {
         match self {
-            // Only closed-state permits are light, and services re-check the state before
-            // every call; a light permit is never held across polls.
-            Permit::Light { .. } | Permit::Done => false,
-            Permit::Full {
+            Permit::Call {
                 shared, generation, ..
             } => shared.is_current(*generation),
+            Permit::Done => false,
         }
     }
 
     /// Starts the slow-call clock, if slow calls are tracked. Called when the call is made.
     #[inline]
     pub(crate) fn start(&mut self) {
-        if let Permit::Full { shared, start, .. } = self {
+        if let Permit::Call { shared, start, .. } = self {
             if shared.timed {
                 *start = shared.nanos(Instant::now()).saturating_add(1);
             }
         }
     }
 
-    /// Records the call's outcome; the permit is done afterwards.
+    /// Records the call's outcome; the permit is done afterwards (and its reference to the
+    /// breaker dropped).
     ///
     /// Works in place (the permit's fields are read where they lie, not moved), which keeps
     /// the closed-state path free of store-forwarding stalls.
     #[inline(always)]
     pub(crate) fn complete(&mut self, outcome: Outcome) {
-        if let Permit::Light {
-            slot,
-            epoch,
-            generation,
-        } = *self
-        {
-            // Left as it is: a light permit releases nothing when dropped, and a response
-            // future completes its permit once.
-            if outcome == Outcome::Success && slot.consecutive.load(Ordering::Relaxed) == 0 {
-                slot.count_success(epoch);
-            } else {
-                complete_light_slow(slot, epoch, generation, outcome);
-            }
-        } else {
-            self.complete_full(outcome);
-        }
-    }
-
-    #[inline(never)]
-    fn complete_full(&mut self, outcome: Outcome) {
-        if let Permit::Full {
+        if let Permit::Call {
             shared,
             start,
             generation,
@@ -859,20 +757,10 @@ impl Permit {
     }
 }
 
-/// A light permit's outcome that the slot alone cannot record: a failure, an ignored call, or
-/// a success that ends a run of failures.
-#[cold]
-#[inline(never)]
-fn complete_light_slow(slot: &Slot, epoch: u32, generation: u32, outcome: Outcome) {
-    if let Some(shared) = slot.owner(epoch) {
-        shared.complete(generation, false, outcome, None);
-    }
-}
-
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if let Permit::Full {
+        if let Permit::Call {
             shared,
             generation,
             probe: true,

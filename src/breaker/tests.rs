@@ -796,3 +796,112 @@ async fn metrics_report_outcomes_transitions_and_state() {
     );
     assert_eq!(state, Some(1.0), "the gauge says open");
 }
+
+/// Waits for a thread's answer, failing (instead of hanging the test run) if it never comes:
+/// a guard against a `poll_ready` that spins, not a timing assertion.
+fn answer_of<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} never returned: it spins"))
+}
+
+/// The breaker closes between the endpoint breaker's closed-state check and its taking a
+/// permit (here an `on_rejected` hook resets it, as a reset or a successful probe on another
+/// thread can): `poll_ready` is ready at once instead of dropping and retaking a permit for
+/// ever.
+#[test]
+fn endpoint_breaker_closed_while_taking_a_permit_is_ready() {
+    let target: Arc<std::sync::OnceLock<Handle>> = Arc::default();
+    let hook_target = target.clone();
+    let layer = quick()
+        .on_rejected(move |_: &error::Open| {
+            if let Some(handle) = hook_target.get() {
+                handle.reset();
+            }
+        })
+        .build_endpoint()
+        .unwrap();
+    let mut ep = layer.layer_named(echo(), "ep");
+    let handle = ep.handle();
+    handle.force_open();
+    target.set(handle.clone()).unwrap();
+    let (ep, ready) = answer_of("EndpointBreaker::poll_ready", move || {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let ready = ep.poll_ready(&mut cx);
+        (ep, ready)
+    });
+    assert!(matches!(ready, Poll::Ready(Ok(()))), "{ready:?}");
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.counters().rejected, 1);
+    // The permit it took is used by the call, and counted.
+    let mut ep = ep;
+    let out = futures_util::FutureExt::now_or_never(ep.call(Ok("a"))).unwrap();
+    assert_eq!(out.unwrap(), "a");
+    assert_eq!(handle.counters().successes, 1);
+}
+
+/// Endpoint breakers sharing one breaker stay live while another thread closes it under
+/// them: two pollers call through their own `EndpointBreaker` (every third call fails, which
+/// opens the breaker; it half-opens after 20 µs, and a successful probe closes it), while a
+/// third thread resets it in a loop. The second poller goes on alone after the first is done,
+/// so that a poll caught spinning has no other poller's failure to reopen the breaker and end
+/// the spin. Every `poll_ready` returns; every call's outcome is counted.
+#[test]
+fn endpoint_breakers_stay_live_under_concurrent_reset_and_close() {
+    const POLLS: [usize; 2] = [5_000, 50_000];
+    let (_, handle) = quick()
+        .consecutive_failures(1)
+        .open_duration(Duration::from_micros(20))
+        .max_open_duration(Duration::from_micros(20))
+        .build_with_handle()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resetter = {
+        let (handle, stop) = (handle.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                handle.reset();
+            }
+        })
+    };
+    let pollers: Vec<_> = (0..2)
+        .map(|p| {
+            let shared = handle.shared.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                // The endpoint breaker's open-state wake-up is a tokio timer.
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
+                let _entered = rt.enter();
+                let mut ep = EndpointBreaker::from_shared(echo(), shared, DefaultClassifier);
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let mut calls = 0usize;
+                for i in 0..POLLS[p] {
+                    if ep.poll_ready(&mut cx).is_ready() {
+                        let r: Call = if (i + p) % 3 == 0 { Err("x") } else { Ok("a") };
+                        let _ = futures_util::FutureExt::now_or_never(ep.call(r)).unwrap();
+                        calls += 1;
+                    }
+                }
+                let _ = tx.send(calls);
+            });
+            rx
+        })
+        .collect();
+    let mut calls = 0;
+    for rx in pollers {
+        calls += rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a poller never finished: poll_ready spins");
+    }
+    stop.store(true, Ordering::Relaxed);
+    resetter.join().unwrap();
+    let c = handle.counters();
+    assert!(calls > 0);
+    assert_eq!(c.successes + c.failures, calls as u64, "{c:?}");
+}

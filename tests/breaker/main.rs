@@ -25,7 +25,7 @@ use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
-use tower::{BoxError, Service, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_mesh::breaker::{
     CircuitBreakerLayer, EndpointBreakerLayer, Handle, HttpClassifier, State, Transition,
 };
@@ -328,4 +328,121 @@ async fn grpc_status_in_trailers_opens_the_breaker() {
     resp.into_body().collect().await.unwrap();
     assert_eq!(handle.counters().successes, 1);
     assert_eq!(handle.state(), State::Closed);
+}
+
+/// A service-level breaker in a runtime built without the time driver: it opens, rejects and
+/// reports as anywhere else, and never panics, not even a panic caught inside it (which would
+/// abort a `panic = "abort"` build and reach the application's panic hook).
+#[test]
+fn service_breaker_in_a_runtime_without_timers_never_panics() {
+    let panics = Arc::new(Mutex::new(Vec::<String>::new()));
+    let this_test = std::thread::current().name().map(str::to_owned);
+    let recorded = panics.clone();
+    let previous = std::panic::take_hook();
+    // Panic hooks are process-wide: record only this test's thread, pass everything on.
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name().map(str::to_owned) == this_test {
+            recorded.lock().unwrap().push(info.to_string());
+        }
+        previous(info);
+    }));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .consecutive_failures(THRESHOLD)
+        .open_duration(Duration::from_secs(30))
+        .build_with_handle()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|ok: bool| async move {
+        if ok {
+            Ok(())
+        } else {
+            Err::<(), BoxError>("down".into())
+        }
+    }));
+    rt.block_on(async {
+        for _ in 0..THRESHOLD {
+            let e = svc.ready().await.unwrap().call(false).await.unwrap_err();
+            assert!(!e.is_open(), "{e}");
+        }
+        assert_eq!(handle.state(), State::Open);
+        for _ in 0..5 {
+            let e = svc.ready().await.unwrap().call(true).await.unwrap_err();
+            assert!(e.is_open(), "{e}");
+        }
+    });
+    // Outside the runtime too.
+    let e = futures_util::FutureExt::now_or_never(async {
+        svc.ready().await.unwrap().call(true).await
+    })
+    .unwrap()
+    .unwrap_err();
+    assert!(e.is_open(), "{e}");
+    // Back to the default hook (ours forwards to it anyway), then look at what was seen.
+    drop(std::panic::take_hook());
+    let seen = std::mem::take(&mut *panics.lock().unwrap());
+    assert_eq!(seen, Vec::<String>::new(), "the breaker panicked");
+    assert_eq!(handle.counters().rejected, 6);
+    assert_eq!(handle.state(), State::Open);
+}
+
+/// An open endpoint breaker behind `Buffer` (paused clock): the request queued while it is
+/// open waits, with nothing else flowing, until the open duration ends; the breaker's
+/// wake-up then lets the buffer's worker send it as the half-open probe, which closes the
+/// breaker. The buffer never sees a readiness error: later requests all succeed.
+#[tokio::test(start_paused = true)]
+async fn open_endpoint_breaker_behind_buffer_wakes_when_the_open_duration_ends() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let reached = Arc::new(AtomicUsize::new(0));
+    let (f, r) = (failing.clone(), reached.clone());
+    let inner = tower::service_fn(move |_: ()| {
+        r.fetch_add(1, Ordering::SeqCst);
+        let fail = f.load(Ordering::SeqCst);
+        async move {
+            if fail {
+                Err::<&'static str, BoxError>("down".into())
+            } else {
+                Ok("up")
+            }
+        }
+    });
+    let open_for = Duration::from_secs(10);
+    let ep = EndpointBreakerLayer::builder()
+        .consecutive_failures(THRESHOLD)
+        .open_duration(open_for)
+        .build_endpoint()
+        .unwrap()
+        .layer_named(inner, "buffered");
+    let handle = ep.handle();
+    let svc = Buffer::new(ep, 8);
+
+    for _ in 0..THRESHOLD {
+        let e = svc.clone().oneshot(()).await.unwrap_err();
+        assert_eq!(e.to_string(), "down");
+    }
+    assert_eq!(handle.state(), State::Open);
+    let opened = tokio::time::Instant::now();
+    failing.store(false, Ordering::SeqCst);
+
+    // Queued while open: the worker finds the endpoint not ready and waits for its wake-up.
+    let queued = tokio::spawn(svc.clone().oneshot(()));
+    tokio::time::sleep(open_for - Duration::from_millis(1)).await;
+    assert!(!queued.is_finished(), "served while open");
+    assert_eq!(reached.load(Ordering::SeqCst), THRESHOLD as usize);
+    assert_eq!(handle.state(), State::Open);
+
+    let answer = queued.await.unwrap();
+    assert_eq!(answer.unwrap(), "up");
+    assert_eq!(
+        tokio::time::Instant::now() - opened,
+        open_for,
+        "served the moment the open duration ended"
+    );
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(reached.load(Ordering::SeqCst), THRESHOLD as usize + 1);
+    for _ in 0..10 {
+        assert_eq!(svc.clone().oneshot(()).await.unwrap(), "up");
+    }
 }
