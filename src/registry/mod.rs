@@ -5,9 +5,9 @@
 //! no gaps (etcd's watch): deletions are visible, and a watcher that asks for a revision that was
 //! compacted away first gets a full [`Event::Reset`] snapshot rather than silently missing
 //! changes. Instances may hold a lease ([`Registration::with_ttl`]); a [`Reaper`] turns an
-//! instance whose lease was missed `Critical`, then deregisters it after a grace period
-//! (Consul's TTL checks), and holds back when too many leases lapse at once (Eureka's
-//! self-preservation).
+//! instance whose lease was missed `Critical`, then deregisters it after a grace period counted
+//! from when it turned critical (Consul's TTL checks), and holds back while too many leases are
+//! lapsed (Eureka's self-preservation, measured over a window; see [`LeaseConfig`]).
 //!
 //! Backends: [`MemoryRegistry`] (in process), [`SqlRegistry`](sql::SqlRegistry) over SQLite,
 //! PostgreSQL or MySQL/MariaDB, and [`Cached`] in front of any of them. All pass one conformance

@@ -75,7 +75,8 @@ macro_rules! conformance {
             use super::*;
             conformance!(@each [$attr] $make;
                 register_and_snapshot upsert_replaces deregister_removes set_health_changes
-                heartbeat_and_ttl self_preservation watch_from_zero watch_from_middle
+                heartbeat_and_ttl self_preservation outage_never_empties
+                grace_counts_from_critical watch_from_zero watch_from_middle
                 watch_after_compaction concurrent_writers batch_registration
                 bad_input_is_rejected);
         }
@@ -534,4 +535,84 @@ async fn reaper_task_expires_on_paused_time() {
         .unwrap()
         .instances()
         .is_empty());
+}
+
+/// A database made by the first schema version, holding an instance that is already critical,
+/// is upgraded by `connect`: the instance's grace period then counts from its lease's deadline
+/// (the best the old schema knows), and it is reaped once that has passed.
+async fn upgrade_keeps_critical_instances(url: &str, backend: &str) {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let dir = std::env::temp_dir().join(format!(
+        "tm-migrations-{backend}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = "20261129000001_registry.sql";
+    std::fs::copy(
+        format!(
+            "{}/migrations/{backend}/{first}",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        dir.join(first),
+    )
+    .unwrap();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let cols = "service, instance_id, host, port, scheme, version, weight, zone, metadata, \
+                health, ttl_ms, expires_at_ms, lease_expired, revision";
+    let deadline = START_MS - 20_000;
+    pool.execute(
+        format!(
+            "INSERT INTO mesh_instances ({cols}) VALUES \
+             ('orders', 'o-1', '127.0.0.1', 8001, 'http', '1', 100, NULL, '{{}}', 'passing', \
+             10000, {deadline}, 1, 1)"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    pool.execute("UPDATE mesh_state SET revision = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    pool.close().await;
+    let ctx = sql_at(url).await;
+    let r = &ctx.registry;
+    let cfg = tower_mesh::registry::LeaseConfig::default().grace(Duration::from_secs(30));
+    assert!(r.reap(&cfg).await.unwrap().deregistered.is_empty());
+    ctx.advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        r.reap(&cfg).await.unwrap().deregistered,
+        vec![(svc("orders"), id("o-1"))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_keeps_critical_instances() {
+    let path = std::env::temp_dir().join(format!("tm-upgrade-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    upgrade_keeps_critical_instances(&format!("sqlite://{}?mode=rwc", path.display()), "sqlite")
+        .await;
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_keeps_critical_instances() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") {
+        upgrade_keeps_critical_instances(&support::fresh_database(&base).await, "postgres").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_upgrade_keeps_critical_instances() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_MYSQL") {
+        upgrade_keeps_critical_instances(&support::fresh_database(&base).await, "mysql").await;
+    }
 }

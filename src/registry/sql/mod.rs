@@ -944,11 +944,13 @@ impl Registry for SqlRegistry {
         let s = &self.shared.statements;
         let now = self.shared.clock.now_ms();
         let pool = &self.shared.pool;
-        let leased: i64 = sqlx::query(&s.count_leased)
+        let counts = sqlx::query(&s.lease_counts)
+            .bind(now)
             .fetch_one(pool)
             .await
-            .and_then(|r| r.try_get(0))
             .map_err(self.err(op))?;
+        let leased: i64 = counts.try_get(0).map_err(self.err(op))?;
+        let lapsed: i64 = counts.try_get(1).map_err(self.err(op))?;
         let names = |rows: Vec<AnyRow>| -> Vec<(ServiceName, InstanceId)> {
             rows.iter()
                 .filter_map(|r| {
@@ -975,6 +977,7 @@ impl Registry for SqlRegistry {
                 .await
                 .map_err(self.err(op))?,
         );
+        // Turned critical at least a grace period ago.
         let overdue_before = now - config.grace_ms();
         let mut overdue = names(
             sqlx::query(&s.overdue)
@@ -984,19 +987,16 @@ impl Registry for SqlRegistry {
                 .map_err(self.err(op))?,
         );
         let mut report = ReapReport::default();
-        let leased = leased.max(0) as usize;
-        if config.hold_back(lapsing.len(), leased) {
-            report.held_back += lapsing.len();
+        if config.hold_back(lapsed.max(0) as usize, leased.max(0) as usize) {
+            report.held_back = lapsing.len() + overdue.len();
             lapsing.clear();
-        }
-        if config.hold_back(overdue.len(), leased) {
-            report.held_back += overdue.len();
             overdue.clear();
         }
         for (service, id) in lapsing {
             let mut tx = self.begin(op).await?;
             let rev = self.bump(&mut tx, 1, op).await?;
             let done = sqlx::query(&s.expire)
+                .bind(now)
                 .bind(rev)
                 .bind(service.as_str().to_owned())
                 .bind(id.as_str().to_owned())

@@ -26,7 +26,7 @@ pub(super) struct Statements {
     pub(super) events_all: String,
     pub(super) compact_state: String,
     pub(super) compact_events: String,
-    pub(super) count_leased: String,
+    pub(super) lease_counts: String,
     pub(super) lapsing: String,
     pub(super) overdue: String,
     pub(super) expire: String,
@@ -95,8 +95,9 @@ impl Statements {
             lease_state: p("SELECT ttl_ms, lease_expired FROM mesh_instances \
                  WHERE service = ? AND instance_id = ?"),
             revive: p(
-                "UPDATE mesh_instances SET lease_expired = 0, expires_at_ms = ? + ttl_ms, \
-                 revision = ? WHERE service = ? AND instance_id = ? AND lease_expired = 1",
+                "UPDATE mesh_instances SET lease_expired = 0, critical_since_ms = NULL, \
+                 expires_at_ms = ? + ttl_ms, revision = ? \
+                 WHERE service = ? AND instance_id = ? AND lease_expired = 1",
             ),
             set_health: p("UPDATE mesh_instances SET health = ?, revision = ? \
                  WHERE service = ? AND instance_id = ?"),
@@ -117,21 +118,28 @@ impl Statements {
                  AND revision >= ?",
             ),
             compact_events: p("DELETE FROM mesh_events WHERE revision <= ?"),
-            count_leased: "SELECT COUNT(*) FROM mesh_instances WHERE ttl_ms IS NOT NULL".to_owned(),
+            // Self-preservation's window: all leases, and those lapsed right now.
+            lease_counts: p(
+                "SELECT COUNT(*), COUNT(CASE WHEN expires_at_ms <= ? THEN 1 END) \
+                 FROM mesh_instances WHERE ttl_ms IS NOT NULL",
+            ),
             lapsing: p(
                 "SELECT service, instance_id FROM mesh_instances WHERE ttl_ms IS NOT NULL \
                  AND lease_expired = 0 AND expires_at_ms <= ? ORDER BY service, instance_id",
             ),
+            // The grace period counts from when the instance turned critical.
             overdue: p(
                 "SELECT service, instance_id FROM mesh_instances WHERE lease_expired = 1 \
-                 AND expires_at_ms <= ? ORDER BY service, instance_id",
+                 AND critical_since_ms <= ? ORDER BY service, instance_id",
             ),
-            expire: p("UPDATE mesh_instances SET lease_expired = 1, revision = ? \
-                 WHERE service = ? AND instance_id = ? AND ttl_ms IS NOT NULL \
-                 AND lease_expired = 0 AND expires_at_ms <= ?"),
+            expire: p(
+                "UPDATE mesh_instances SET lease_expired = 1, critical_since_ms = ?, \
+                 revision = ? WHERE service = ? AND instance_id = ? AND ttl_ms IS NOT NULL \
+                 AND lease_expired = 0 AND expires_at_ms <= ?",
+            ),
             remove_overdue: p(
                 "DELETE FROM mesh_instances WHERE service = ? AND instance_id = ? \
-                 AND lease_expired = 1 AND expires_at_ms <= ?",
+                 AND lease_expired = 1 AND critical_since_ms <= ?",
             ),
             register_one: (backend == Backend::Postgres).then(|| {
                 format!(
@@ -139,8 +147,9 @@ impl Statements {
                      RETURNING revision), \
                      i AS (INSERT INTO mesh_instances (service, instance_id, host, port, scheme, \
                      version, weight, zone, metadata, health, ttl_ms, expires_at_ms, \
-                     lease_expired, revision) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, r.revision \
+                     lease_expired, critical_since_ms, revision) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, NULL, \
+                     r.revision \
                      FROM r {conflict} RETURNING service, instance_id, host, port, scheme, \
                      version, weight, zone, metadata, health, lease_expired, revision), \
                      e AS (INSERT INTO mesh_events (revision, kind, service, instance_id, host, \
@@ -162,13 +171,14 @@ impl Statements {
     pub(super) fn upsert(&self, rows: usize) -> String {
         let mut sql = String::from(
             "INSERT INTO mesh_instances (service, instance_id, host, port, scheme, version, \
-             weight, zone, metadata, health, ttl_ms, expires_at_ms, lease_expired, revision) VALUES ",
+             weight, zone, metadata, health, ttl_ms, expires_at_ms, lease_expired, \
+             critical_since_ms, revision) VALUES ",
         );
         for i in 0..rows {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?)");
         }
         sql.push(' ');
         sql.push_str(&Self::on_conflict(self.backend));
@@ -192,6 +202,7 @@ impl Statements {
             "ttl_ms",
             "expires_at_ms",
             "lease_expired",
+            "critical_since_ms",
             "revision",
         ];
         match backend {
