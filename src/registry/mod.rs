@@ -344,6 +344,8 @@ pub trait Registry: Clone + Send + Sync + 'static {
     /// One sweep of lease expiry; see [`Reaper`], which calls this periodically.
     fn reap(&self, config: &LeaseConfig) -> impl Future<Output = Result<ReapReport, Error>> + Send;
 
-    /// The clock leases are measured with.
+    /// The clock leases are measured with. A registry whose store is shared by many machines
+    /// (PostgreSQL, MySQL) measures leases with the store's clock instead, moved forward only by
+    /// a [`ManualClock`]'s advances; see [`Clock`].
     fn clock(&self) -> &Clock;
 }

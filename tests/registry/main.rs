@@ -540,7 +540,10 @@ async fn reaper_task_expires_on_paused_time() {
 /// A database made by the first schema version, holding an instance that is already critical,
 /// is upgraded by `connect`: the instance's grace period then counts from its lease's deadline
 /// (the best the old schema knows), and it is reaped once that has passed.
-async fn upgrade_keeps_critical_instances(url: &str, backend: &str) {
+///
+/// `now_ms` is the SQL for the current lease time: the manual clock's start on SQLite, the
+/// server's clock on PostgreSQL and MySQL.
+async fn upgrade_keeps_critical_instances(url: &str, backend: &str, now_ms: &str) {
     use sqlx::Executor;
     sqlx::any::install_default_drivers();
     let dir = std::env::temp_dir().join(format!(
@@ -568,12 +571,11 @@ async fn upgrade_keeps_critical_instances(url: &str, backend: &str) {
     std::fs::remove_dir_all(&dir).unwrap();
     let cols = "service, instance_id, host, port, scheme, version, weight, zone, metadata, \
                 health, ttl_ms, expires_at_ms, lease_expired, revision";
-    let deadline = START_MS - 20_000;
     pool.execute(
         format!(
             "INSERT INTO mesh_instances ({cols}) VALUES \
              ('orders', 'o-1', '127.0.0.1', 8001, 'http', '1', 100, NULL, '{{}}', 'passing', \
-             10000, {deadline}, 1, 1)"
+             10000, {now_ms} - 20000, 1, 1)"
         )
         .as_str(),
     )
@@ -598,21 +600,92 @@ async fn upgrade_keeps_critical_instances(url: &str, backend: &str) {
 async fn sqlite_upgrade_keeps_critical_instances() {
     let path = std::env::temp_dir().join(format!("tm-upgrade-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    upgrade_keeps_critical_instances(&format!("sqlite://{}?mode=rwc", path.display()), "sqlite")
-        .await;
+    upgrade_keeps_critical_instances(
+        &format!("sqlite://{}?mode=rwc", path.display()),
+        "sqlite",
+        &START_MS.to_string(),
+    )
+    .await;
     let _ = std::fs::remove_file(&path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_upgrade_keeps_critical_instances() {
     if let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") {
-        upgrade_keeps_critical_instances(&support::fresh_database(&base).await, "postgres").await;
+        let url = support::fresh_database(&base).await;
+        let now = "CAST(FLOOR(EXTRACT(EPOCH FROM now()) * 1000) AS BIGINT)";
+        upgrade_keeps_critical_instances(&url, "postgres", now).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_upgrade_keeps_critical_instances() {
     if let Some(base) = support::server_url("TOWER_MESH_TEST_MYSQL") {
-        upgrade_keeps_critical_instances(&support::fresh_database(&base).await, "mysql").await;
+        let url = support::fresh_database(&base).await;
+        let now = "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000)";
+        upgrade_keeps_critical_instances(&url, "mysql", now).await;
+    }
+}
+
+/// Two processes share one database, and their clocks are 8 s apart. Lease times come from the
+/// database's clock, so neither process's reaper expires the other's fresh lease; when the
+/// leases really lapse, either reaper expires both.
+async fn skewed_clocks_share_the_database_clock(base: &str) {
+    let url = support::fresh_database(base).await;
+    let connect = |start_ms: i64| {
+        let url = url.clone();
+        async move {
+            let clock = ManualClock::new(start_ms);
+            let registry = SqlRegistry::builder(&url)
+                .clock(clock.clone().into())
+                .connect()
+                .await
+                .unwrap();
+            (registry, clock)
+        }
+    };
+    let (a, clock_a) = connect(START_MS).await;
+    let (b, clock_b) = connect(START_MS + 8_000).await;
+    let cfg = tower_mesh::registry::LeaseConfig::default().without_self_preservation();
+    a.register(suite::leased(inst("orders", "from-a", 8001), 5))
+        .await
+        .unwrap();
+    b.register(suite::leased(inst("orders", "from-b", 8002), 5))
+        .await
+        .unwrap();
+    for (name, reaper) in [("the fast clock", &b), ("the slow clock", &a)] {
+        let report = reaper.reap(&cfg).await.unwrap();
+        assert!(
+            report.expired.is_empty(),
+            "the reaper with {name} expired a fresh lease: {report:?}"
+        );
+    }
+    // Heartbeats through either registry renew by the database's clock too.
+    b.heartbeat(&svc("orders"), &id("from-a")).await.unwrap();
+    a.heartbeat(&svc("orders"), &id("from-b")).await.unwrap();
+    assert!(b.reap(&cfg).await.unwrap().expired.is_empty());
+    assert!(a.reap(&cfg).await.unwrap().expired.is_empty());
+    // 6 s later (the injected clocks move the database's time for tests), both have lapsed.
+    clock_a.advance(Duration::from_secs(6));
+    clock_b.advance(Duration::from_secs(6));
+    let mut expired = a.reap(&cfg).await.unwrap().expired;
+    expired.sort();
+    assert_eq!(
+        expired,
+        vec![(svc("orders"), id("from-a")), (svc("orders"), id("from-b"))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_skewed_clocks_share_the_database_clock() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") {
+        skewed_clocks_share_the_database_clock(&base).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_skewed_clocks_share_the_database_clock() {
+    if let Some(base) = support::server_url("TOWER_MESH_TEST_MYSQL") {
+        skewed_clocks_share_the_database_clock(&base).await;
     }
 }

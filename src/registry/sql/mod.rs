@@ -14,6 +14,10 @@
 //! [`poll_interval`](SqlRegistryBuilder::poll_interval). Writes made through the same
 //! `SqlRegistry` wake its watchers at once on every backend.
 //!
+//! Leases on PostgreSQL and MySQL are measured with the database server's clock (deadlines are
+//! computed in the SQL), so machines whose clocks disagree still agree on every lease; SQLite,
+//! which lives on one machine, uses the registry's [`Clock`].
+//!
 //! Errors never show the URL's password: it is replaced by `***` in every message.
 //!
 //! ```
@@ -137,7 +141,11 @@ impl fmt::Debug for SqlRegistryBuilder {
 }
 
 impl SqlRegistryBuilder {
-    /// The clock leases are measured with (default: [`Clock::system`]).
+    /// The clock leases are measured with (default: [`Clock::system`]). On PostgreSQL and
+    /// MySQL leases follow the database's clock, shared by every machine; a [`ManualClock`]'s
+    /// advances move it forward for tests (see [`Clock`]).
+    ///
+    /// [`ManualClock`]: crate::registry::ManualClock
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
@@ -426,6 +434,16 @@ impl SqlRegistry {
         self.shared.pool.close().await;
     }
 
+    /// The parameter of the SQL's lease time: the clock's reading on SQLite; on PostgreSQL and
+    /// MySQL, where the database's clock is used, only a manual clock's advances (see
+    /// [`Clock`]).
+    fn lease_time(&self) -> i64 {
+        match self.shared.backend {
+            Backend::Sqlite => self.shared.clock.now_ms(),
+            Backend::Postgres | Backend::MySql => self.shared.clock.advanced_ms(),
+        }
+    }
+
     fn err(&self, operation: &'static str) -> impl Fn(sqlx::Error) -> Error + '_ {
         move |e| self.shared.redactor.error(operation, e)
     }
@@ -538,7 +556,7 @@ impl SqlRegistry {
             return self.revision().await;
         }
         let op = "register";
-        let now = self.shared.clock.now_ms();
+        let now = self.lease_time();
         if let (Some(sql), [reg]) = (&self.shared.statements.register_one, &registrations[..]) {
             // One round trip, one implicit transaction.
             let row = bind_instance(sqlx::query(sql), reg, now)
@@ -640,7 +658,8 @@ impl SqlRegistry {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds the twelve instance columns (all but `lease_expired` and `revision`).
+/// Binds the instance columns up to `expires_at_ms` (thirteen parameters: the lease deadline is
+/// `ttl + lease time`, see [`SqlRegistry::lease_time`]).
 fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQuery<'q> {
     let i = &reg.instance;
     let metadata = serde_json::to_string(i.metadata()).unwrap_or_default();
@@ -657,7 +676,8 @@ fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQu
         .bind(metadata)
         .bind(i.health().as_str())
         .bind(ttl)
-        .bind(ttl.map(|t| now + t))
+        .bind(ttl)
+        .bind(now)
 }
 
 fn text_of(row: &AnyRow, column: &str) -> String {
@@ -793,7 +813,7 @@ impl Registry for SqlRegistry {
     ) -> Result<Option<Revision>, Error> {
         let op = "heartbeat";
         let s = &self.shared.statements;
-        let now = self.shared.clock.now_ms();
+        let now = self.lease_time();
         let renewed = sqlx::query(&s.heartbeat)
             .bind(now)
             .bind(service.as_str().to_owned())
@@ -942,7 +962,7 @@ impl Registry for SqlRegistry {
     async fn reap(&self, config: &LeaseConfig) -> Result<ReapReport, Error> {
         let op = "reap";
         let s = &self.shared.statements;
-        let now = self.shared.clock.now_ms();
+        let now = self.lease_time();
         let pool = &self.shared.pool;
         let counts = sqlx::query(&s.lease_counts)
             .bind(now)
@@ -978,10 +998,10 @@ impl Registry for SqlRegistry {
                 .map_err(self.err(op))?,
         );
         // Turned critical at least a grace period ago.
-        let overdue_before = now - config.grace_ms();
         let mut overdue = names(
             sqlx::query(&s.overdue)
-                .bind(overdue_before)
+                .bind(now)
+                .bind(config.grace_ms())
                 .fetch_all(pool)
                 .await
                 .map_err(self.err(op))?,
@@ -1017,7 +1037,8 @@ impl Registry for SqlRegistry {
             let done = sqlx::query(&s.remove_overdue)
                 .bind(service.as_str().to_owned())
                 .bind(id.as_str().to_owned())
-                .bind(overdue_before)
+                .bind(now)
+                .bind(config.grace_ms())
                 .execute(&mut *tx)
                 .await
                 .map_err(self.err(op))?;
