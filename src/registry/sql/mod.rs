@@ -7,9 +7,10 @@
 //! lock inside its transaction, so revisions are unique, commit in order, and no update is lost.
 //!
 //! Watching: PostgreSQL wakes watchers with `LISTEN`/`NOTIFY` (one listening connection per
-//! registry; a notification is only a hint, the watcher then reads `revision > last`, and after a
-//! reconnect it resyncs the same way since notifications are lost while disconnected), and also
-//! polls every [`fallback_poll`](SqlRegistryBuilder::fallback_poll) in case one is lost.
+//! registry; a notification is only a hint, the watcher then reads `revision > last`; since
+//! notifications are lost while no connection listens, every watcher re-reads the same way
+//! right after each new `LISTEN`), and also polls every
+//! [`fallback_poll`](SqlRegistryBuilder::fallback_poll) in case one is lost.
 //! SQLite and MySQL watchers poll the same query every
 //! [`poll_interval`](SqlRegistryBuilder::poll_interval). Writes made through the same
 //! `SqlRegistry` wake its watchers at once on every backend.

@@ -176,8 +176,14 @@ fn decode_event(row: &sqlx::any::AnyRow, revision: i64) -> Result<Event, Error> 
     }
 }
 
-/// Holds one LISTEN connection and wakes the registry's watchers on every notification and on
-/// every (re)connect, since notifications sent while disconnected are lost.
+/// Holds one LISTEN connection and wakes the registry's watchers on every notification, and
+/// after every LISTEN (the first and each one after a reconnection): notifications sent while
+/// no connection was listening are lost, so every watcher re-reads `revision > last` as soon
+/// as the new LISTEN is in place, rather than at its fallback poll.
+///
+/// Reconnection is done here, not inside sqlx's `PgListener` (whose eager reconnect would
+/// re-LISTEN out of our sight), so that the re-read after each LISTEN is this function's
+/// invariant rather than a library default's.
 #[cfg(feature = "registry-postgres")]
 pub(super) async fn listen(
     url: String,
@@ -189,32 +195,43 @@ pub(super) async fn listen(
     let bump = || wake.send_modify(|n| *n = n.wrapping_add(1));
     let mut backoff = initial;
     loop {
-        match sqlx::postgres::PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen("tower_mesh").await {
-                Ok(()) => {
-                    backoff = initial;
-                    bump();
-                    loop {
-                        match listener.try_recv().await {
-                            Ok(Some(_)) => bump(),
-                            // The connection dropped; the next call reconnects. Resync.
-                            Ok(None) => bump(),
-                            Err(e) => {
-                                tracing::warn!(error = %redactor.text(&e), "registry listener failed; reconnecting");
-                                break;
-                            }
+        match listen_once(&url).await {
+            Ok(mut listener) => {
+                let listening_since = tokio::time::Instant::now();
+                bump();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => bump(),
+                        Ok(None) => {
+                            tracing::info!("registry listener: connection lost; listening again");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %redactor.text(&e), "registry listener failed; reconnecting");
+                            break;
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %redactor.text(&e), "registry listener: LISTEN failed")
+                // A connection that held up resets the backoff; one dropped right after its
+                // LISTEN does not, so a server that keeps closing it is not hammered.
+                if listening_since.elapsed() >= max {
+                    backoff = initial;
                 }
-            },
+            }
             Err(e) => {
-                tracing::warn!(error = %redactor.text(&e), "registry listener: cannot connect")
+                tracing::warn!(error = %redactor.text(&e), "registry listener: cannot listen")
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(max);
     }
+}
+
+/// A new connection that listens on the registry's channel.
+#[cfg(feature = "registry-postgres")]
+async fn listen_once(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.eager_reconnect(false);
+    listener.listen("tower_mesh").await?;
+    Ok(listener)
 }
