@@ -242,10 +242,12 @@ struct WatchState {
 impl WatchState {
     fn fill(&mut self) {
         let state = self.registry.lock();
-        if self.last >= state.revision {
+        if self.last == state.revision {
             return;
         }
-        if self.last < state.compacted {
+        // Compacted away, or a revision this registry never reached (the watcher's history is
+        // another one's): the whole current state.
+        if self.last < state.compacted || self.last > state.revision {
             self.pending
                 .push_back(Event::Reset(state.snapshot(self.service.as_ref())));
             self.last = state.revision;

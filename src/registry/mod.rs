@@ -237,7 +237,8 @@ pub enum Event {
         /// The instance.
         id: InstanceId,
     },
-    /// The history the watcher asked for was compacted: this is the whole current state of the
+    /// The history the watcher asked for was compacted, or is not this registry's (the
+    /// database went back to an earlier revision): this is the whole current state of the
     /// watched scope, replacing everything the watcher knew. Changes after it follow.
     Reset(Snapshot),
     /// The watcher is caught up to this revision. Sent after the watch recovers from an error,

@@ -91,6 +91,29 @@ macro_rules! conformance {
     )* };
 }
 
+/// Suite tests that the registries hold and [`Cached`] does not yet (its own watchers wait at
+/// a position above the cache's; see `src/registry/cached.rs`).
+macro_rules! registries_only {
+    ($($name:ident: $make:path, $attr:meta;)*) => { $(
+        mod $name {
+            use super::*;
+            #[$attr]
+            async fn watch_from_above_current_revision() {
+                if let Some(ctx) = $make().await {
+                    suite::watch_from_above_current_revision(ctx).await
+                }
+            }
+        }
+    )* };
+}
+
+registries_only! {
+    memory_backend_extra: memory, tokio::test(start_paused = true);
+    sqlite_backend_extra: sqlite, tokio::test(flavor = "multi_thread", worker_threads = 2);
+    postgres_backend_extra: postgres, tokio::test(flavor = "multi_thread", worker_threads = 2);
+    mysql_backend_extra: mysql, tokio::test(flavor = "multi_thread", worker_threads = 2);
+}
+
 conformance!(memory_backend, memory, tokio::test(start_paused = true));
 conformance!(
     cached_memory_backend,
@@ -868,4 +891,71 @@ async fn postgres_watch_rereads_after_relisten() {
         missed,
         "a change made while the listener was down is read right after it listens again"
     );
+}
+
+/// The database is restored from a backup taken at an earlier revision while a watcher waits
+/// above it. The watcher gets a `Reset` with the restored state (it would otherwise wait for a
+/// revision that this history will reach only by different changes), then the changes after.
+async fn restore_resets_watchers(ctx: Ctx<SqlRegistry>) {
+    use sqlx::Executor;
+    let r = &ctx.registry;
+    let mut revs = Vec::new();
+    for n in 1..=5 {
+        revs.push(
+            r.register(inst("orders", &format!("o-{n}"), 8000 + n).into())
+                .await
+                .unwrap(),
+        );
+    }
+    let backup = revs[1];
+    let mut w = r.watch(&svc("orders"), Revision::ZERO);
+    for rev in &revs {
+        assert_eq!(next_event(&mut w).await.revision(), *rev);
+    }
+    // The restore: the tables as they were at `backup` (o-3..o-5 came later).
+    let b = backup.get();
+    for sql in [
+        format!("DELETE FROM mesh_events WHERE revision > {b}"),
+        format!("DELETE FROM mesh_instances WHERE revision > {b}"),
+        format!("UPDATE mesh_state SET revision = {b} WHERE id = 1"),
+    ] {
+        r.pool().execute(sql.as_str()).await.unwrap();
+    }
+    match next_event(&mut w).await {
+        Event::Reset(snap) => {
+            assert_eq!(snap.revision(), backup);
+            let ids: Vec<_> = snap
+                .instances()
+                .iter()
+                .map(|i| i.id().to_string())
+                .collect();
+            assert_eq!(ids, ["o-1", "o-2"]);
+        }
+        e => panic!("expected a reset, got {e:?}"),
+    }
+    let after = r
+        .register(inst("orders", "o-6", 8006).into())
+        .await
+        .unwrap();
+    assert!(after < revs[4], "the restored history reuses revisions");
+    assert_eq!(next_event(&mut w).await.revision(), after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restore_resets_watchers() {
+    restore_resets_watchers(sqlite().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restore_resets_watchers() {
+    if let Some(ctx) = postgres().await {
+        restore_resets_watchers(ctx).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_restore_resets_watchers() {
+    if let Some(ctx) = mysql().await {
+        restore_resets_watchers(ctx).await;
+    }
 }

@@ -537,3 +537,25 @@ pub async fn grace_counts_from_critical<R: Registry>(ctx: Ctx<R>) {
         (2..10).map(|k| format!("o-{k}")).collect::<Vec<_>>()
     );
 }
+
+/// A watcher that asks for changes after a revision the registry has not reached (one from a
+/// history the registry no longer has: a restored database, a new file) gets the whole current
+/// state as a [`Event::Reset`] instead of waiting forever; changes after it follow.
+pub async fn watch_from_above_current_revision<R: Registry>(ctx: Ctx<R>) {
+    let r = &ctx.registry;
+    let revs = history(r).await;
+    let current = *revs.last().unwrap();
+    let mut w = r.watch(&svc("orders"), Revision::new(current.get() + 100));
+    match next_event(&mut w).await {
+        Event::Reset(snap) => {
+            assert_eq!(ids(snap.instances()), ["o-1", "o-3"]);
+            assert_eq!(snap.revision(), current);
+        }
+        e => panic!("expected a reset, got {e:?}"),
+    }
+    let live = r
+        .register(inst("orders", "o-9", 8009).into())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut w).await.revision(), live);
+}

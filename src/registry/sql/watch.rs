@@ -105,18 +105,30 @@ impl State {
         .map_err(reg.err(op))?;
         // The compaction mark, from the same snapshot as the events (or, with no events, read
         // after them): if it passed `last`, events we needed may be gone, so start over from
-        // a snapshot.
-        let compacted: i64 = match rows.first() {
-            Some(row) => row.try_get("compacted").map_err(reg.err(op))?,
+        // a snapshot. With no events, the revision is read too: below `last`, the database
+        // went backwards (restored from a backup, replaced), and the history the watcher knows
+        // is not this one, so it starts over from a snapshot as well.
+        let (compacted, current): (i64, Option<i64>) = match rows.first() {
+            Some(row) => (row.try_get("compacted").map_err(reg.err(op))?, None),
             None => {
                 let state = sqlx::query(&s.state)
                     .fetch_one(pool)
                     .await
                     .map_err(reg.err(op))?;
-                state.try_get(1).map_err(reg.err(op))?
+                let revision: i64 = state.try_get(0).map_err(reg.err(op))?;
+                (state.try_get(1).map_err(reg.err(op))?, Some(revision))
             }
         };
-        if compacted > self.last {
+        let behind = current.is_some_and(|revision| revision < self.last);
+        if behind {
+            tracing::warn!(
+                watcher = self.last,
+                database = current,
+                "registry revision went backwards (database restored or replaced?); \
+                 resetting the watcher to the database's state"
+            );
+        }
+        if compacted > self.last || behind {
             let snapshot = reg.read_snapshot(self.service.as_ref(), op).await?;
             self.last = snapshot.revision.get() as i64;
             self.pending.push_back(Ok(Event::Reset(snapshot)));
