@@ -63,7 +63,7 @@ pub use self::cached::{Cached, CachedOptions};
 pub use self::clock::{Clock, ManualClock};
 pub use self::error::{CorruptRecord, DatabaseError, DatabaseErrorKind, Error};
 pub use self::memory::MemoryRegistry;
-pub use self::reaper::{LeaseConfig, ReapReport, Reaper, ReaperHandle};
+pub use self::reaper::{LeaseConfig, ReapReport, Reaper, ReaperHandle, ReaperStats};
 pub use self::watch::Watch;
 
 use std::fmt;

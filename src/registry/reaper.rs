@@ -1,5 +1,7 @@
 //! Lease expiry: the reaper that turns missed leases critical, then deregisters them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -179,30 +181,107 @@ impl<R: Registry> Reaper<R> {
         Ok(report)
     }
 
-    /// Sweeps forever. Errors are logged and the next sweep goes on.
+    /// Sweeps forever. Errors are logged and the next sweep goes on; so does a sweep that
+    /// panics (each sweep runs in a task of its own on the current tokio runtime, and a panic
+    /// ends only that task).
     pub async fn run(self) {
-        let mut ticker = tokio::time::interval(self.interval);
+        self.run_counted(Arc::default()).await
+    }
+
+    async fn run_counted(self, stats: Arc<Counters>) {
+        let interval = self.interval;
+        let reaper = Arc::new(self);
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(error) = self.sweep().await {
-                tracing::warn!(%error, "lease sweep failed; retrying at the next interval");
+            let this = reaper.clone();
+            let sweep = AbortOnDrop(tokio::spawn(async move { this.sweep().await }));
+            match sweep.join().await {
+                Ok(Ok(_)) => {
+                    stats.sweeps.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(error)) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "lease sweep failed; retrying at the next interval");
+                }
+                Err(e) if e.is_panic() => {
+                    stats.panicked.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("lease sweep panicked; sweeping again at the next interval");
+                }
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
             }
         }
     }
 
-    /// Spawns [`run`](Reaper::run) on the current tokio runtime. Dropping the handle stops it.
+    /// Spawns [`run`](Reaper::run) on the current tokio runtime. Dropping the handle stops it;
+    /// the handle tells whether it still runs and what it has done.
     pub fn spawn(self) -> ReaperHandle {
+        let stats = Arc::<Counters>::default();
         ReaperHandle {
-            task: tokio::spawn(self.run()),
+            task: tokio::spawn(self.run_counted(stats.clone())),
+            stats,
         }
     }
 }
 
-/// Stops the spawned reaper when dropped.
+/// Aborts the task when dropped, so that stopping the reaper stops a sweep in flight too.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sweeps: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+}
+
+/// What a spawned [`Reaper`] has done so far; see [`ReaperHandle::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReaperStats {
+    /// Sweeps that completed.
+    pub sweeps: u64,
+    /// Sweeps that failed with an error (logged; the next sweep runs as usual).
+    pub failed: u64,
+    /// Sweeps that panicked (logged; the next sweep runs as usual).
+    pub panicked: u64,
+}
+
+/// Stops the spawned reaper when dropped, and reports on it.
 #[derive(Debug)]
 pub struct ReaperHandle {
     task: JoinHandle<()>,
+    stats: Arc<Counters>,
+}
+
+impl ReaperHandle {
+    /// Whether the reaper still runs. It stops only when this handle is dropped or when the
+    /// runtime it was spawned on shuts down; then nothing expires leases any more.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Counts of completed, failed and panicked sweeps.
+    pub fn stats(&self) -> ReaperStats {
+        ReaperStats {
+            sweeps: self.stats.sweeps.load(Ordering::Relaxed),
+            failed: self.stats.failed.load(Ordering::Relaxed),
+            panicked: self.stats.panicked.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Drop for ReaperHandle {

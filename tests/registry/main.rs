@@ -959,3 +959,186 @@ async fn mysql_restore_resets_watchers() {
         restore_resets_watchers(ctx).await;
     }
 }
+
+/// The PostgreSQL listener task dies: here because it was spawned by a watch first polled on a
+/// short-lived runtime (a blocking helper with a runtime of its own) that then shut down. The
+/// registry's watchers on the main runtime are not left on the fallback poll (an hour here):
+/// the listener is started again, and a change made afterwards reaches them by NOTIFY.
+#[test]
+fn postgres_listener_restarts_after_it_dies() {
+    let Some(base) = support::server_url("TOWER_MESH_TEST_POSTGRES") else {
+        return;
+    };
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    main.block_on(async {
+        let url = support::fresh_database(&base).await;
+        // One pooled connection, made on the main runtime.
+        let watcher = SqlRegistry::builder(&url)
+            .fallback_poll(Duration::from_secs(3600))
+            .backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .max_connections(1)
+            .connect()
+            .await
+            .unwrap();
+        watcher.revision().await.unwrap();
+        let writer = sql_at(&url).await.registry;
+        let first = writer
+            .register(inst("orders", "o-1", 8001).into())
+            .await
+            .unwrap();
+        let mut w = watcher.watch(&svc("orders"), Revision::ZERO);
+        let (w, event) = std::thread::spawn(move || {
+            let short = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let event = short.block_on(next_event(&mut w));
+            (w, event) // `short` shuts down here, and the listener it ran with it
+        })
+        .join()
+        .unwrap();
+        assert_eq!(event.revision(), first);
+        let mut w = drive(w);
+        let second = writer
+            .register(inst("orders", "o-2", 8002).into())
+            .await
+            .unwrap();
+        assert_eq!(next_driven(&mut w).await.revision(), second);
+        // And the restarted listener hears NOTIFY: once it listens, a change arrives at once.
+        listener_pids(&base, &database_name(&url)).await;
+        let third = writer
+            .register(inst("orders", "o-3", 8003).into())
+            .await
+            .unwrap();
+        assert_eq!(next_driven(&mut w).await.revision(), third);
+    });
+}
+
+/// A registry whose first sweep panics (a bug in a registry of one's own, say).
+#[derive(Clone)]
+struct PanicsOnce {
+    inner: MemoryRegistry,
+    panicked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Registry for PanicsOnce {
+    async fn register(&self, r: tower_mesh::registry::Registration) -> Result<Revision, Error> {
+        self.inner.register(r).await
+    }
+    async fn register_all(
+        &self,
+        r: Vec<tower_mesh::registry::Registration>,
+    ) -> Result<Revision, Error> {
+        self.inner.register_all(r).await
+    }
+    async fn deregister(
+        &self,
+        s: &tower_mesh::instance::ServiceName,
+        i: &tower_mesh::instance::InstanceId,
+    ) -> Result<Revision, Error> {
+        self.inner.deregister(s, i).await
+    }
+    async fn heartbeat(
+        &self,
+        s: &tower_mesh::instance::ServiceName,
+        i: &tower_mesh::instance::InstanceId,
+    ) -> Result<Option<Revision>, Error> {
+        self.inner.heartbeat(s, i).await
+    }
+    async fn set_health(
+        &self,
+        s: &tower_mesh::instance::ServiceName,
+        i: &tower_mesh::instance::InstanceId,
+        h: tower_mesh::instance::Health,
+    ) -> Result<Revision, Error> {
+        self.inner.set_health(s, i, h).await
+    }
+    async fn snapshot(
+        &self,
+        s: &tower_mesh::instance::ServiceName,
+    ) -> Result<tower_mesh::registry::Snapshot, Error> {
+        self.inner.snapshot(s).await
+    }
+    async fn services(&self) -> Result<Vec<tower_mesh::instance::ServiceName>, Error> {
+        self.inner.services().await
+    }
+    async fn revision(&self) -> Result<Revision, Error> {
+        self.inner.revision().await
+    }
+    fn watch(&self, s: &tower_mesh::instance::ServiceName, since: Revision) -> Watch {
+        self.inner.watch(s, since)
+    }
+    fn watch_all(&self, since: Revision) -> Watch {
+        self.inner.watch_all(since)
+    }
+    async fn compact(&self, up_to: Revision) -> Result<(), Error> {
+        self.inner.compact(up_to).await
+    }
+    async fn reap(
+        &self,
+        c: &tower_mesh::registry::LeaseConfig,
+    ) -> Result<tower_mesh::registry::ReapReport, Error> {
+        if !self
+            .panicked
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("injected: the first sweep panics");
+        }
+        self.inner.reap(c).await
+    }
+    fn clock(&self) -> &tower_mesh::registry::Clock {
+        self.inner.clock()
+    }
+}
+
+/// A sweep that panics does not end the reaper: the handle reports it, and later sweeps still
+/// expire leases.
+#[tokio::test(start_paused = true)]
+async fn reaper_survives_a_panicking_sweep() {
+    use tower_mesh::registry::{LeaseConfig, Reaper};
+    let registry = PanicsOnce {
+        inner: MemoryRegistry::new(),
+        panicked: Default::default(),
+    };
+    registry
+        .register(suite::leased(inst("orders", "o-1", 1), 3))
+        .await
+        .unwrap();
+    let reaper = Reaper::new(
+        registry.clone(),
+        LeaseConfig::default().grace(Duration::from_secs(5)),
+    )
+    .interval(Duration::from_secs(1))
+    .spawn();
+    let mut w = registry.watch(&svc("orders"), registry.revision().await.unwrap());
+    match next_event(&mut w).await {
+        Event::Put { instance, .. } => {
+            assert_eq!(instance.health(), tower_mesh::instance::Health::Critical)
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(matches!(next_event(&mut w).await, Event::Delete { .. }));
+    let stats = reaper.stats();
+    assert_eq!(stats.panicked, 1, "{stats:?}");
+    assert!(stats.sweeps >= 7, "{stats:?}"); // t = 1..=7 s; the 8th deregistered it
+    assert!(reaper.is_running());
+}
+
+/// A reaper whose runtime shut down says so through its handle.
+#[test]
+fn reaper_handle_reports_a_stopped_reaper() {
+    use tower_mesh::registry::{LeaseConfig, Reaper};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle =
+        rt.block_on(async { Reaper::new(MemoryRegistry::new(), LeaseConfig::default()).spawn() });
+    assert!(handle.is_running());
+    drop(rt);
+    assert!(!handle.is_running());
+}

@@ -629,6 +629,8 @@ impl SqlRegistry {
         Ok(snapshot)
     }
 
+    /// Starts the PostgreSQL listener if it is not running: the first time a watcher needs
+    /// it, and again whenever it has ended.
     #[cfg(feature = "registry-postgres")]
     fn ensure_listener(&self) {
         if self.shared.backend != Backend::Postgres {
@@ -639,8 +641,15 @@ impl SqlRegistry {
             .listener
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return;
+        match &*slot {
+            Some(task) if !task.is_finished() => return,
+            // It cannot return, so it panicked or its runtime shut down (the first watch was
+            // polled on a runtime that is gone). Its end woke every watcher; the first one here
+            // starts it again, on its own runtime.
+            Some(_) => tracing::warn!(
+                "registry listener task ended (panicked, or its runtime shut down); restarting it"
+            ),
+            None => {}
         }
         let url = self.shared.url.clone();
         let wake = self.shared.wake.clone();

@@ -36,11 +36,12 @@ pub(super) fn watch(registry: SqlRegistry, service: Option<ServiceName>, since: 
         more: true,
     };
     Watch::new(futures_util::stream::unfold(state, |mut st| async move {
-        st.registry.ensure_listener();
         loop {
             if let Some(item) = st.pending.pop_front() {
                 return Some((item, st));
             }
+            // Before every wait: the listener is what ends it early.
+            st.registry.ensure_listener();
             if st.failing {
                 tokio::time::sleep(st.backoff).await;
                 st.backoff = (st.backoff * 2).min(st.registry.shared.backoff_max);
@@ -204,6 +205,15 @@ pub(super) async fn listen(
     initial: Duration,
     max: Duration,
 ) {
+    /// Wakes every watcher when the listener ends, however it ends (a panic, or its runtime
+    /// shutting down), so that they re-read and start a new one.
+    struct WakeOnDrop<'a>(&'a tokio::sync::watch::Sender<u64>);
+    impl Drop for WakeOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+    let _wake_on_drop = WakeOnDrop(&wake);
     let bump = || wake.send_modify(|n| *n = n.wrapping_add(1));
     let mut backoff = initial;
     loop {
