@@ -64,12 +64,13 @@ struct Record {
     instance: Instance,
     ttl_ms: Option<i64>,
     expires_at_ms: i64,
-    lease_expired: bool,
+    /// When the reaper saw the lease lapsed and turned the instance critical.
+    critical_since_ms: Option<i64>,
 }
 
 impl Record {
     fn effective(&self) -> Instance {
-        if self.lease_expired {
+        if self.critical_since_ms.is_some() {
             self.instance.clone().with_health(Health::Critical)
         } else {
             self.instance.clone()
@@ -127,7 +128,7 @@ impl State {
             instance: instance.clone(),
             ttl_ms,
             expires_at_ms: ttl_ms.map_or(0, |t| now_ms + t),
-            lease_expired: false,
+            critical_since_ms: None,
         };
         self.services
             .entry(instance.service().clone())
@@ -241,10 +242,12 @@ struct WatchState {
 impl WatchState {
     fn fill(&mut self) {
         let state = self.registry.lock();
-        if self.last >= state.revision {
+        if self.last == state.revision {
             return;
         }
-        if self.last < state.compacted {
+        // Compacted away, or a revision this registry never reached (the watcher's history is
+        // another one's): the whole current state.
+        if self.last < state.compacted || self.last > state.revision {
             self.pending
                 .push_back(Event::Reset(state.snapshot(self.service.as_ref())));
             self.last = state.revision;
@@ -328,10 +331,9 @@ impl Registry for MemoryRegistry {
                 });
             };
             record.expires_at_ms = now + ttl;
-            if !record.lease_expired {
+            if record.critical_since_ms.take().is_none() {
                 return Ok(None);
             }
-            record.lease_expired = false;
             let instance = record.effective();
             state.next(Change::Put(instance), self.shared.retention)
         };
@@ -391,7 +393,7 @@ impl Registry for MemoryRegistry {
         let mut report = ReapReport::default();
         let last = {
             let mut state = self.lock();
-            let mut leased = 0;
+            let (mut leased, mut lapsed) = (0, 0);
             let mut lapsing = Vec::new();
             let mut overdue = Vec::new();
             for (service, instances) in &state.services {
@@ -400,25 +402,28 @@ impl Registry for MemoryRegistry {
                         continue;
                     }
                     leased += 1;
-                    if !r.lease_expired && r.expires_at_ms <= now {
-                        lapsing.push((service.clone(), id.clone()));
-                    } else if r.lease_expired && r.expires_at_ms + config.grace_ms() <= now {
-                        overdue.push((service.clone(), id.clone()));
+                    if r.expires_at_ms > now {
+                        continue;
+                    }
+                    lapsed += 1;
+                    match r.critical_since_ms {
+                        None => lapsing.push((service.clone(), id.clone())),
+                        Some(since) if since + config.grace_ms() <= now => {
+                            overdue.push((service.clone(), id.clone()))
+                        }
+                        Some(_) => {}
                     }
                 }
             }
-            if config.hold_back(lapsing.len(), leased) {
-                report.held_back += lapsing.len();
+            if config.hold_back(lapsed, leased) {
+                report.held_back = lapsing.len() + overdue.len();
                 lapsing.clear();
-            }
-            if config.hold_back(overdue.len(), leased) {
-                report.held_back += overdue.len();
                 overdue.clear();
             }
             let mut last = None;
             for (service, id) in lapsing {
                 let record = state.record(&service, &id)?;
-                record.lease_expired = true;
+                record.critical_since_ms = Some(now);
                 let instance = record.effective();
                 last = Some(state.next(Change::Put(instance), self.shared.retention));
                 report.expired.push((service, id));

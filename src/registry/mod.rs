@@ -5,9 +5,9 @@
 //! no gaps (etcd's watch): deletions are visible, and a watcher that asks for a revision that was
 //! compacted away first gets a full [`Event::Reset`] snapshot rather than silently missing
 //! changes. Instances may hold a lease ([`Registration::with_ttl`]); a [`Reaper`] turns an
-//! instance whose lease was missed `Critical`, then deregisters it after a grace period
-//! (Consul's TTL checks), and holds back when too many leases lapse at once (Eureka's
-//! self-preservation).
+//! instance whose lease was missed `Critical`, then deregisters it after a grace period counted
+//! from when it turned critical (Consul's TTL checks), and holds back while too many leases are
+//! lapsed (Eureka's self-preservation, measured over a window; see [`LeaseConfig`]).
 //!
 //! Backends: [`MemoryRegistry`] (in process), [`SqlRegistry`](sql::SqlRegistry) over SQLite,
 //! PostgreSQL or MySQL/MariaDB, and [`Cached`] in front of any of them. All pass one conformance
@@ -63,7 +63,7 @@ pub use self::cached::{Cached, CachedOptions};
 pub use self::clock::{Clock, ManualClock};
 pub use self::error::{CorruptRecord, DatabaseError, DatabaseErrorKind, Error};
 pub use self::memory::MemoryRegistry;
-pub use self::reaper::{LeaseConfig, ReapReport, Reaper, ReaperHandle};
+pub use self::reaper::{LeaseConfig, ReapReport, Reaper, ReaperHandle, ReaperStats};
 pub use self::watch::Watch;
 
 use std::fmt;
@@ -237,7 +237,8 @@ pub enum Event {
         /// The instance.
         id: InstanceId,
     },
-    /// The history the watcher asked for was compacted: this is the whole current state of the
+    /// The history the watcher asked for was compacted, or is not this registry's (the
+    /// database went back to an earlier revision): this is the whole current state of the
     /// watched scope, replacing everything the watcher knew. Changes after it follow.
     Reset(Snapshot),
     /// The watcher is caught up to this revision. Sent after the watch recovers from an error,
@@ -344,6 +345,8 @@ pub trait Registry: Clone + Send + Sync + 'static {
     /// One sweep of lease expiry; see [`Reaper`], which calls this periodically.
     fn reap(&self, config: &LeaseConfig) -> impl Future<Output = Result<ReapReport, Error>> + Send;
 
-    /// The clock leases are measured with.
+    /// The clock leases are measured with. A registry whose store is shared by many machines
+    /// (PostgreSQL, MySQL) measures leases with the store's clock instead, moved forward only by
+    /// a [`ManualClock`]'s advances; see [`Clock`].
     fn clock(&self) -> &Clock;
 }

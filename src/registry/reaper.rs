@@ -1,5 +1,7 @@
 //! Lease expiry: the reaper that turns missed leases critical, then deregisters them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -10,10 +12,23 @@ use super::{Error, Registry, Revision};
 
 /// How leases expire (Consul's TTL checks, with Eureka's self-preservation).
 ///
-/// Defaults: a lapsed instance is deregistered 60 s after its lease ran out; if more than 50 %
-/// of at least 4 leased instances lapse in one sweep, the sweep expires none of them and logs a
-/// warning (a registry cut off from its instances should not empty itself); the last 100,000
-/// revisions of history are kept for watchers.
+/// A sweep that finds a lease lapsed turns the instance `Critical` and stores when it did; the
+/// instance is deregistered once the grace period has passed since then (default 60 s), unless
+/// a heartbeat brought it back first.
+///
+/// Self-preservation looks at a window, not at one sweep: when an outage cuts the registry off
+/// from its instances, their leases lapse spread over one TTL (a tenth of them per sweep with a
+/// 10 s TTL and 1 s sweeps), so a per-sweep share would never trip. Instead each sweep counts
+/// every leased instance whose lease is lapsed right now, against all leased instances. In
+/// steady state a lapsed instance is gone within the grace period of turning critical, so that
+/// count is the lapses of the last TTL + grace; lapses older than that are still there only
+/// because self-preservation held them, and they keep counting, so an outage longer than the
+/// window cannot empty the registry either. While more than the share (default 50 %) of at
+/// least `min_leases` (default 4) leases are lapsed, the sweep turns none critical and
+/// deregisters none, and warns; it resumes when heartbeats bring the share back under the
+/// limit.
+///
+/// The last 100,000 revisions of history are kept for watchers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaseConfig {
     pub(crate) grace: Duration,
@@ -34,15 +49,17 @@ impl Default for LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// How long an instance stays registered (as `Critical`) after its lease lapsed.
+    /// How long an instance stays registered (as `Critical`) after it turned critical, that is
+    /// after the sweep that found its lease lapsed.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
     }
 
-    /// Self-preservation: when more than `max_share` (0.0..=1.0) of the leased instances
-    /// would lapse in one sweep, and there are at least `min_leases` of them, expire none and
-    /// warn. Out-of-range shares are clamped into 0.0..=1.0.
+    /// Self-preservation: while more than `max_share` (0.0..=1.0) of the leased instances have
+    /// lapsed leases (see the window above), and there are at least `min_leases` leased
+    /// instances, turn none critical, deregister none, and warn. Out-of-range shares are
+    /// clamped into 0.0..=1.0.
     pub fn self_preservation(mut self, max_share: f64, min_leases: usize) -> Self {
         let share = if max_share.is_nan() {
             0.5
@@ -71,13 +88,14 @@ impl LeaseConfig {
         self.grace.as_millis() as i64
     }
 
-    /// Whether expiring `expiring` of `leased` leases at once should be held back.
-    pub(crate) fn hold_back(&self, expiring: usize, leased: usize) -> bool {
+    /// Whether a sweep that finds `lapsed` of `leased` leases lapsed right now (the window's
+    /// count) should hold back.
+    pub(crate) fn hold_back(&self, lapsed: usize, leased: usize) -> bool {
         match self.max_expiry_share {
             Some(share) => {
-                expiring > 0
+                lapsed > 0
                     && leased >= self.min_leases_for_guard
-                    && expiring as f64 > share * leased as f64
+                    && lapsed as f64 > share * leased as f64
             }
             None => false,
         }
@@ -89,9 +107,10 @@ impl LeaseConfig {
 pub struct ReapReport {
     /// Instances whose lease lapsed in this sweep: now `Critical`.
     pub expired: Vec<(ServiceName, InstanceId)>,
-    /// Instances deregistered because their grace period ran out.
+    /// Instances deregistered because the grace period since they turned critical ran out.
     pub deregistered: Vec<(ServiceName, InstanceId)>,
-    /// Lapsed leases left alone because self-preservation held the sweep back.
+    /// Instances this sweep would have turned critical or deregistered, left alone because
+    /// self-preservation held it back.
     pub held_back: usize,
 }
 
@@ -148,7 +167,7 @@ impl<R: Registry> Reaper<R> {
         if report.held_back > 0 {
             tracing::warn!(
                 held_back = report.held_back,
-                "self-preservation: too many leases lapsed at once; none expired in this sweep"
+                "self-preservation: too many leases are lapsed; none expired in this sweep"
             );
         }
         if let Some(keep) = self.config.retain_revisions {
@@ -162,30 +181,107 @@ impl<R: Registry> Reaper<R> {
         Ok(report)
     }
 
-    /// Sweeps forever. Errors are logged and the next sweep goes on.
+    /// Sweeps forever. Errors are logged and the next sweep goes on; so does a sweep that
+    /// panics (each sweep runs in a task of its own on the current tokio runtime, and a panic
+    /// ends only that task).
     pub async fn run(self) {
-        let mut ticker = tokio::time::interval(self.interval);
+        self.run_counted(Arc::default()).await
+    }
+
+    async fn run_counted(self, stats: Arc<Counters>) {
+        let interval = self.interval;
+        let reaper = Arc::new(self);
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(error) = self.sweep().await {
-                tracing::warn!(%error, "lease sweep failed; retrying at the next interval");
+            let this = reaper.clone();
+            let sweep = AbortOnDrop(tokio::spawn(async move { this.sweep().await }));
+            match sweep.join().await {
+                Ok(Ok(_)) => {
+                    stats.sweeps.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(error)) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "lease sweep failed; retrying at the next interval");
+                }
+                Err(e) if e.is_panic() => {
+                    stats.panicked.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("lease sweep panicked; sweeping again at the next interval");
+                }
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
             }
         }
     }
 
-    /// Spawns [`run`](Reaper::run) on the current tokio runtime. Dropping the handle stops it.
+    /// Spawns [`run`](Reaper::run) on the current tokio runtime. Dropping the handle stops it;
+    /// the handle tells whether it still runs and what it has done.
     pub fn spawn(self) -> ReaperHandle {
+        let stats = Arc::<Counters>::default();
         ReaperHandle {
-            task: tokio::spawn(self.run()),
+            task: tokio::spawn(self.run_counted(stats.clone())),
+            stats,
         }
     }
 }
 
-/// Stops the spawned reaper when dropped.
+/// Aborts the task when dropped, so that stopping the reaper stops a sweep in flight too.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sweeps: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+}
+
+/// What a spawned [`Reaper`] has done so far; see [`ReaperHandle::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReaperStats {
+    /// Sweeps that completed.
+    pub sweeps: u64,
+    /// Sweeps that failed with an error (logged; the next sweep runs as usual).
+    pub failed: u64,
+    /// Sweeps that panicked (logged; the next sweep runs as usual).
+    pub panicked: u64,
+}
+
+/// Stops the spawned reaper when dropped, and reports on it.
 #[derive(Debug)]
 pub struct ReaperHandle {
     task: JoinHandle<()>,
+    stats: Arc<Counters>,
+}
+
+impl ReaperHandle {
+    /// Whether the reaper still runs. It stops only when this handle is dropped or when the
+    /// runtime it was spawned on shuts down; then nothing expires leases any more.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Counts of completed, failed and panicked sweeps.
+    pub fn stats(&self) -> ReaperStats {
+        ReaperStats {
+            sweeps: self.stats.sweeps.load(Ordering::Relaxed),
+            failed: self.stats.failed.load(Ordering::Relaxed),
+            panicked: self.stats.panicked.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Drop for ReaperHandle {

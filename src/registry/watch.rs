@@ -12,7 +12,12 @@ use super::{Error, Event};
 ///
 /// - Every change after the starting revision arrives exactly once, in revision order.
 /// - If the history the watch needs was compacted away, the first item is an
-///   [`Event::Reset`] carrying the whole current state; changes after it follow.
+///   [`Event::Reset`] carrying the whole current state; changes after it follow. The same
+///   happens when the watch is at a revision the registry has not reached: one from another
+///   history (a database restored from a backup or replaced while it watched, or a starting
+///   revision from elsewhere). A restore is seen as long as the database's revision is below
+///   the watcher's when the watcher next reads; one followed by more writes than it undid
+///   before that read looks like ordinary history.
 /// - The stream does not end while its registry exists. An `Err` item is a report, not the
 ///   end: a database failure is retried with backoff and the watch resumes from the last
 ///   revision it delivered (then sends [`Event::Progress`]); a corrupt stored event is reported

@@ -209,10 +209,11 @@ pub async fn heartbeat_and_ttl<R: Registry>(ctx: Ctx<R>) {
     // Missed again, then the grace period passes: deregistered.
     ctx.advance(Duration::from_secs(11)).await;
     assert_eq!(r.reap(&cfg).await.unwrap().expired.len(), 1);
-    // The grace period counts from the lease's deadline (1 s before the sweep above).
-    ctx.advance(Duration::from_secs(28)).await;
+    // The grace period counts from the sweep above, which turned it critical (1 s after the
+    // lease's deadline).
+    ctx.advance(Duration::from_secs(29)).await;
     assert!(r.reap(&cfg).await.unwrap().deregistered.is_empty());
-    ctx.advance(Duration::from_secs(2)).await;
+    ctx.advance(Duration::from_secs(1)).await;
     let report = r.reap(&cfg).await.unwrap();
     assert_eq!(report.deregistered, vec![(svc("orders"), id("o-1"))]);
     let snap = r.snapshot(&svc("orders")).await.unwrap();
@@ -427,4 +428,134 @@ pub async fn bad_input_is_rejected<R: Registry>(ctx: Ctx<R>) {
     assert!("".parse::<InstanceId>().is_err());
     // Nothing was stored by the rejected calls.
     assert_eq!(r.revision().await.unwrap(), Revision::ZERO);
+}
+
+/// Self-preservation over a window: the registry is cut off from its instances, whose leases
+/// lapse spread over the TTL (about one in ten per one-second sweep, as in a real outage).
+/// However long the outage lasts, the registry never empties itself, and when the instances
+/// come back they are all still there.
+pub async fn outage_never_empties<R: Registry>(ctx: Ctx<R>) {
+    let r = &ctx.registry;
+    let cfg = LeaseConfig::default().grace(Duration::from_secs(30));
+    let n = 20u32;
+    let regs = (0..n)
+        .map(|k| leased(inst("orders", &format!("o-{k}"), 8000 + k), 10))
+        .collect();
+    r.register_all(regs).await.unwrap();
+    // Heartbeats spread over the TTL: instance k last renews at 0.5 s * (k + 1).
+    for k in 0..n {
+        ctx.advance(Duration::from_millis(500)).await;
+        r.heartbeat(&svc("orders"), &id(&format!("o-{k}")))
+            .await
+            .unwrap();
+        r.reap(&cfg).await.unwrap();
+    }
+    // The outage: no heartbeat lands for 200 s (several times TTL + grace), one sweep a second.
+    let mut expired = 0;
+    for _ in 0..200 {
+        ctx.advance(Duration::from_secs(1)).await;
+        let report = r.reap(&cfg).await.unwrap();
+        assert!(
+            report.deregistered.is_empty(),
+            "an outage must not empty the registry: {report:?}"
+        );
+        expired += report.expired.len();
+    }
+    assert!(
+        expired <= n as usize / 2 + 1,
+        "self-preservation stops marking lapses once the window's share passes the limit: {expired}"
+    );
+    assert_eq!(
+        r.snapshot(&svc("orders")).await.unwrap().instances().len(),
+        n as usize
+    );
+    // The outage ends: every instance renews, and all are passing again.
+    for k in 0..n {
+        r.heartbeat(&svc("orders"), &id(&format!("o-{k}")))
+            .await
+            .unwrap();
+    }
+    let report = r.reap(&cfg).await.unwrap();
+    assert!(report.expired.is_empty() && report.deregistered.is_empty());
+    let snap = r.snapshot(&svc("orders")).await.unwrap();
+    assert_eq!(snap.instances().len(), n as usize);
+    assert!(snap
+        .instances()
+        .iter()
+        .all(|i| i.health() == Health::Passing));
+}
+
+/// Ordinary lapses of a few instances are reaped, and the grace period counts from when the
+/// instance turned critical (the sweep that saw the lapse), not from the lease's deadline.
+pub async fn grace_counts_from_critical<R: Registry>(ctx: Ctx<R>) {
+    let r = &ctx.registry;
+    let cfg = LeaseConfig::default().grace(Duration::from_secs(30));
+    let regs = (0..10)
+        .map(|k| leased(inst("orders", &format!("o-{k}"), 8000 + k), 10))
+        .collect();
+    r.register_all(regs).await.unwrap();
+    let beat = |from: u32| async move {
+        for k in from..10 {
+            r.heartbeat(&svc("orders"), &id(&format!("o-{k}")))
+                .await
+                .unwrap();
+        }
+    };
+    // o-0 and o-1 stop renewing; their leases run out at t = 10 s. No sweep runs until t = 25 s
+    // (every reaper was down), so they turn critical at 25 s.
+    for _ in 0..5 {
+        ctx.advance(Duration::from_secs(5)).await;
+        beat(2).await;
+    }
+    let report = r.reap(&cfg).await.unwrap();
+    assert_eq!(
+        report.expired,
+        vec![(svc("orders"), id("o-0")), (svc("orders"), id("o-1"))]
+    );
+    // t = 50 s: 40 s after the deadline, 25 s after turning critical: still there.
+    for _ in 0..5 {
+        ctx.advance(Duration::from_secs(5)).await;
+        beat(2).await;
+        let report = r.reap(&cfg).await.unwrap();
+        assert!(
+            report.deregistered.is_empty(),
+            "grace counts from the critical time: {report:?}"
+        );
+    }
+    let snap = r.snapshot(&svc("orders")).await.unwrap();
+    assert_eq!(snap.instances().len(), 10);
+    // t = 56 s: 31 s after turning critical: deregistered.
+    ctx.advance(Duration::from_secs(6)).await;
+    beat(2).await;
+    let report = r.reap(&cfg).await.unwrap();
+    assert_eq!(
+        report.deregistered,
+        vec![(svc("orders"), id("o-0")), (svc("orders"), id("o-1"))]
+    );
+    assert_eq!(
+        ids(r.snapshot(&svc("orders")).await.unwrap().instances()),
+        (2..10).map(|k| format!("o-{k}")).collect::<Vec<_>>()
+    );
+}
+
+/// A watcher that asks for changes after a revision the registry has not reached (one from a
+/// history the registry no longer has: a restored database, a new file) gets the whole current
+/// state as a [`Event::Reset`] instead of waiting forever; changes after it follow.
+pub async fn watch_from_above_current_revision<R: Registry>(ctx: Ctx<R>) {
+    let r = &ctx.registry;
+    let revs = history(r).await;
+    let current = *revs.last().unwrap();
+    let mut w = r.watch(&svc("orders"), Revision::new(current.get() + 100));
+    match next_event(&mut w).await {
+        Event::Reset(snap) => {
+            assert_eq!(ids(snap.instances()), ["o-1", "o-3"]);
+            assert_eq!(snap.revision(), current);
+        }
+        e => panic!("expected a reset, got {e:?}"),
+    }
+    let live = r
+        .register(inst("orders", "o-9", 8009).into())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut w).await.revision(), live);
 }

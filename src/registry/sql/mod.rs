@@ -7,14 +7,21 @@
 //! lock inside its transaction, so revisions are unique, commit in order, and no update is lost.
 //!
 //! Watching: PostgreSQL wakes watchers with `LISTEN`/`NOTIFY` (one listening connection per
-//! registry; a notification is only a hint, the watcher then reads `revision > last`, and after a
-//! reconnect it resyncs the same way since notifications are lost while disconnected), and also
-//! polls every [`fallback_poll`](SqlRegistryBuilder::fallback_poll) in case one is lost.
+//! registry; a notification is only a hint, the watcher then reads `revision > last`; since
+//! notifications are lost while no connection listens, every watcher re-reads the same way
+//! right after each new `LISTEN`), and also polls every
+//! [`fallback_poll`](SqlRegistryBuilder::fallback_poll) in case one is lost.
 //! SQLite and MySQL watchers poll the same query every
 //! [`poll_interval`](SqlRegistryBuilder::poll_interval). Writes made through the same
 //! `SqlRegistry` wake its watchers at once on every backend.
 //!
-//! Errors never show the URL's password: it is replaced by `***` in every message.
+//! Leases on PostgreSQL and MySQL are measured with the database server's clock (deadlines are
+//! computed in the SQL), so machines whose clocks disagree still agree on every lease; SQLite,
+//! which lives on one machine, uses the registry's [`Clock`].
+//!
+//! Errors, logs and `Debug` never show the URL's password, whether it is the user-info's
+//! (`postgres://user:secret@host/db`) or a query parameter's (`?password=secret`, and any
+//! parameter whose name holds a secret, such as `sslpassword`): it is replaced by `***`.
 //!
 //! ```
 //! use tower::ServiceBuilder;
@@ -137,7 +144,11 @@ impl fmt::Debug for SqlRegistryBuilder {
 }
 
 impl SqlRegistryBuilder {
-    /// The clock leases are measured with (default: [`Clock::system`]).
+    /// The clock leases are measured with (default: [`Clock::system`]). On PostgreSQL and
+    /// MySQL leases follow the database's clock, shared by every machine; a [`ManualClock`]'s
+    /// advances move it forward for tests (see [`Clock`]).
+    ///
+    /// [`ManualClock`]: crate::registry::ManualClock
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
@@ -190,11 +201,12 @@ impl SqlRegistryBuilder {
         let redactor = Redactor { secrets };
         let memory = backend == Backend::Sqlite
             && (self.url.contains(":memory:") || self.url.contains("mode=memory"));
+        let driver_url = driver_url(backend, &self.url);
         let url = if backend == Backend::Sqlite && !memory && !self.url.contains("mode=") {
             let sep = if self.url.contains('?') { '&' } else { '?' };
             format!("{}{sep}mode=rwc", self.url)
         } else {
-            self.url.clone()
+            driver_url.clone()
         };
         let mut options = AnyPoolOptions::new()
             .max_connections(if memory { 1 } else { self.max_connections })
@@ -232,7 +244,7 @@ impl SqlRegistryBuilder {
                 backend,
                 statements: Statements::new(backend),
                 clock: self.clock.unwrap_or_default(),
-                url: self.url,
+                url: driver_url,
                 redacted_url: redacted,
                 redactor,
                 wake,
@@ -304,7 +316,7 @@ impl fmt::Debug for SqlRegistry {
     }
 }
 
-/// Replaces the connection's password wherever it appears in an error.
+/// Replaces the connection's secrets (see [`secrets_of`]) wherever they appear in a message.
 struct Redactor {
     secrets: Vec<String>,
 }
@@ -327,34 +339,118 @@ impl Redactor {
     }
 }
 
+/// Whether a URL query parameter carries a secret: `password` in any case, and any other
+/// whose name holds one (`sslpassword`, `passwd`, `passphrase`, `pwd`, `secret`, `token`).
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token"]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
+/// The raw `name=value` pairs of a URL's query, with each name decoded.
+fn raw_parameters(query: &str) -> impl Iterator<Item = (String, &str, &str)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(name), name, value)
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding.
+fn form_decode(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Every form in which the URL's secrets may show up in a message: the user-info password and
+/// the values of secret query parameters, as written and decoded. Longest first, so that a
+/// secret holding another is replaced whole.
 fn secrets_of(url: &str) -> Vec<String> {
     let Ok(parsed) = url::Url::parse(url) else {
         return Vec::new();
     };
-    let Some(password) = parsed.password().filter(|p| !p.is_empty()) else {
-        return Vec::new();
+    let mut secrets = Vec::new();
+    let mut add = |raw: &str| {
+        let percent = percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned();
+        for form in [raw.to_owned(), percent, form_decode(raw)] {
+            if !form.is_empty() && !secrets.contains(&form) {
+                secrets.push(form);
+            }
+        }
     };
-    let mut secrets = vec![password.to_owned()];
-    if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
-        if decoded != password {
-            secrets.push(decoded.into_owned());
+    if let Some(password) = parsed.password() {
+        add(password);
+    }
+    for (name, _, value) in raw_parameters(parsed.query().unwrap_or_default()) {
+        if is_secret_parameter(&name) {
+            add(value);
         }
     }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets
 }
 
+/// The URL with its user-info password and the values of its secret query parameters
+/// replaced by `***`.
 fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            if let Some(query) = parsed.query() {
+                let redacted: Vec<String> = raw_parameters(query)
+                    .map(|(name, raw_name, value)| {
+                        if is_secret_parameter(&name) {
+                            format!("{raw_name}=***")
+                        } else {
+                            format!("{raw_name}={value}")
+                        }
+                    })
+                    .collect();
+                let redacted = redacted.join("&");
+                parsed.set_query(Some(&redacted));
+            }
             parsed.to_string()
         }
-        Ok(_) => url.to_owned(),
         // Unparseable: it may still hold a password, so show only the scheme.
         Err(_) => format!(
             "{}:<unparseable>",
             url.split(':').next().unwrap_or_default()
         ),
+    }
+}
+
+/// The URL handed to sqlx. sqlx's PostgreSQL driver logs every query parameter it does not
+/// know with its value (and ignores it), so secret parameters other than `password` (which it
+/// uses) are taken out here, with a warning that names them only.
+fn driver_url(backend: Backend, url: &str) -> String {
+    if backend != Backend::Postgres {
+        return url.to_owned();
+    }
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let mut kept = Vec::new();
+    for (name, raw_name, value) in raw_parameters(query) {
+        if is_secret_parameter(&name) && name != "password" {
+            tracing::warn!(
+                parameter = %name,
+                "database url: ignoring a parameter the PostgreSQL driver does not support \
+                 (its value is not shown)"
+            );
+        } else {
+            kept.push(format!("{raw_name}={value}"));
+        }
+    }
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
     }
 }
 
@@ -424,6 +520,16 @@ impl SqlRegistry {
     /// Closes the connection pool; later calls fail with a connection error.
     pub async fn close(&self) {
         self.shared.pool.close().await;
+    }
+
+    /// The parameter of the SQL's lease time: the clock's reading on SQLite; on PostgreSQL and
+    /// MySQL, where the database's clock is used, only a manual clock's advances (see
+    /// [`Clock`]).
+    fn lease_time(&self) -> i64 {
+        match self.shared.backend {
+            Backend::Sqlite => self.shared.clock.now_ms(),
+            Backend::Postgres | Backend::MySql => self.shared.clock.advanced_ms(),
+        }
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(sqlx::Error) -> Error + '_ {
@@ -538,7 +644,7 @@ impl SqlRegistry {
             return self.revision().await;
         }
         let op = "register";
-        let now = self.shared.clock.now_ms();
+        let now = self.lease_time();
         if let (Some(sql), [reg]) = (&self.shared.statements.register_one, &registrations[..]) {
             // One round trip, one implicit transaction.
             let row = bind_instance(sqlx::query(sql), reg, now)
@@ -610,6 +716,8 @@ impl SqlRegistry {
         Ok(snapshot)
     }
 
+    /// Starts the PostgreSQL listener if it is not running: the first time a watcher needs
+    /// it, and again whenever it has ended.
     #[cfg(feature = "registry-postgres")]
     fn ensure_listener(&self) {
         if self.shared.backend != Backend::Postgres {
@@ -620,8 +728,15 @@ impl SqlRegistry {
             .listener
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return;
+        match &*slot {
+            Some(task) if !task.is_finished() => return,
+            // It cannot return, so it panicked or its runtime shut down (the first watch was
+            // polled on a runtime that is gone). Its end woke every watcher; the first one here
+            // starts it again, on its own runtime.
+            Some(_) => tracing::warn!(
+                "registry listener task ended (panicked, or its runtime shut down); restarting it"
+            ),
+            None => {}
         }
         let url = self.shared.url.clone();
         let wake = self.shared.wake.clone();
@@ -640,7 +755,8 @@ impl SqlRegistry {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds the twelve instance columns (all but `lease_expired` and `revision`).
+/// Binds the instance columns up to `expires_at_ms` (thirteen parameters: the lease deadline is
+/// `ttl + lease time`, see [`SqlRegistry::lease_time`]).
 fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQuery<'q> {
     let i = &reg.instance;
     let metadata = serde_json::to_string(i.metadata()).unwrap_or_default();
@@ -657,7 +773,8 @@ fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQu
         .bind(metadata)
         .bind(i.health().as_str())
         .bind(ttl)
-        .bind(ttl.map(|t| now + t))
+        .bind(ttl)
+        .bind(now)
 }
 
 fn text_of(row: &AnyRow, column: &str) -> String {
@@ -793,7 +910,7 @@ impl Registry for SqlRegistry {
     ) -> Result<Option<Revision>, Error> {
         let op = "heartbeat";
         let s = &self.shared.statements;
-        let now = self.shared.clock.now_ms();
+        let now = self.lease_time();
         let renewed = sqlx::query(&s.heartbeat)
             .bind(now)
             .bind(service.as_str().to_owned())
@@ -942,13 +1059,15 @@ impl Registry for SqlRegistry {
     async fn reap(&self, config: &LeaseConfig) -> Result<ReapReport, Error> {
         let op = "reap";
         let s = &self.shared.statements;
-        let now = self.shared.clock.now_ms();
+        let now = self.lease_time();
         let pool = &self.shared.pool;
-        let leased: i64 = sqlx::query(&s.count_leased)
+        let counts = sqlx::query(&s.lease_counts)
+            .bind(now)
             .fetch_one(pool)
             .await
-            .and_then(|r| r.try_get(0))
             .map_err(self.err(op))?;
+        let leased: i64 = counts.try_get(0).map_err(self.err(op))?;
+        let lapsed: i64 = counts.try_get(1).map_err(self.err(op))?;
         let names = |rows: Vec<AnyRow>| -> Vec<(ServiceName, InstanceId)> {
             rows.iter()
                 .filter_map(|r| {
@@ -975,28 +1094,26 @@ impl Registry for SqlRegistry {
                 .await
                 .map_err(self.err(op))?,
         );
-        let overdue_before = now - config.grace_ms();
+        // Turned critical at least a grace period ago.
         let mut overdue = names(
             sqlx::query(&s.overdue)
-                .bind(overdue_before)
+                .bind(now)
+                .bind(config.grace_ms())
                 .fetch_all(pool)
                 .await
                 .map_err(self.err(op))?,
         );
         let mut report = ReapReport::default();
-        let leased = leased.max(0) as usize;
-        if config.hold_back(lapsing.len(), leased) {
-            report.held_back += lapsing.len();
+        if config.hold_back(lapsed.max(0) as usize, leased.max(0) as usize) {
+            report.held_back = lapsing.len() + overdue.len();
             lapsing.clear();
-        }
-        if config.hold_back(overdue.len(), leased) {
-            report.held_back += overdue.len();
             overdue.clear();
         }
         for (service, id) in lapsing {
             let mut tx = self.begin(op).await?;
             let rev = self.bump(&mut tx, 1, op).await?;
             let done = sqlx::query(&s.expire)
+                .bind(now)
                 .bind(rev)
                 .bind(service.as_str().to_owned())
                 .bind(id.as_str().to_owned())
@@ -1017,7 +1134,8 @@ impl Registry for SqlRegistry {
             let done = sqlx::query(&s.remove_overdue)
                 .bind(service.as_str().to_owned())
                 .bind(id.as_str().to_owned())
-                .bind(overdue_before)
+                .bind(now)
+                .bind(config.grace_ms())
                 .execute(&mut *tx)
                 .await
                 .map_err(self.err(op))?;
@@ -1034,5 +1152,65 @@ impl Registry for SqlRegistry {
 
     fn clock(&self) -> &Clock {
         &self.shared.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        let cases = [
+            ("postgres://u:pw@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=pw",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&sslpassword=pw&application_name=a%20b",
+                "postgres://u@h/db?sslmode=require&sslpassword=***&application_name=a%20b",
+            ),
+            (
+                "mysql://u@h/db?PassWord=p%26w+x",
+                "mysql://u@h/db?PassWord=***",
+            ),
+            ("sqlite://mesh.db?mode=rwc", "sqlite://mesh.db?mode=rwc"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn every_form_of_a_secret_is_redacted() {
+        let secrets = secrets_of("postgres://u:a%40b@h/db?x=1&password=p%26w+x&sslpassword=s");
+        for form in ["a%40b", "a@b", "p%26w+x", "p&w+x", "p&w x", "s"] {
+            assert!(secrets.iter().any(|s| s == form), "{form}: {secrets:?}");
+        }
+        let redactor = Redactor { secrets };
+        assert_eq!(
+            redactor.text("auth p&w x failed for a@b"),
+            "auth *** failed for ***"
+        );
+        assert!(secrets_of("postgres://u@h/db?password=").is_empty());
+    }
+
+    #[test]
+    fn the_postgres_driver_gets_only_parameters_it_uses() {
+        assert_eq!(
+            driver_url(
+                Backend::Postgres,
+                "postgres://u@h/db?password=p&sslpassword=s&sslmode=require"
+            ),
+            "postgres://u@h/db?password=p&sslmode=require"
+        );
+        assert_eq!(
+            driver_url(Backend::Postgres, "postgres://u@h/db?sslpassword=s"),
+            "postgres://u@h/db"
+        );
+        let mysql = "mysql://u@h/db?sslpassword=s";
+        assert_eq!(driver_url(Backend::MySql, mysql), mysql);
     }
 }

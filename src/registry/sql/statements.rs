@@ -6,6 +6,22 @@ use super::Backend;
 /// The effective health: `critical` while the lease is lapsed.
 const EFFECTIVE_HEALTH: &str = "CASE WHEN lease_expired = 1 THEN 'critical' ELSE health END";
 
+/// The lease time in SQL, with one parameter: on SQLite the client's clock (one machine); on
+/// PostgreSQL and MySQL the server's clock in epoch milliseconds (UTC, immune to the session's
+/// time zone) plus an offset that only a test's manual clock makes non-zero. Every machine
+/// sharing the database then measures leases with the same clock.
+fn lease_now(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "?",
+        Backend::Postgres => {
+            "(CAST(FLOOR(EXTRACT(EPOCH FROM statement_timestamp()) * 1000) AS BIGINT) + ?)"
+        }
+        Backend::MySql => {
+            "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + ?)"
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Statements {
     pub(super) bump_returning: Option<String>,
@@ -26,7 +42,7 @@ pub(super) struct Statements {
     pub(super) events_all: String,
     pub(super) compact_state: String,
     pub(super) compact_events: String,
-    pub(super) count_leased: String,
+    pub(super) lease_counts: String,
     pub(super) lapsing: String,
     pub(super) overdue: String,
     pub(super) expire: String,
@@ -69,6 +85,7 @@ impl Statements {
                             (SELECT compacted FROM mesh_state WHERE id = 1) AS compacted \
                             FROM mesh_events";
         let mysql = backend == Backend::MySql;
+        let now = lease_now(backend);
         Statements {
             bump_returning: (!mysql).then(|| {
                 p("UPDATE mesh_state SET revision = revision + ? WHERE id = 1 RETURNING revision")
@@ -89,15 +106,18 @@ impl Statements {
                  VALUES (?, 'delete', ?, ?)",
             ),
             delete_instance: p("DELETE FROM mesh_instances WHERE service = ? AND instance_id = ?"),
-            heartbeat: p("UPDATE mesh_instances SET expires_at_ms = ? + ttl_ms \
+            heartbeat: p(&format!(
+                "UPDATE mesh_instances SET expires_at_ms = {now} + ttl_ms \
                  WHERE service = ? AND instance_id = ? AND ttl_ms IS NOT NULL \
-                 AND lease_expired = 0"),
+                 AND lease_expired = 0"
+            )),
             lease_state: p("SELECT ttl_ms, lease_expired FROM mesh_instances \
                  WHERE service = ? AND instance_id = ?"),
-            revive: p(
-                "UPDATE mesh_instances SET lease_expired = 0, expires_at_ms = ? + ttl_ms, \
-                 revision = ? WHERE service = ? AND instance_id = ? AND lease_expired = 1",
-            ),
+            revive: p(&format!(
+                "UPDATE mesh_instances SET lease_expired = 0, critical_since_ms = NULL, \
+                 expires_at_ms = {now} + ttl_ms, revision = ? \
+                 WHERE service = ? AND instance_id = ? AND lease_expired = 1"
+            )),
             set_health: p("UPDATE mesh_instances SET health = ?, revision = ? \
                  WHERE service = ? AND instance_id = ?"),
             state: "SELECT revision, compacted FROM mesh_state WHERE id = 1".to_owned(),
@@ -117,30 +137,38 @@ impl Statements {
                  AND revision >= ?",
             ),
             compact_events: p("DELETE FROM mesh_events WHERE revision <= ?"),
-            count_leased: "SELECT COUNT(*) FROM mesh_instances WHERE ttl_ms IS NOT NULL".to_owned(),
-            lapsing: p(
+            // Self-preservation's window: all leases, and those lapsed right now.
+            lease_counts: p(&format!(
+                "SELECT COUNT(*), COUNT(CASE WHEN expires_at_ms <= {now} THEN 1 END) \
+                 FROM mesh_instances WHERE ttl_ms IS NOT NULL"
+            )),
+            lapsing: p(&format!(
                 "SELECT service, instance_id FROM mesh_instances WHERE ttl_ms IS NOT NULL \
-                 AND lease_expired = 0 AND expires_at_ms <= ? ORDER BY service, instance_id",
-            ),
-            overdue: p(
+                 AND lease_expired = 0 AND expires_at_ms <= {now} ORDER BY service, instance_id"
+            )),
+            // The grace period counts from when the instance turned critical.
+            overdue: p(&format!(
                 "SELECT service, instance_id FROM mesh_instances WHERE lease_expired = 1 \
-                 AND expires_at_ms <= ? ORDER BY service, instance_id",
-            ),
-            expire: p("UPDATE mesh_instances SET lease_expired = 1, revision = ? \
-                 WHERE service = ? AND instance_id = ? AND ttl_ms IS NOT NULL \
-                 AND lease_expired = 0 AND expires_at_ms <= ?"),
-            remove_overdue: p(
+                 AND critical_since_ms <= {now} - ? ORDER BY service, instance_id"
+            )),
+            expire: p(&format!(
+                "UPDATE mesh_instances SET lease_expired = 1, critical_since_ms = {now}, \
+                 revision = ? WHERE service = ? AND instance_id = ? AND ttl_ms IS NOT NULL \
+                 AND lease_expired = 0 AND expires_at_ms <= {now}"
+            )),
+            remove_overdue: p(&format!(
                 "DELETE FROM mesh_instances WHERE service = ? AND instance_id = ? \
-                 AND lease_expired = 1 AND expires_at_ms <= ?",
-            ),
+                 AND lease_expired = 1 AND critical_since_ms <= {now} - ?"
+            )),
             register_one: (backend == Backend::Postgres).then(|| {
                 format!(
                     "WITH r AS (UPDATE mesh_state SET revision = revision + 1 WHERE id = 1 \
                      RETURNING revision), \
                      i AS (INSERT INTO mesh_instances (service, instance_id, host, port, scheme, \
                      version, weight, zone, metadata, health, ttl_ms, expires_at_ms, \
-                     lease_expired, revision) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, r.revision \
+                     lease_expired, critical_since_ms, revision) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 + {now}, 0, \
+                     NULL, r.revision \
                      FROM r {conflict} RETURNING service, instance_id, host, port, scheme, \
                      version, weight, zone, metadata, health, lease_expired, revision), \
                      e AS (INSERT INTO mesh_events (revision, kind, service, instance_id, host, \
@@ -149,6 +177,7 @@ impl Statements {
                      weight, zone, metadata, {EFFECTIVE_HEALTH} FROM i) \
                      SELECT r.revision FROM r, pg_notify('tower_mesh', '') AS n",
                     conflict = Self::on_conflict(Backend::Postgres),
+                    now = lease_now(Backend::Postgres).replace('?', "$13"),
                 )
             }),
             snapshot_isolation: (backend == Backend::Postgres)
@@ -162,13 +191,16 @@ impl Statements {
     pub(super) fn upsert(&self, rows: usize) -> String {
         let mut sql = String::from(
             "INSERT INTO mesh_instances (service, instance_id, host, port, scheme, version, \
-             weight, zone, metadata, health, ttl_ms, expires_at_ms, lease_expired, revision) VALUES ",
+             weight, zone, metadata, health, ttl_ms, expires_at_ms, lease_expired, \
+             critical_since_ms, revision) VALUES ",
         );
         for i in 0..rows {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + ");
+            sql.push_str(lease_now(self.backend));
+            sql.push_str(", 0, NULL, ?)");
         }
         sql.push(' ');
         sql.push_str(&Self::on_conflict(self.backend));
@@ -192,6 +224,7 @@ impl Statements {
             "ttl_ms",
             "expires_at_ms",
             "lease_expired",
+            "critical_since_ms",
             "revision",
         ];
         match backend {
@@ -218,7 +251,8 @@ mod tests {
     fn placeholders_become_numbered_for_postgres() {
         assert_eq!(dollar("a = ? AND b = ?"), "a = $1 AND b = $2");
         let s = Statements::new(Backend::Postgres);
-        assert!(s.upsert(2).contains("$26"));
+        assert!(s.upsert(2).contains("$28"));
+        assert!(s.register_one.as_deref().unwrap().contains("$13"));
         assert!(!s.upsert(2).contains('?'));
         let m = Statements::new(Backend::MySql);
         assert!(m.upsert(1).contains("VALUES(host)"));

@@ -36,11 +36,12 @@ pub(super) fn watch(registry: SqlRegistry, service: Option<ServiceName>, since: 
         more: true,
     };
     Watch::new(futures_util::stream::unfold(state, |mut st| async move {
-        st.registry.ensure_listener();
         loop {
             if let Some(item) = st.pending.pop_front() {
                 return Some((item, st));
             }
+            // Before every wait: the listener is what ends it early.
+            st.registry.ensure_listener();
             if st.failing {
                 tokio::time::sleep(st.backoff).await;
                 st.backoff = (st.backoff * 2).min(st.registry.shared.backoff_max);
@@ -105,18 +106,30 @@ impl State {
         .map_err(reg.err(op))?;
         // The compaction mark, from the same snapshot as the events (or, with no events, read
         // after them): if it passed `last`, events we needed may be gone, so start over from
-        // a snapshot.
-        let compacted: i64 = match rows.first() {
-            Some(row) => row.try_get("compacted").map_err(reg.err(op))?,
+        // a snapshot. With no events, the revision is read too: below `last`, the database
+        // went backwards (restored from a backup, replaced), and the history the watcher knows
+        // is not this one, so it starts over from a snapshot as well.
+        let (compacted, current): (i64, Option<i64>) = match rows.first() {
+            Some(row) => (row.try_get("compacted").map_err(reg.err(op))?, None),
             None => {
                 let state = sqlx::query(&s.state)
                     .fetch_one(pool)
                     .await
                     .map_err(reg.err(op))?;
-                state.try_get(1).map_err(reg.err(op))?
+                let revision: i64 = state.try_get(0).map_err(reg.err(op))?;
+                (state.try_get(1).map_err(reg.err(op))?, Some(revision))
             }
         };
-        if compacted > self.last {
+        let behind = current.is_some_and(|revision| revision < self.last);
+        if behind {
+            tracing::warn!(
+                watcher = self.last,
+                database = current,
+                "registry revision went backwards (database restored or replaced?); \
+                 resetting the watcher to the database's state"
+            );
+        }
+        if compacted > self.last || behind {
             let snapshot = reg.read_snapshot(self.service.as_ref(), op).await?;
             self.last = snapshot.revision.get() as i64;
             self.pending.push_back(Ok(Event::Reset(snapshot)));
@@ -176,8 +189,14 @@ fn decode_event(row: &sqlx::any::AnyRow, revision: i64) -> Result<Event, Error> 
     }
 }
 
-/// Holds one LISTEN connection and wakes the registry's watchers on every notification and on
-/// every (re)connect, since notifications sent while disconnected are lost.
+/// Holds one LISTEN connection and wakes the registry's watchers on every notification, and
+/// after every LISTEN (the first and each one after a reconnection): notifications sent while
+/// no connection was listening are lost, so every watcher re-reads `revision > last` as soon
+/// as the new LISTEN is in place, rather than at its fallback poll.
+///
+/// Reconnection is done here, not inside sqlx's `PgListener` (whose eager reconnect would
+/// re-LISTEN out of our sight), so that the re-read after each LISTEN is this function's
+/// invariant rather than a library default's.
 #[cfg(feature = "registry-postgres")]
 pub(super) async fn listen(
     url: String,
@@ -186,35 +205,55 @@ pub(super) async fn listen(
     initial: Duration,
     max: Duration,
 ) {
+    /// Wakes every watcher when the listener ends, however it ends (a panic, or its runtime
+    /// shutting down), so that they re-read and start a new one.
+    struct WakeOnDrop<'a>(&'a tokio::sync::watch::Sender<u64>);
+    impl Drop for WakeOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+    let _wake_on_drop = WakeOnDrop(&wake);
     let bump = || wake.send_modify(|n| *n = n.wrapping_add(1));
     let mut backoff = initial;
     loop {
-        match sqlx::postgres::PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen("tower_mesh").await {
-                Ok(()) => {
-                    backoff = initial;
-                    bump();
-                    loop {
-                        match listener.try_recv().await {
-                            Ok(Some(_)) => bump(),
-                            // The connection dropped; the next call reconnects. Resync.
-                            Ok(None) => bump(),
-                            Err(e) => {
-                                tracing::warn!(error = %redactor.text(&e), "registry listener failed; reconnecting");
-                                break;
-                            }
+        match listen_once(&url).await {
+            Ok(mut listener) => {
+                let listening_since = tokio::time::Instant::now();
+                bump();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => bump(),
+                        Ok(None) => {
+                            tracing::info!("registry listener: connection lost; listening again");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %redactor.text(&e), "registry listener failed; reconnecting");
+                            break;
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %redactor.text(&e), "registry listener: LISTEN failed")
+                // A connection that held up resets the backoff; one dropped right after its
+                // LISTEN does not, so a server that keeps closing it is not hammered.
+                if listening_since.elapsed() >= max {
+                    backoff = initial;
                 }
-            },
+            }
             Err(e) => {
-                tracing::warn!(error = %redactor.text(&e), "registry listener: cannot connect")
+                tracing::warn!(error = %redactor.text(&e), "registry listener: cannot listen")
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(max);
     }
+}
+
+/// A new connection that listens on the registry's channel.
+#[cfg(feature = "registry-postgres")]
+async fn listen_once(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.eager_reconnect(false);
+    listener.listen("tower_mesh").await?;
+    Ok(listener)
 }
