@@ -468,6 +468,14 @@ fn report() {
             ra / ideal, rr / ideal, ma / ideal, mr / ideal
         );
     }
+    println!("== Maglev first table: endpoints discovered to balancer ready (blocking pool) ==");
+    for n in [10u64, 1_000, 10_000] {
+        let ids: Vec<u64> = (0..n).collect();
+        let start = Instant::now();
+        let b = keyed(Maglev::new(key as KeyFn), &ids);
+        let took = start.elapsed();
+        println!("  N = {n}: {} slots, {took:?}", b.strategy().table_len());
+    }
     println!("== Maglev max/mean load ==");
     for n in [10u64, 100, 1_000] {
         let (slots, keys) = maglev_balance(n);
