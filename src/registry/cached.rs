@@ -919,9 +919,15 @@ mod tests {
         let snapshot = cache.snapshot(&orders()).await.unwrap();
         assert_eq!(snapshot.instances().len(), 101);
         assert_eq!(snapshot.revision(), rev);
-        let rev = r.deregister(&orders(), &"a".parse().unwrap()).await.unwrap();
+        let rev = r
+            .deregister(&orders(), &"a".parse().unwrap())
+            .await
+            .unwrap();
         applied(&cache, rev).await;
-        assert_eq!(cache.snapshot(&orders()).await.unwrap().instances().len(), 100);
+        assert_eq!(
+            cache.snapshot(&orders()).await.unwrap().instances().len(),
+            100
+        );
         assert!(cache.lock().loading.is_empty());
     }
 
@@ -938,18 +944,27 @@ mod tests {
         let service = orders();
         let load = cache.snapshot(&service);
         tokio::pin!(load);
-        assert!(futures_util::poll!(load.as_mut()).is_pending(), "a and b read");
+        assert!(
+            futures_util::poll!(load.as_mut()).is_pending(),
+            "a and b read"
+        );
 
         // Before the cache's watch runs again: a change, and the history it needs compacted,
         // so the registry sends the watch a reset.
-        r.deregister(&orders(), &"b".parse().unwrap()).await.unwrap();
+        r.deregister(&orders(), &"b".parse().unwrap())
+            .await
+            .unwrap();
         let rev = r.register(inst("c", 3)).await.unwrap();
         r.compact(rev).await.unwrap();
         applied(&cache, rev).await;
 
         r.gate(true);
         let snapshot = load.await.unwrap();
-        assert_eq!(ids(&snapshot), ["a", "c"], "the reset's state, not the loader's");
+        assert_eq!(
+            ids(&snapshot),
+            ["a", "c"],
+            "the reset's state, not the loader's"
+        );
         assert_eq!(snapshot.revision(), rev);
         let rev = r.register(inst("d", 4)).await.unwrap();
         applied(&cache, rev).await;
@@ -964,10 +979,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_watch_task_that_dies_is_reported_and_restarted() {
         let r = Gated::new();
-        r.faults
-            .lock()
-            .unwrap()
-            .extend([Fault::Panic, Fault::End]);
+        r.faults.lock().unwrap().extend([Fault::Panic, Fault::End]);
         r.register(inst("a", 1)).await.unwrap();
         let cache = Cached::new(r.clone()).await.unwrap();
         let snapshot = cache.snapshot(&orders()).await.unwrap();
@@ -1005,6 +1017,9 @@ mod tests {
         assert_eq!(cache.lock().position, rev.get());
         let rev = r.register(inst("c", 3)).await.unwrap();
         applied(&cache, rev).await;
-        assert_eq!(ids(&cache.snapshot(&orders()).await.unwrap()), ["a", "b", "c"]);
+        assert_eq!(
+            ids(&cache.snapshot(&orders()).await.unwrap()),
+            ["a", "b", "c"]
+        );
     }
 }
