@@ -59,6 +59,12 @@ impl Outbox {
             .map(|(id, _)| id)
     }
 
+    /// Makes room for `n` more instances.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        self.queue.reserve(n);
+    }
+
     /// Whether a change waits to be handed out.
     pub(crate) fn has_changes(&self) -> bool {
         !self.queue.is_empty()
@@ -134,6 +140,8 @@ impl Outbox {
             match &slot.desired {
                 Some(instance) => {
                     slot.given = true;
+                    // The endpoint about to be made replaces the one that read this.
+                    slot.live = None;
                     let instance = instance.clone();
                     return Some(Out::Insert(id, instance));
                 }
@@ -151,14 +159,14 @@ impl Outbox {
 
     /// The endpoint made for `id` reads `live`: keep it up to date from now on (and bring it
     /// up to date now, in case the health changed while the endpoint was being made).
-    pub(crate) fn handed(&mut self, id: &InstanceId, live: Option<LiveHealth>) {
+    pub(crate) fn handed(&mut self, id: &InstanceId, live: LiveHealth) {
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
-        if let (Some(live), Some(desired)) = (&live, &slot.desired) {
+        if let Some(desired) = &slot.desired {
             live.set(desired.health());
         }
-        slot.live = live;
+        slot.live = Some(live);
     }
 
     /// Slots held (for tests: it must follow the instances, not every instance ever seen).

@@ -177,7 +177,9 @@ impl<S> Stream for Spawned<S> {
         let change = match out {
             Out::Insert(id, instance) => {
                 let (svc, live) = factory(&instance);
-                this.shared.lock().outbox.handed(&id, live);
+                if let Some(live) = live {
+                    this.shared.lock().outbox.handed(&id, live);
+                }
                 Change::Insert(id, svc)
             }
             Out::Remove(id) => Change::Remove(id),

@@ -261,7 +261,9 @@ pub(crate) fn hand_out<F: MakeEndpoint>(
     match out {
         Out::Insert(id, instance) => {
             let (svc, live) = factory.make_live_endpoint(&instance);
-            outbox.handed(&id, live);
+            if let Some(live) = live {
+                outbox.handed(&id, live);
+            }
             Change::Insert(id, svc)
         }
         Out::Remove(id) => Change::Remove(id),
@@ -275,6 +277,46 @@ fn healthy(config: &Config, i: &Instance) -> bool {
         Health::Critical | Health::Maintenance => false,
     };
     health && !i.is_draining()
+}
+
+/// Whether the balancer should hold `i`.
+fn eligible(config: &Config, zone_present: bool, i: &Instance) -> bool {
+    healthy(config, i)
+        && match &config.prefer_zone {
+            Some(zone) if zone_present => i.zone() == Some(zone.as_str()),
+            _ => true,
+        }
+}
+
+/// Brings the balancer's view of `id` in line with the registry's version, `instance`.
+fn reconcile(
+    config: &Config,
+    zone_present: bool,
+    held: &mut HashSet<InstanceId>,
+    id: &InstanceId,
+    instance: Option<&Instance>,
+    may_remove: bool,
+    out: &mut Outbox,
+) {
+    match instance.filter(|i| eligible(config, zone_present, i)) {
+        Some(instance) => {
+            out.insert(id, instance.clone());
+            if !held.is_empty() {
+                held.remove(id);
+            }
+        }
+        None => {
+            if out.desired(id).is_none() {
+                return;
+            }
+            if may_remove {
+                out.remove(id);
+                held.remove(id);
+            } else {
+                held.insert(id.clone());
+            }
+        }
+    }
 }
 
 /// Whether `i` counts towards the preferred zone's presence.
@@ -310,54 +352,61 @@ impl<R: Registry> Core<R> {
         self.in_zone > 0
     }
 
-    fn eligible(&self, i: &Instance) -> bool {
-        healthy(&self.config, i)
-            && match &self.config.prefer_zone {
-                Some(zone) if self.zone_present() => i.zone() == Some(zone.as_str()),
-                _ => true,
-            }
-    }
-
-    fn visit(&mut self) {
+    /// Brings the balancer's view of `id` in line with the registry's.
+    fn reconcile(&mut self, id: &InstanceId, may_remove: bool, out: &mut Outbox) {
         #[cfg(test)]
         {
             self.visits += 1;
         }
-    }
-
-    /// Brings the balancer's view of `id` in line with the registry's.
-    fn reconcile(&mut self, id: &InstanceId, may_remove: bool, out: &mut Outbox) {
-        self.visit();
-        match self.all.get(id).filter(|i| self.eligible(i)) {
-            Some(instance) => {
-                out.insert(id, instance.clone());
-                self.held.remove(id);
-            }
-            None => {
-                if out.desired(id).is_none() {
-                    return;
-                }
-                if may_remove {
-                    out.remove(id);
-                    self.held.remove(id);
-                } else {
-                    self.held.insert(id.clone());
-                }
-            }
-        }
+        let zone_present = self.zone_present();
+        let instance = self.all.get(id);
+        reconcile(
+            &self.config,
+            zone_present,
+            &mut self.held,
+            id,
+            instance,
+            may_remove,
+            out,
+        );
     }
 
     /// Reconciles every instance the registry or the balancer has: after a reset, or when the
     /// preferred zone's presence flips.
     fn reconcile_all(&mut self, may_remove: bool, out: &mut Outbox) {
-        let mut ids: Vec<InstanceId> = self.all.keys().cloned().collect();
-        ids.extend(
-            out.desired_ids()
-                .filter(|id| !self.all.contains_key(*id))
-                .cloned(),
-        );
-        for id in &ids {
-            self.reconcile(id, may_remove, out);
+        let gone: Vec<InstanceId> = out
+            .desired_ids()
+            .filter(|id| !self.all.contains_key(*id))
+            .cloned()
+            .collect();
+        #[cfg(test)]
+        {
+            self.visits += (self.all.len() + gone.len()) as u64;
+        }
+        let zone_present = self.zone_present();
+        out.reserve(self.all.len());
+        for (id, instance) in &self.all {
+            let held = &mut self.held;
+            reconcile(
+                &self.config,
+                zone_present,
+                held,
+                id,
+                Some(instance),
+                may_remove,
+                out,
+            );
+        }
+        for id in &gone {
+            reconcile(
+                &self.config,
+                zone_present,
+                &mut self.held,
+                id,
+                None,
+                may_remove,
+                out,
+            );
         }
     }
 
@@ -430,7 +479,12 @@ impl<R: Registry> Core<R> {
         };
         let removing = out
             .desired_ids()
-            .filter(|id| !self.all.get(*id).is_some_and(|i| self.eligible(i)))
+            .filter(|id| {
+                !self
+                    .all
+                    .get(*id)
+                    .is_some_and(|i| eligible(&self.config, self.in_zone > 0, i))
+            })
             .count();
         let desired = out.desired_len();
         let suspect = self.suspect || stale;

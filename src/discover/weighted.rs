@@ -61,11 +61,6 @@ impl LiveHealth {
     pub fn register(&self, waker: &Waker) {
         self.cell.waker.register(waker);
     }
-
-    /// Whether two handles share one cell.
-    pub fn ptr_eq(&self, other: &LiveHealth) -> bool {
-        Arc::ptr_eq(&self.cell, &other.cell)
-    }
 }
 
 fn encode(health: Health) -> u8 {
