@@ -4,6 +4,8 @@
 //! [`RegistryDiscover`] watches one service in a [`Registry`](crate::registry::Registry) and
 //! yields `Change::Insert`/`Change::Remove` as instances come, go, drain or change health. It
 //! never hands the balancer an error for a registry outage (static stability) and never ends.
+//! A move between `Passing` and `Warning` re-inserts nothing: endpoints made through
+//! [`MakeEndpoint::weighted`] read the instance's [`LiveHealth`], which discovery keeps current.
 //! [`HttpEndpoints`] makes one endpoint per instance over a single shared hyper-util client,
 //! rewriting each request's scheme and authority, so callers write `Request::get("/orders/42")`
 //! and never see an address.

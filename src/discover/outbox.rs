@@ -32,6 +32,14 @@ struct Slot {
     live: Option<LiveHealth>,
 }
 
+/// Gives memory back once a map holds under a quarter of what it has room for (after a burst of
+/// instances left), so what is kept follows the instances present. Amortized O(1).
+pub(crate) fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// A change to hand out.
 pub(crate) enum Out {
     /// Make an endpoint for the instance and insert it.
@@ -125,6 +133,7 @@ impl Outbox {
             self.queue.push_back(id.clone());
         } else {
             self.slots.remove(id);
+            shrink(&mut self.slots);
         }
     }
 
@@ -148,11 +157,16 @@ impl Outbox {
                 None => {
                     let given = slot.given;
                     self.slots.remove(&id);
+                    shrink(&mut self.slots);
                     if given {
                         return Some(Out::Remove(id));
                     }
                 }
             }
+        }
+        if self.queue.capacity() > 64 {
+            // Everything was handed out: give back what a burst of changes took.
+            self.queue.shrink_to(64);
         }
         None
     }
@@ -171,7 +185,10 @@ impl Outbox {
 
     /// Slots held (for tests: it must follow the instances, not every instance ever seen).
     #[cfg(test)]
-    pub(crate) fn slots(&self) -> usize {
-        self.slots.len()
+    pub(crate) fn slots(&self) -> (usize, usize) {
+        (
+            self.slots.len(),
+            self.slots.capacity() + self.queue.capacity(),
+        )
     }
 }

@@ -16,7 +16,7 @@ use tower::discover::Change;
 use crate::instance::{Health, Instance, InstanceId, InvalidInput, ServiceName};
 use crate::registry::{Error, Event, Registry, Revision, Snapshot, Watch};
 
-use super::outbox::{Out, Outbox};
+use super::outbox::{shrink, Out, Outbox};
 use super::MakeEndpoint;
 
 /// Which instances [`RegistryDiscover`] offers to the balancer, and how it retries.
@@ -233,10 +233,12 @@ impl<R: Registry, F: MakeEndpoint> RegistryDiscover<R, F> {
     #[cfg(test)]
     pub(crate) fn internals(&self) -> Internals {
         let core = self.core.as_ref().ok();
+        let (slots, slots_room) = self.outbox.slots();
         Internals {
             instances: core.map_or(0, |c| c.all.len()),
             held: core.map_or(0, |c| c.held.len()),
-            slots: self.outbox.slots(),
+            slots,
+            room: core.map_or(0, |c| c.all.capacity() + c.held.capacity()) + slots_room,
             visits: core.map_or(0, |c| c.visits),
         }
     }
@@ -249,6 +251,8 @@ pub(crate) struct Internals {
     pub(crate) instances: usize,
     pub(crate) held: usize,
     pub(crate) slots: usize,
+    /// What the maps and the queue have room for.
+    pub(crate) room: usize,
     pub(crate) visits: u64,
 }
 
@@ -420,7 +424,11 @@ impl<R: Registry> Core<R> {
                 }
                 self.all.insert(id.clone(), new)
             }
-            None => self.all.remove(&id),
+            None => {
+                let old = self.all.remove(&id);
+                shrink(&mut self.all);
+                old
+            }
         };
         if old.is_some_and(|old| in_zone(&self.config, &old)) {
             self.in_zone -= 1;
@@ -719,13 +727,13 @@ impl DiscoverHandle {
         Revision::new(self.shared.revision.load(Ordering::Relaxed))
     }
 
-    /// How many endpoints the balancer has been given.
+    /// How many endpoints the balancer holds, or will once it takes the changes waiting for it.
     pub fn endpoints(&self) -> usize {
         self.shared.endpoints.load(Ordering::Relaxed)
     }
 
-    /// Waits until the stream has applied `revision` (its changes are queued for, or taken
-    /// by, the balancer).
+    /// Waits until the stream has applied `revision` (its changes wait for, or were taken by,
+    /// the balancer).
     pub async fn applied(&self, revision: Revision) {
         let mut rx = self.shared.changed.subscribe();
         let _ = rx.wait_for(|r| *r >= revision.get()).await;

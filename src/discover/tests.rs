@@ -94,4 +94,25 @@ async fn churn_of_100k_unique_instances_keeps_memory_and_work_flat() {
     );
     assert_eq!(d.internals().instances, 1);
     assert_eq!(d.handle().revision(), rev);
+
+    // A burst: 10,000 pods at once, then gone. The room taken is given back.
+    let room = d.internals().room;
+    let pods: Vec<_> = (0..10_000)
+        .map(|n| zoned(&format!("burst-{n}"), "z1").into())
+        .collect();
+    r.register_all(pods).await.unwrap();
+    assert_eq!(take(&mut d).len(), 10_000);
+    assert!(d.internals().room > 20_000);
+    for n in 0..10_000 {
+        let id = format!("burst-{n}").parse().unwrap();
+        r.deregister(&orders(), &id).await.unwrap();
+    }
+    assert_eq!(take(&mut d).len(), 10_000);
+    let kept = d.internals();
+    assert_eq!((kept.instances, kept.slots), (1, 1));
+    assert!(
+        kept.room <= room.max(64 * 4),
+        "the room taken by the burst is given back: {} after, {room} before",
+        kept.room
+    );
 }

@@ -188,6 +188,8 @@ struct Flaky {
     inner: MemoryRegistry,
     down: Arc<AtomicBool>,
     script: Arc<std::sync::Mutex<Option<Vec<Event>>>>,
+    /// Watches panic when polled (a bug in a registry).
+    panics: Arc<AtomicBool>,
 }
 
 fn outage() -> Error {
@@ -201,6 +203,7 @@ fn outage() -> Error {
 struct FlakyWatch {
     inner: Watch,
     down: Arc<AtomicBool>,
+    panics: Arc<AtomicBool>,
     tick: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -213,7 +216,11 @@ impl Stream for FlakyWatch {
             self.tick.as_mut().reset(next);
             return Poll::Ready(Some(Err(outage())));
         }
-        self.inner.poll_next_unpin(cx)
+        let item = futures_util::ready!(self.inner.poll_next_unpin(cx));
+        if self.panics.load(Ordering::SeqCst) {
+            panic!("a bug in the registry's watch");
+        }
+        Poll::Ready(item)
     }
 }
 
@@ -261,6 +268,7 @@ impl Registry for Flaky {
         Watch::new(FlakyWatch {
             inner: self.inner.watch(s, since),
             down: self.down.clone(),
+            panics: self.panics.clone(),
             tick: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
         })
     }
@@ -283,6 +291,7 @@ fn flaky() -> Flaky {
         inner: MemoryRegistry::new(),
         down: Arc::new(AtomicBool::new(false)),
         script: Arc::new(std::sync::Mutex::new(None)),
+        panics: Arc::new(AtomicBool::new(false)),
     }
 }
 
@@ -845,15 +854,10 @@ fn ok(_: ()) -> std::future::Ready<Result<(), Infallible>> {
     std::future::ready(Ok(()))
 }
 
-type Endpoint = tower_mesh::discover::InstanceEndpoint<
-    tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), Infallible>>>,
->;
+type Always = tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), Infallible>>>;
+type Endpoint = tower_mesh::discover::InstanceEndpoint<Always>;
 
-fn weighted_endpoints() -> tower_mesh::discover::Weighted<
-    impl FnMut(
-        &Instance,
-    ) -> tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), Infallible>>>,
-> {
+fn weighted_endpoints() -> tower_mesh::discover::Weighted<impl FnMut(&Instance) -> Always> {
     use tower_mesh::discover::MakeEndpoint;
     (|_: &Instance| tower::service_fn(ok as fn(()) -> _)).weighted()
 }
@@ -934,4 +938,38 @@ async fn health_changes_reach_the_endpoint_through_spawn() {
         .unwrap();
     let mut d = RegistryDiscover::new(r.clone(), "orders", weighted_endpoints()).spawn();
     health_changes_reach_the_endpoint(&r, &mut d).await;
+}
+
+/// The task driving a spawned stream dies (here, a registry whose watch panics): the handle
+/// reports it and the balancer's task is woken, instead of the set silently freezing.
+#[tokio::test(start_paused = true)]
+async fn a_spawned_stream_whose_task_dies_reports_it() {
+    let r = flaky();
+    let rev = r.register(inst("a", 1).into()).await.unwrap();
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo).spawn();
+    let handle = d.handle();
+    handle.applied(rev).await;
+    assert_eq!(summary(&drain(&mut d).await), ["+a:1"]);
+    let (woken, waker) = flag();
+    assert!(Pin::new(&mut d)
+        .poll_next(&mut Context::from_waker(&waker))
+        .is_pending());
+
+    r.panics.store(true, Ordering::SeqCst);
+    r.register(inst("b", 2).into()).await.unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(handle.is_stale(), "the dead task is reported");
+    assert!(
+        handle
+            .last_error()
+            .unwrap()
+            .contains("background task stopped"),
+        "{:?}",
+        handle.last_error()
+    );
+    assert!(woken.take(), "the balancer is woken to see it");
+    assert!(drain(&mut d).await.is_empty());
+    assert_eq!(handle.endpoints(), 1, "the last set is still served");
 }
