@@ -61,6 +61,12 @@ impl CachedOptions {
 /// - While the inner registry is unreachable, reads keep answering the last known data, marked
 ///   [`stale`](Snapshot::is_stale), and watchers get the error as an `Err` item, then
 ///   [`Event::Progress`] when the watch recovers.
+/// - If the watch stops (the inner registry's watch ends, or its task panics), that is
+///   reported like an outage (stale, [`last_error`](Cached::last_error), an `Err` item to
+///   watchers) and the watch is restarted from the last revision applied, with backoff, once
+///   the inner registry answers.
+/// - A read that loads a service while the watch delivers a reset is answered from the reset;
+///   a load whose future is dropped leaves nothing behind.
 /// - Writes go to the inner registry, then wait (up to [`CachedOptions::write_wait`]) until the
 ///   change has come back through the watch, so a process reads its own writes.
 ///
@@ -470,15 +476,11 @@ async fn supervise<R: Registry>(shared: Weak<Shared<R>>) {
             let since = shared.lock().position;
             shared.inner.watch_all(Revision::new(since))
         };
+        let started = tokio::time::Instant::now();
         let mut task = AbortOnDrop(tokio::spawn(run_watch(shared.clone(), watch)));
         let reason = match (&mut task.0).await {
             Ok(Stopped::CacheDropped) => return,
-            Ok(Stopped::Ended { applied }) => {
-                if applied > 0 {
-                    backoff = RESTART_INITIAL;
-                }
-                "the registry's watch ended".to_owned()
-            }
+            Ok(Stopped::Ended) => "the registry's watch ended".to_owned(),
             Err(error) if error.is_panic() => {
                 let payload = error.into_panic();
                 let message = payload
@@ -490,7 +492,11 @@ async fn supervise<R: Registry>(shared: Weak<Shared<R>>) {
             }
             Err(_) => "the watch task was cancelled".to_owned(),
         };
-        loop {
+        // A watch that ran a good while before stopping starts the backoff over.
+        if started.elapsed() > RESTART_MAX {
+            backoff = RESTART_INITIAL;
+        }
+        {
             let Some(cache) = shared.upgrade() else {
                 return;
             };
@@ -500,13 +506,14 @@ async fn supervise<R: Registry>(shared: Weak<Shared<R>>) {
                 "watch",
                 format!("{reason}; restarting it"),
             ))));
-            drop(cache);
+        }
+        // Restart once the registry answers; until then, stay stale with its error.
+        loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(RESTART_MAX);
             let Some(cache) = shared.upgrade() else {
                 return;
             };
-            // Restart once the registry answers; until then, stay stale with its error.
             match cache.inner.revision().await {
                 Ok(_) => {
                     let position = cache.lock().position;
@@ -515,9 +522,7 @@ async fn supervise<R: Registry>(shared: Weak<Shared<R>>) {
                     }));
                     break;
                 }
-                Err(error) => {
-                    cache.apply(Err(error));
-                }
+                Err(error) => cache.apply(Err(error)),
             }
         }
     }
@@ -526,7 +531,7 @@ async fn supervise<R: Registry>(shared: Weak<Shared<R>>) {
 /// Why a watch task stopped without panicking.
 enum Stopped {
     CacheDropped,
-    Ended { applied: u64 },
+    Ended,
 }
 
 /// Aborts the task when dropped: when the supervisor is aborted, so is its watch task.
@@ -539,15 +544,13 @@ impl Drop for AbortOnDrop {
 }
 
 async fn run_watch<R>(shared: Weak<Shared<R>>, mut watch: Watch) -> Stopped {
-    let mut applied = 0;
     while let Some(item) = watch.next().await {
         let Some(shared) = shared.upgrade() else {
             return Stopped::CacheDropped;
         };
         shared.apply(item);
-        applied += 1;
     }
-    Stopped::Ended { applied }
+    Stopped::Ended
 }
 
 impl<R> fmt::Debug for Cached<R> {
