@@ -127,6 +127,9 @@ struct State {
     last_error: Option<DatabaseError>,
     /// Bumped whenever `stale` flips, so watchers can report it.
     health_generation: u64,
+    /// Bumped when a reset takes the cache back to an earlier revision (the database was
+    /// restored or replaced): watchers ahead of it then get a reset too.
+    epoch: u64,
 }
 
 #[derive(Default)]
@@ -414,6 +417,15 @@ impl<R> Shared<R> {
                         // Watchers of the cache behind this point must reset too.
                         state.log.clear();
                         state.log_floor = rev;
+                        if rev < state.position {
+                            tracing::warn!(
+                                from = state.position,
+                                to = rev,
+                                "registry cache: the registry went back to an earlier revision"
+                            );
+                            state.position = rev;
+                            state.epoch += 1;
+                        }
                     }
                     Event::Progress { .. } => {}
                 }
@@ -569,6 +581,7 @@ struct CacheWatch<R> {
     service: ServiceName,
     last: u64,
     health_generation: u64,
+    epoch: u64,
     rx: watch::Receiver<u64>,
     pending: VecDeque<Result<Event, Error>>,
     load_failed: bool,
@@ -579,30 +592,31 @@ impl<R: Registry> CacheWatch<R> {
     /// Moves what is new into `pending`; `false` if the service must be loaded first.
     fn fill(&mut self) -> bool {
         let state = self.cache.lock();
-        if self.last < state.position {
-            if self.last < state.log_floor {
-                let Some(entry) = state.services.get(&self.service) else {
-                    return false;
-                };
-                let snapshot = entry.snapshot(state.position, state.stale);
-                self.last = snapshot.revision.get();
-                self.pending.push_back(Ok(Event::Reset(snapshot)));
-            } else {
-                let start = state.log.partition_point(|(rev, _)| *rev <= self.last);
-                for (_, item) in state.log.range(start..) {
-                    match item {
-                        LogItem::Event(e) if e.service() == Some(&self.service) => {
-                            self.pending.push_back(Ok(e.clone()))
-                        }
-                        LogItem::Corrupt(c) if c.service() == self.service.as_str() => {
-                            self.pending.push_back(Err(Error::Corrupt(c.clone())))
-                        }
-                        _ => {}
+        // Ahead of a cache that went back to an earlier revision: that history is gone.
+        let went_back = state.epoch != self.epoch && self.last > state.position;
+        if went_back || (self.last < state.position && self.last < state.log_floor) {
+            let Some(entry) = state.services.get(&self.service) else {
+                return false;
+            };
+            let snapshot = entry.snapshot(state.position, state.stale);
+            self.last = snapshot.revision.get();
+            self.pending.push_back(Ok(Event::Reset(snapshot)));
+        } else if self.last < state.position {
+            let start = state.log.partition_point(|(rev, _)| *rev <= self.last);
+            for (_, item) in state.log.range(start..) {
+                match item {
+                    LogItem::Event(e) if e.service() == Some(&self.service) => {
+                        self.pending.push_back(Ok(e.clone()))
                     }
+                    LogItem::Corrupt(c) if c.service() == self.service.as_str() => {
+                        self.pending.push_back(Err(Error::Corrupt(c.clone())))
+                    }
+                    _ => {}
                 }
-                self.last = state.position;
             }
+            self.last = state.position;
         }
+        self.epoch = state.epoch;
         // After the changes: a `Progress` says everything up to its revision was delivered.
         if state.health_generation != self.health_generation {
             self.health_generation = state.health_generation;
@@ -687,11 +701,16 @@ impl<R: Registry> Registry for Cached<R> {
     }
 
     fn watch(&self, service: &ServiceName, since: Revision) -> Watch {
+        let (health_generation, epoch) = {
+            let state = self.lock();
+            (state.health_generation, state.epoch)
+        };
         let state = CacheWatch {
             cache: self.clone(),
             service: service.clone(),
             last: since.get(),
-            health_generation: self.lock().health_generation,
+            health_generation,
+            epoch,
             rx: self.shared.position.subscribe(),
             pending: VecDeque::new(),
             load_failed: false,
@@ -788,6 +807,8 @@ mod tests {
         Panic,
         /// Ends at once.
         End,
+        /// Yields these, then nothing more.
+        Script(Vec<Event>),
     }
 
     /// A memory registry whose snapshots wait, once taken, until the gate opens, and whose
@@ -858,6 +879,10 @@ mod tests {
             match fault {
                 None => self.inner.watch_all(since),
                 Some(Fault::End) => Watch::new(futures_util::stream::empty()),
+                Some(Fault::Script(events)) => Watch::new(
+                    futures_util::stream::iter(events.into_iter().map(Ok))
+                        .chain(futures_util::stream::pending()),
+                ),
                 Some(Fault::Panic) => Watch::new(futures_util::stream::poll_fn(|_| {
                     panic!("a bug in the registry's watch")
                 })),
@@ -1024,5 +1049,38 @@ mod tests {
             ids(&cache.snapshot(&orders()).await.unwrap()),
             ["a", "b", "c"]
         );
+    }
+
+    /// The registry's database is restored from an older backup: its watch sends a reset to an
+    /// earlier revision. The cache goes back with it, and a watcher that was ahead gets the
+    /// reset too instead of waiting for revisions that will not come again.
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_to_an_earlier_revision_resets_the_watchers_ahead() {
+        let r = Gated::new();
+        r.register(inst("a", 1)).await.unwrap();
+        let rev = r.register(inst("b", 2)).await.unwrap();
+        let restored = Snapshot::new(
+            Revision::new(1),
+            vec![Instance::builder("orders", "a").port(1).build().unwrap()],
+        );
+        r.faults
+            .lock()
+            .unwrap()
+            .push_back(Fault::Script(vec![Event::Reset(restored)]));
+        let cache = Cached::new(r.clone()).await.unwrap();
+        let snapshot = cache.snapshot(&orders()).await.unwrap();
+        assert_eq!(ids(&snapshot), ["a", "b"]);
+        assert_eq!(snapshot.revision(), rev);
+        let mut watch = cache.watch(&orders(), rev);
+
+        match next(&mut watch).await.unwrap() {
+            Event::Reset(s) => {
+                assert_eq!(ids(&s), ["a"]);
+                assert_eq!(s.revision(), Revision::new(1));
+            }
+            other => panic!("the watcher ahead must be reset, got {other:?}"),
+        }
+        assert_eq!(cache.revision().await.unwrap(), Revision::new(1));
+        assert_eq!(ids(&cache.snapshot(&orders()).await.unwrap()), ["a"]);
     }
 }
