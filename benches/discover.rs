@@ -8,7 +8,11 @@
 //!   would be: SQLite polls every 10 ms, PostgreSQL is woken by NOTIFY).
 //!
 //! `cargo bench --all-features --bench discover -- --warm-up-time 1 --measurement-time 3`
+//!
+//! `DISCOVER_PROFILE=ours|raw[:iterations]` runs one side of `load-10k` only, for a profiler;
+//! `DISCOVER_PROFILE=compare[:rounds]` alternates the two and prints the fastest and median.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,8 +22,8 @@ use http_body_util::Empty;
 use sqlx::Row;
 use tokio::runtime::Runtime;
 use tower::discover::Change;
-use tower_mesh::discover::{HttpEndpoints, MakeEndpoint, RegistryDiscover};
-use tower_mesh::instance::Instance;
+use tower_mesh::discover::{HttpEndpoint, HttpEndpoints, MakeEndpoint, RegistryDiscover};
+use tower_mesh::instance::{Instance, InstanceId};
 use tower_mesh::registry::sql::SqlRegistry;
 use tower_mesh::registry::{MemoryRegistry, Registration, Registry};
 
@@ -51,69 +55,126 @@ fn inst(n: usize) -> Instance {
         .unwrap()
 }
 
-fn load(c: &mut Criterion) {
-    let rt = rt();
-    // Pools clean up on the runtime when dropped.
-    let _enter = rt.enter();
+/// Loads the 10,000 instances through a discover stream into a set of HTTP endpoints.
+async fn ours(registry: &SqlRegistry) -> HashMap<InstanceId, HttpEndpoint<Empty<Bytes>>> {
+    let mut d = RegistryDiscover::new(
+        registry.clone(),
+        "orders",
+        HttpEndpoints::<Empty<Bytes>>::new(),
+    );
+    let mut set = HashMap::with_capacity(N);
+    while set.len() < N {
+        match d.next().await {
+            Some(Ok(Change::Insert(k, s))) => {
+                set.insert(k, s);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    set
+}
+
+/// The same rows through a typed sqlx pool, decoded into the same instances, into the same set
+/// of the same endpoints.
+async fn raw(pool: &sqlx::SqlitePool) -> HashMap<InstanceId, HttpEndpoint<Empty<Bytes>>> {
+    let rows = sqlx::query(
+        "SELECT service, instance_id, host, port, scheme, version, weight, zone, \
+         metadata, health FROM mesh_instances WHERE service = ?",
+    )
+    .bind("orders")
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut factory = HttpEndpoints::<Empty<Bytes>>::new();
+    let mut set = HashMap::with_capacity(N);
+    for row in rows {
+        let id: String = row.get(1);
+        let host: String = row.get(2);
+        let port: i64 = row.get(3);
+        let version: String = row.get(5);
+        let metadata: String = row.get(8);
+        let metadata: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&metadata).unwrap();
+        let i = Instance::builder("orders", id)
+            .host(host)
+            .port(port as u32)
+            .version(version)
+            .metadata_map(metadata)
+            .build()
+            .unwrap();
+        set.insert(i.id().clone(), factory.make_endpoint(&i));
+    }
+    set
+}
+
+fn setup(rt: &Runtime) -> (SqlRegistry, sqlx::SqlitePool) {
     let url = temp_sqlite("load");
     let registry = rt.block_on(SqlRegistry::connect(&url)).unwrap();
     let regs: Vec<Registration> = (0..N).map(|n| inst(n).into()).collect();
     rt.block_on(registry.register_all(regs)).unwrap();
+    let pool = rt.block_on(sqlx::SqlitePool::connect(&url)).unwrap();
+    (registry, pool)
+}
+
+fn load(c: &mut Criterion) {
+    let rt = rt();
+    // Pools clean up on the runtime when dropped.
+    let _enter = rt.enter();
+    let (registry, pool) = setup(&rt);
+    assert_eq!(
+        rt.block_on(ours(&registry)).len(),
+        rt.block_on(raw(&pool)).len()
+    );
     let mut group = c.benchmark_group("load-10k");
     group.sample_size(10);
     group.bench_function("registry-discover", |b| {
-        b.to_async(&rt).iter(|| async {
-            let mut d = RegistryDiscover::new(
-                registry.clone(),
-                "orders",
-                HttpEndpoints::<Empty<Bytes>>::new(),
-            );
-            let mut set = std::collections::HashMap::with_capacity(N);
-            while set.len() < N {
-                match d.next().await {
-                    Some(Ok(Change::Insert(k, s))) => {
-                        set.insert(k, s);
-                    }
-                    other => panic!("{other:?}"),
-                }
-            }
-            set
-        })
+        b.to_async(&rt).iter(|| ours(&registry))
     });
-    let pool = rt.block_on(sqlx::SqlitePool::connect(&url)).unwrap();
     group.bench_function("raw-select-and-endpoints", |b| {
-        b.to_async(&rt).iter(|| async {
-            let rows = sqlx::query(
-                "SELECT service, instance_id, host, port, scheme, version, weight, zone, \
-                 metadata, health FROM mesh_instances WHERE service = ?",
-            )
-            .bind("orders")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            let mut factory = HttpEndpoints::<Empty<Bytes>>::new();
-            let mut set = std::collections::HashMap::with_capacity(N);
-            for row in rows {
-                let id: String = row.get(1);
-                let host: String = row.get(2);
-                let port: i64 = row.get(3);
-                let version: String = row.get(5);
-                let metadata: String = row.get(8);
-                let metadata: std::collections::BTreeMap<String, String> =
-                    serde_json::from_str(&metadata).unwrap();
-                let i = Instance::builder("orders", id.as_str())
-                    .host(host)
-                    .port(port as u32)
-                    .version(version)
-                    .metadata_map(metadata)
-                    .build()
-                    .unwrap();
-                set.insert(id, factory.make_endpoint(&i));
-            }
-            set
-        })
+        b.to_async(&rt).iter(|| raw(&pool))
     });
     group.finish();
+}
+
+/// `DISCOVER_PROFILE=ours|raw[:iterations]`: set up, then only load that many times (default
+/// 20), for `perf record` or `valgrind --tool=callgrind` (compare with 0 iterations to subtract
+/// the setup). `DISCOVER_PROFILE=compare[:rounds]`: alternate one load of each side per round
+/// (default 40) and print each side's fastest and median load: on a shared machine other
+/// processes only ever add time, so the fastest loads are the ones to compare.
+fn profile(which: &str) {
+    let (side, iterations) = which.split_once(':').unwrap_or((which, "20"));
+    let iterations: usize = iterations.parse().unwrap();
+    let rt = rt();
+    let _enter = rt.enter();
+    let (registry, pool) = setup(&rt);
+    if side == "compare" {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..iterations {
+            let start = tokio::time::Instant::now();
+            assert_eq!(rt.block_on(ours(&registry)).len(), N);
+            a.push(start.elapsed());
+            let start = tokio::time::Instant::now();
+            assert_eq!(rt.block_on(raw(&pool)).len(), N);
+            b.push(start.elapsed());
+        }
+        a.sort();
+        b.sort();
+        let (fa, fb, ma, mb) = (a[0], b[0], a[a.len() / 2], b[b.len() / 2]);
+        println!(
+            "load-10k over {iterations} rounds: ours fastest {fa:.1?} median {ma:.1?}; raw fastest {fb:.1?} median {mb:.1?}; ratio fastest {:.3} median {:.3}",
+            fa.as_secs_f64() / fb.as_secs_f64(),
+            ma.as_secs_f64() / mb.as_secs_f64(),
+        );
+        return;
+    }
+    for _ in 0..iterations {
+        let n = match side {
+            "ours" => rt.block_on(ours(&registry)).len(),
+            "raw" => rt.block_on(raw(&pool)).len(),
+            other => panic!("DISCOVER_PROFILE={other}: ours, raw or compare"),
+        };
+        assert_eq!(n, N);
+    }
 }
 
 fn propagation(c: &mut Criterion) {
@@ -256,6 +317,10 @@ fn estimate(group: &str, id: &str) -> Option<f64> {
 criterion_group!(benches, load, propagation);
 
 fn main() {
+    if let Ok(which) = std::env::var("DISCOVER_PROFILE") {
+        profile(&which);
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
     if std::env::args().any(|a| a == "--bench") {

@@ -4,6 +4,8 @@
 //! [`RegistryDiscover`] watches one service in a [`Registry`](crate::registry::Registry) and
 //! yields `Change::Insert`/`Change::Remove` as instances come, go, drain or change health. It
 //! never hands the balancer an error for a registry outage (static stability) and never ends.
+//! A move between `Passing` and `Warning` re-inserts nothing: endpoints made through
+//! [`MakeEndpoint::weighted`] read the instance's [`LiveHealth`], which discovery keeps current.
 //! [`HttpEndpoints`] makes one endpoint per instance over a single shared hyper-util client,
 //! rewriting each request's scheme and authority, so callers write `Request::get("/orders/42")`
 //! and never see an address.
@@ -32,8 +34,11 @@
 #[cfg(feature = "tonic")]
 mod grpc;
 mod http;
+mod outbox;
 mod spawn;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod weighted;
 
 #[cfg(feature = "tonic")]
@@ -42,7 +47,7 @@ pub use self::grpc::{balance_channel, TonicEndpoints};
 pub use self::http::{HttpEndpoint, HttpEndpoints};
 pub use self::spawn::Spawned;
 pub use self::stream::{Builder, DiscoverHandle, RegistryDiscover};
-pub use self::weighted::{InstanceEndpoint, Weighted};
+pub use self::weighted::{InstanceEndpoint, LiveHealth, Weighted};
 
 use std::time::Duration;
 
@@ -60,6 +65,16 @@ pub trait MakeEndpoint {
     /// Makes the endpoint for `instance`. Called again (and the old endpoint replaced) when the
     /// instance's address, weight, zone or metadata changes.
     fn make_endpoint(&mut self, instance: &Instance) -> Self::Service;
+
+    /// Makes the endpoint for `instance`, with the [`LiveHealth`] its endpoint reads, if any:
+    /// discovery keeps it up to date while the instance moves between `Passing` and `Warning`
+    /// (which re-inserts nothing). This is what discovery calls. The default makes the endpoint
+    /// with [`make_endpoint`](MakeEndpoint::make_endpoint) and no live health; factories whose
+    /// endpoints read health ([`weighted`](MakeEndpoint::weighted)) override it, and factories
+    /// that wrap another forward it.
+    fn make_live_endpoint(&mut self, instance: &Instance) -> (Self::Service, Option<LiveHealth>) {
+        (self.make_endpoint(instance), None)
+    }
 
     /// Makes every endpoint carry its instance's weight and health
     /// ([`InstanceEndpoint`]), for weighted balancers such as
@@ -110,6 +125,11 @@ where
 
     fn make_endpoint(&mut self, instance: &Instance) -> Self::Service {
         self.layer.layer(self.inner.make_endpoint(instance))
+    }
+
+    fn make_live_endpoint(&mut self, instance: &Instance) -> (Self::Service, Option<LiveHealth>) {
+        let (inner, live) = self.inner.make_live_endpoint(instance);
+        (self.layer.layer(inner), live)
     }
 }
 

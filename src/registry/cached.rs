@@ -61,6 +61,12 @@ impl CachedOptions {
 /// - While the inner registry is unreachable, reads keep answering the last known data, marked
 ///   [`stale`](Snapshot::is_stale), and watchers get the error as an `Err` item, then
 ///   [`Event::Progress`] when the watch recovers.
+/// - If the watch stops (the inner registry's watch ends, or its task panics), that is
+///   reported like an outage (stale, [`last_error`](Cached::last_error), an `Err` item to
+///   watchers) and the watch is restarted from the last revision applied, with backoff, once
+///   the inner registry answers.
+/// - A read that loads a service while the watch delivers a reset is answered from the reset;
+///   a load whose future is dropped leaves nothing behind.
 /// - Writes go to the inner registry, then wait (up to [`CachedOptions::write_wait`]) until the
 ///   change has come back through the watch, so a process reads its own writes.
 ///
@@ -109,7 +115,9 @@ impl<R> Drop for Shared<R> {
 #[derive(Default)]
 struct State {
     services: HashMap<ServiceName, Entry>,
-    loading: HashMap<ServiceName, (usize, Vec<Event>)>,
+    /// Services being loaded and not yet cached: the events that arrive meanwhile, for the
+    /// loader to apply over its snapshot.
+    loading: HashMap<ServiceName, Load>,
     /// Everything up to here has been applied.
     position: u64,
     /// The log holds every change after this revision.
@@ -119,6 +127,15 @@ struct State {
     last_error: Option<DatabaseError>,
     /// Bumped whenever `stale` flips, so watchers can report it.
     health_generation: u64,
+    /// Bumped when a reset takes the cache back to an earlier revision (the database was
+    /// restored or replaced): watchers ahead of it then get a reset too.
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Load {
+    loaders: usize,
+    buffered: Vec<Event>,
 }
 
 #[derive(Clone)]
@@ -182,6 +199,24 @@ impl Entry {
 }
 
 impl State {
+    /// One loader of `service` is done; returns the buffered events if `take` (the caller
+    /// then caches the service, so the other loaders find it).
+    fn end_load(&mut self, service: &ServiceName, take: bool) -> Vec<Event> {
+        let Some(load) = self.loading.get_mut(service) else {
+            return Vec::new();
+        };
+        load.loaders -= 1;
+        let buffered = if take {
+            std::mem::take(&mut load.buffered)
+        } else {
+            Vec::new()
+        };
+        if load.loaders == 0 {
+            self.loading.remove(service);
+        }
+        buffered
+    }
+
     fn push_log(&mut self, rev: u64, item: LogItem, retention: usize) {
         self.log.push_back((rev, item));
         while self.log.len() > retention {
@@ -214,8 +249,7 @@ impl<R: Registry> Cached<R> {
             options,
             task: Mutex::new(None),
         });
-        let watch = shared.inner.watch_all(Revision::new(start));
-        let task = tokio::spawn(run_watch(Arc::downgrade(&shared), watch));
+        let task = tokio::spawn(supervise(Arc::downgrade(&shared)));
         *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(Cached { shared })
     }
@@ -263,31 +297,60 @@ impl<R: Registry> Cached<R> {
             if let Some(entry) = state.services.get(service) {
                 return Ok(entry.snapshot(state.position, state.stale));
             }
-            state.loading.entry(service.clone()).or_default().0 += 1;
+            state.loading.entry(service.clone()).or_default().loaders += 1;
         }
+        // Dropped with this future, so a cancelled load stops buffering events.
+        let guard = Loading {
+            shared: &self.shared,
+            service,
+            armed: true,
+        };
         let loaded = self.shared.inner.snapshot(service).await;
         let mut state = self.lock();
-        let (loaders, buffered) = state
-            .loading
-            .get_mut(service)
-            .map(|(n, events)| {
-                *n -= 1;
-                (*n, events.clone())
-            })
-            .unwrap_or_default();
-        if loaders == 0 {
-            state.loading.remove(service);
-        }
-        if let Some(entry) = state.services.get(service) {
+        // A reset while loading (or another loader) may have filled the entry already.
+        if state.services.contains_key(service) {
+            guard.finish(&mut state, false);
+            let entry = &state.services[service];
             return Ok(entry.snapshot(state.position, state.stale));
         }
-        let mut entry = Entry::from_snapshot(loaded?);
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                guard.finish(&mut state, false);
+                return Err(error);
+            }
+        };
+        let buffered = guard.finish(&mut state, true);
+        let mut entry = Entry::from_snapshot(loaded);
         for event in &buffered {
             entry.apply(event);
         }
         let snapshot = entry.snapshot(state.position, state.stale);
         state.services.insert(service.clone(), entry);
         Ok(snapshot)
+    }
+}
+
+/// A load in flight: while it exists, events for its service are buffered for it.
+struct Loading<'a, R> {
+    shared: &'a Shared<R>,
+    service: &'a ServiceName,
+    armed: bool,
+}
+
+impl<R> Loading<'_, R> {
+    /// Ends the load under the lock already held; returns the buffered events if `take`.
+    fn finish(mut self, state: &mut State, take: bool) -> Vec<Event> {
+        self.armed = false;
+        state.end_load(self.service, take)
+    }
+}
+
+impl<R> Drop for Loading<'_, R> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.lock().end_load(self.service, false);
+        }
     }
 }
 
@@ -306,11 +369,10 @@ impl<R> Shared<R> {
                     Event::Put { .. } | Event::Delete { .. } => {
                         let service = event.service().cloned();
                         if let Some(service) = service {
-                            if let Some((_, buffer)) = state.loading.get_mut(&service) {
-                                buffer.push(event.clone());
-                            }
                             if let Some(entry) = state.services.get_mut(&service) {
                                 entry.apply(&event);
+                            } else if let Some(load) = state.loading.get_mut(&service) {
+                                load.buffered.push(event.clone());
                             }
                         }
                         state.push_log(rev, LogItem::Event(event), retention);
@@ -330,21 +392,40 @@ impl<R> Shared<R> {
                                 .or_default()
                                 .push(c.clone());
                         }
-                        for (name, entry) in state.services.iter_mut() {
-                            *entry = Entry::from_snapshot(Snapshot {
+                        let entry_of = |name: &ServiceName,
+                                        by_service: &mut HashMap<ServiceName, Vec<Instance>>,
+                                        corrupt: &mut HashMap<String, Vec<CorruptRecord>>| {
+                            Entry::from_snapshot(Snapshot {
                                 revision: snapshot.revision,
                                 instances: by_service.remove(name).unwrap_or_default(),
                                 corrupt: corrupt.remove(name.as_str()).unwrap_or_default(),
                                 stale: false,
-                            });
+                            })
+                        };
+                        let state = &mut *state;
+                        for (name, entry) in state.services.iter_mut() {
+                            *entry = entry_of(name, &mut by_service, &mut corrupt);
                         }
-                        // Loaders in flight reload: their buffers cannot bridge a reset.
-                        for (_, buffer) in state.loading.values_mut() {
-                            buffer.clear();
+                        // A service being loaded is cached from the reset: its loaders' snapshots
+                        // may predate changes the reset replaces (a buffer cannot bridge it), so
+                        // they return this entry instead.
+                        for (name, load) in state.loading.iter_mut() {
+                            load.buffered = Vec::new();
+                            let entry = entry_of(name, &mut by_service, &mut corrupt);
+                            state.services.insert(name.clone(), entry);
                         }
                         // Watchers of the cache behind this point must reset too.
                         state.log.clear();
                         state.log_floor = rev;
+                        if rev < state.position {
+                            tracing::warn!(
+                                from = state.position,
+                                to = rev,
+                                "registry cache: the registry went back to an earlier revision"
+                            );
+                            state.position = rev;
+                            state.epoch += 1;
+                        }
                     }
                     Event::Progress { .. } => {}
                 }
@@ -389,13 +470,99 @@ impl<R> Shared<R> {
     }
 }
 
-async fn run_watch<R>(shared: Weak<Shared<R>>, mut watch: Watch) {
+/// First pause before restarting a watch task that stopped, doubling up to [`RESTART_MAX`].
+const RESTART_INITIAL: Duration = Duration::from_millis(100);
+const RESTART_MAX: Duration = Duration::from_secs(10);
+
+/// Keeps the cache's one watch running: runs it on a task of its own and, if that task stops
+/// (the inner watch ended, or it panicked), reports it through the cache (stale, with the
+/// reason as [`last_error`](Cached::last_error), and as an `Err` item to watchers), then
+/// restarts it from the last revision applied, with backoff. Stops when the cache is dropped.
+async fn supervise<R: Registry>(shared: Weak<Shared<R>>) {
+    let mut backoff = RESTART_INITIAL;
+    loop {
+        let watch = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let since = shared.lock().position;
+            shared.inner.watch_all(Revision::new(since))
+        };
+        let started = tokio::time::Instant::now();
+        let mut task = AbortOnDrop(tokio::spawn(run_watch(shared.clone(), watch)));
+        let reason = match (&mut task.0).await {
+            Ok(Stopped::CacheDropped) => return,
+            Ok(Stopped::Ended) => "the registry's watch ended".to_owned(),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("the watch task panicked: {message}")
+            }
+            Err(_) => "the watch task was cancelled".to_owned(),
+        };
+        // A watch that ran a good while before stopping starts the backoff over.
+        if started.elapsed() > RESTART_MAX {
+            backoff = RESTART_INITIAL;
+        }
+        {
+            let Some(cache) = shared.upgrade() else {
+                return;
+            };
+            tracing::error!(reason, retry_in = ?backoff, "registry cache: the watch stopped; restarting it");
+            cache.apply(Err(Error::Database(DatabaseError::new(
+                super::error::DatabaseErrorKind::Other,
+                "watch",
+                format!("{reason}; restarting it"),
+            ))));
+        }
+        // Restart once the registry answers; until then, stay stale with its error.
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RESTART_MAX);
+            let Some(cache) = shared.upgrade() else {
+                return;
+            };
+            match cache.inner.revision().await {
+                Ok(_) => {
+                    let position = cache.lock().position;
+                    cache.apply(Ok(Event::Progress {
+                        revision: Revision::new(position),
+                    }));
+                    break;
+                }
+                Err(error) => cache.apply(Err(error)),
+            }
+        }
+    }
+}
+
+/// Why a watch task stopped without panicking.
+enum Stopped {
+    CacheDropped,
+    Ended,
+}
+
+/// Aborts the task when dropped: when the supervisor is aborted, so is its watch task.
+struct AbortOnDrop(JoinHandle<Stopped>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run_watch<R>(shared: Weak<Shared<R>>, mut watch: Watch) -> Stopped {
     while let Some(item) = watch.next().await {
         let Some(shared) = shared.upgrade() else {
-            return;
+            return Stopped::CacheDropped;
         };
         shared.apply(item);
     }
+    Stopped::Ended
 }
 
 impl<R> fmt::Debug for Cached<R> {
@@ -414,6 +581,7 @@ struct CacheWatch<R> {
     service: ServiceName,
     last: u64,
     health_generation: u64,
+    epoch: u64,
     rx: watch::Receiver<u64>,
     pending: VecDeque<Result<Event, Error>>,
     load_failed: bool,
@@ -424,6 +592,32 @@ impl<R: Registry> CacheWatch<R> {
     /// Moves what is new into `pending`; `false` if the service must be loaded first.
     fn fill(&mut self) -> bool {
         let state = self.cache.lock();
+        // Ahead of a cache that went back to an earlier revision: that history is gone.
+        let went_back = state.epoch != self.epoch && self.last > state.position;
+        if went_back || (self.last < state.position && self.last < state.log_floor) {
+            let Some(entry) = state.services.get(&self.service) else {
+                return false;
+            };
+            let snapshot = entry.snapshot(state.position, state.stale);
+            self.last = snapshot.revision.get();
+            self.pending.push_back(Ok(Event::Reset(snapshot)));
+        } else if self.last < state.position {
+            let start = state.log.partition_point(|(rev, _)| *rev <= self.last);
+            for (_, item) in state.log.range(start..) {
+                match item {
+                    LogItem::Event(e) if e.service() == Some(&self.service) => {
+                        self.pending.push_back(Ok(e.clone()))
+                    }
+                    LogItem::Corrupt(c) if c.service() == self.service.as_str() => {
+                        self.pending.push_back(Err(Error::Corrupt(c.clone())))
+                    }
+                    _ => {}
+                }
+            }
+            self.last = state.position;
+        }
+        self.epoch = state.epoch;
+        // After the changes: a `Progress` says everything up to its revision was delivered.
         if state.health_generation != self.health_generation {
             self.health_generation = state.health_generation;
             match (&state.stale, &state.last_error) {
@@ -433,31 +627,6 @@ impl<R: Registry> CacheWatch<R> {
                 })),
             }
         }
-        if self.last >= state.position {
-            return true;
-        }
-        if self.last < state.log_floor {
-            let Some(entry) = state.services.get(&self.service) else {
-                return false;
-            };
-            let snapshot = entry.snapshot(state.position, state.stale);
-            self.last = snapshot.revision.get();
-            self.pending.push_back(Ok(Event::Reset(snapshot)));
-            return true;
-        }
-        let start = state.log.partition_point(|(rev, _)| *rev <= self.last);
-        for (_, item) in state.log.range(start..) {
-            match item {
-                LogItem::Event(e) if e.service() == Some(&self.service) => {
-                    self.pending.push_back(Ok(e.clone()))
-                }
-                LogItem::Corrupt(c) if c.service() == self.service.as_str() => {
-                    self.pending.push_back(Err(Error::Corrupt(c.clone())))
-                }
-                _ => {}
-            }
-        }
-        self.last = state.position;
         true
     }
 }
@@ -532,11 +701,16 @@ impl<R: Registry> Registry for Cached<R> {
     }
 
     fn watch(&self, service: &ServiceName, since: Revision) -> Watch {
+        let (health_generation, epoch) = {
+            let state = self.lock();
+            (state.health_generation, state.epoch)
+        };
         let state = CacheWatch {
             cache: self.clone(),
             service: service.clone(),
             last: since.get(),
-            health_generation: self.lock().health_generation,
+            health_generation,
+            epoch,
             rx: self.shared.position.subscribe(),
             pending: VecDeque::new(),
             load_failed: false,
@@ -594,5 +768,319 @@ impl<R: Registry> Registry for Cached<R> {
 
     fn clock(&self) -> &Clock {
         self.shared.inner.clock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::registry::MemoryRegistry;
+
+    fn orders() -> ServiceName {
+        "orders".parse().unwrap()
+    }
+
+    fn inst(id: &str, port: u32) -> Registration {
+        Instance::builder("orders", id)
+            .port(port)
+            .build()
+            .unwrap()
+            .into()
+    }
+
+    fn ids(snapshot: &Snapshot) -> Vec<String> {
+        snapshot
+            .instances()
+            .iter()
+            .map(|i| i.id().to_string())
+            .collect()
+    }
+
+    /// How a watch from [`Gated::watch_all`] misbehaves.
+    enum Fault {
+        /// Panics when first polled.
+        Panic,
+        /// Ends at once.
+        End,
+        /// Yields these, then nothing more.
+        Script(Vec<Event>),
+    }
+
+    /// A memory registry whose snapshots wait, once taken, until the gate opens, and whose
+    /// `watch_all` streams misbehave as scripted.
+    #[derive(Clone)]
+    struct Gated {
+        inner: MemoryRegistry,
+        gate: Arc<watch::Sender<bool>>,
+        faults: Arc<Mutex<VecDeque<Fault>>>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Gated {
+                inner: MemoryRegistry::new(),
+                gate: Arc::new(watch::channel(true).0),
+                faults: Arc::default(),
+            }
+        }
+
+        fn gate(&self, open: bool) {
+            self.gate.send_replace(open);
+        }
+    }
+
+    impl Registry for Gated {
+        async fn register(&self, r: Registration) -> Result<Revision, Error> {
+            self.inner.register(r).await
+        }
+        async fn register_all(&self, r: Vec<Registration>) -> Result<Revision, Error> {
+            self.inner.register_all(r).await
+        }
+        async fn deregister(&self, s: &ServiceName, i: &InstanceId) -> Result<Revision, Error> {
+            self.inner.deregister(s, i).await
+        }
+        async fn heartbeat(
+            &self,
+            s: &ServiceName,
+            i: &InstanceId,
+        ) -> Result<Option<Revision>, Error> {
+            self.inner.heartbeat(s, i).await
+        }
+        async fn set_health(
+            &self,
+            s: &ServiceName,
+            i: &InstanceId,
+            h: Health,
+        ) -> Result<Revision, Error> {
+            self.inner.set_health(s, i, h).await
+        }
+        async fn snapshot(&self, s: &ServiceName) -> Result<Snapshot, Error> {
+            let snapshot = self.inner.snapshot(s).await?;
+            let mut open = self.gate.subscribe();
+            let _ = open.wait_for(|open| *open).await;
+            Ok(snapshot)
+        }
+        async fn services(&self) -> Result<Vec<ServiceName>, Error> {
+            self.inner.services().await
+        }
+        async fn revision(&self) -> Result<Revision, Error> {
+            self.inner.revision().await
+        }
+        fn watch(&self, s: &ServiceName, since: Revision) -> Watch {
+            self.inner.watch(s, since)
+        }
+        fn watch_all(&self, since: Revision) -> Watch {
+            let fault = self.faults.lock().unwrap().pop_front();
+            match fault {
+                None => self.inner.watch_all(since),
+                Some(Fault::End) => Watch::new(futures_util::stream::empty()),
+                Some(Fault::Script(events)) => Watch::new(
+                    futures_util::stream::iter(events.into_iter().map(Ok))
+                        .chain(futures_util::stream::pending()),
+                ),
+                Some(Fault::Panic) => Watch::new(futures_util::stream::poll_fn(|_| {
+                    panic!("a bug in the registry's watch")
+                })),
+            }
+        }
+        async fn compact(&self, r: Revision) -> Result<(), Error> {
+            self.inner.compact(r).await
+        }
+        async fn reap(&self, c: &LeaseConfig) -> Result<ReapReport, Error> {
+            self.inner.reap(c).await
+        }
+        fn clock(&self) -> &Clock {
+            self.inner.clock()
+        }
+    }
+
+    /// The watch's next item, within a minute (of paused time).
+    async fn next(watch: &mut Watch) -> Result<Event, Error> {
+        tokio::time::timeout(Duration::from_secs(60), watch.next())
+            .await
+            .expect("the watch yields within a minute")
+            .expect("a watch never ends")
+    }
+
+    /// Lets the cache's watch task run until the cache has applied `rev`.
+    async fn applied<R: Registry>(cache: &Cached<R>, rev: Revision) {
+        for _ in 0..1000 {
+            if cache.lock().position >= rev.get() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the cache never applied {rev}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_load_stops_buffering() {
+        let r = Gated::new();
+        r.register(inst("a", 1)).await.unwrap();
+        let cache = Cached::new(r.clone()).await.unwrap();
+        r.gate(false);
+        {
+            let service = orders();
+            let load = cache.snapshot(&service);
+            tokio::pin!(load);
+            assert!(futures_util::poll!(load.as_mut()).is_pending());
+            assert_eq!(cache.lock().loading.len(), 1, "the load is in flight");
+        }
+        assert!(
+            cache.lock().loading.is_empty(),
+            "the dropped load left its loading entry behind"
+        );
+        let mut rev = Revision::ZERO;
+        for n in 0..100 {
+            rev = r.register(inst(&format!("b{n}"), 2)).await.unwrap();
+        }
+        applied(&cache, rev).await;
+        assert!(cache.lock().loading.is_empty(), "no event is buffered");
+
+        // A later load works, and the service is then kept fresh.
+        r.gate(true);
+        let snapshot = cache.snapshot(&orders()).await.unwrap();
+        assert_eq!(snapshot.instances().len(), 101);
+        assert_eq!(snapshot.revision(), rev);
+        let rev = r
+            .deregister(&orders(), &"a".parse().unwrap())
+            .await
+            .unwrap();
+        applied(&cache, rev).await;
+        assert_eq!(
+            cache.snapshot(&orders()).await.unwrap().instances().len(),
+            100
+        );
+        assert!(cache.lock().loading.is_empty());
+    }
+
+    /// A reset that arrives while a service loads replaces what the loader read: the delete
+    /// of "b" and the registration of "c" happened after the loader's snapshot and before the
+    /// reset, so only the reset knows them.
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_while_loading_is_not_lost() {
+        let r = Gated::new();
+        r.register(inst("a", 1)).await.unwrap();
+        r.register(inst("b", 2)).await.unwrap();
+        let cache = Cached::new(r.clone()).await.unwrap();
+        r.gate(false);
+        let service = orders();
+        let load = cache.snapshot(&service);
+        tokio::pin!(load);
+        assert!(
+            futures_util::poll!(load.as_mut()).is_pending(),
+            "a and b read"
+        );
+
+        // Before the cache's watch runs again: a change, and the history it needs compacted,
+        // so the registry sends the watch a reset.
+        r.deregister(&orders(), &"b".parse().unwrap())
+            .await
+            .unwrap();
+        let rev = r.register(inst("c", 3)).await.unwrap();
+        r.compact(rev).await.unwrap();
+        applied(&cache, rev).await;
+
+        r.gate(true);
+        let snapshot = load.await.unwrap();
+        assert_eq!(
+            ids(&snapshot),
+            ["a", "c"],
+            "the reset's state, not the loader's"
+        );
+        assert_eq!(snapshot.revision(), rev);
+        let rev = r.register(inst("d", 4)).await.unwrap();
+        applied(&cache, rev).await;
+        let snapshot = cache.snapshot(&orders()).await.unwrap();
+        assert_eq!(ids(&snapshot), ["a", "c", "d"]);
+        assert!(cache.lock().loading.is_empty());
+    }
+
+    /// The cache's watch task panics, then its restarted watch ends: each is reported (stale,
+    /// with the reason, and as an error to watchers), and the watch is restarted with backoff
+    /// until one runs; then the cache follows the registry again, missing nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_task_that_dies_is_reported_and_restarted() {
+        let r = Gated::new();
+        r.faults.lock().unwrap().extend([Fault::Panic, Fault::End]);
+        r.register(inst("a", 1)).await.unwrap();
+        let cache = Cached::new(r.clone()).await.unwrap();
+        let snapshot = cache.snapshot(&orders()).await.unwrap();
+        let mut watch = cache.watch(&orders(), snapshot.revision());
+        let rev = r.register(inst("b", 2)).await.unwrap();
+
+        match next(&mut watch).await {
+            Err(Error::Database(e)) => {
+                assert!(e.to_string().contains("panicked"), "{e}");
+            }
+            other => panic!("the panic must be reported, got {other:?}"),
+        }
+        assert!(cache.is_stale());
+        assert!(
+            cache.last_error().unwrap().to_string().contains("panicked"),
+            "{:?}",
+            cache.last_error()
+        );
+        match next(&mut watch).await {
+            Err(Error::Database(e)) => {
+                assert!(e.to_string().contains("ended"), "{e}");
+            }
+            other => panic!("the end must be reported, got {other:?}"),
+        }
+        // The third watch runs: recovered (`Progress`), and the change made meanwhile arrives.
+        let (mut progress, mut put) = (false, false);
+        while !(progress && put) {
+            match next(&mut watch).await.unwrap() {
+                Event::Progress { .. } => progress = true,
+                Event::Put { instance, .. } if instance.id().as_str() == "b" => put = true,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!cache.is_stale());
+        assert_eq!(cache.lock().position, rev.get());
+        let rev = r.register(inst("c", 3)).await.unwrap();
+        applied(&cache, rev).await;
+        assert_eq!(
+            ids(&cache.snapshot(&orders()).await.unwrap()),
+            ["a", "b", "c"]
+        );
+    }
+
+    /// The registry's database is restored from an older backup: its watch sends a reset to an
+    /// earlier revision. The cache goes back with it, and a watcher that was ahead gets the
+    /// reset too instead of waiting for revisions that will not come again.
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_to_an_earlier_revision_resets_the_watchers_ahead() {
+        let r = Gated::new();
+        r.register(inst("a", 1)).await.unwrap();
+        let rev = r.register(inst("b", 2)).await.unwrap();
+        let restored = Snapshot::new(
+            Revision::new(1),
+            vec![Instance::builder("orders", "a").port(1).build().unwrap()],
+        );
+        r.faults
+            .lock()
+            .unwrap()
+            .push_back(Fault::Script(vec![Event::Reset(restored)]));
+        let cache = Cached::new(r.clone()).await.unwrap();
+        let snapshot = cache.snapshot(&orders()).await.unwrap();
+        assert_eq!(ids(&snapshot), ["a", "b"]);
+        assert_eq!(snapshot.revision(), rev);
+        let mut watch = cache.watch(&orders(), rev);
+
+        match next(&mut watch).await.unwrap() {
+            Event::Reset(s) => {
+                assert_eq!(ids(&s), ["a"]);
+                assert_eq!(s.revision(), Revision::new(1));
+            }
+            other => panic!("the watcher ahead must be reset, got {other:?}"),
+        }
+        assert_eq!(cache.revision().await.unwrap(), Revision::new(1));
+        assert_eq!(ids(&cache.snapshot(&orders()).await.unwrap()), ["a"]);
     }
 }

@@ -50,9 +50,9 @@ fn echo(i: &Instance) -> Instance {
 
 /// Collects what the stream yields until it would wait (paused time auto-advances only when
 /// everything is idle, so a short sleep lets every task run first).
-async fn drain<S>(stream: &mut S) -> Vec<Change<InstanceId, Instance>>
+async fn drain<S, T>(stream: &mut S) -> Vec<Change<InstanceId, T>>
 where
-    S: Stream<Item = Result<Change<InstanceId, Instance>, Error>> + Unpin,
+    S: Stream<Item = Result<Change<InstanceId, T>, Error>> + Unpin,
 {
     let mut out = Vec::new();
     loop {
@@ -188,6 +188,8 @@ struct Flaky {
     inner: MemoryRegistry,
     down: Arc<AtomicBool>,
     script: Arc<std::sync::Mutex<Option<Vec<Event>>>>,
+    /// Watches panic when polled (a bug in a registry).
+    panics: Arc<AtomicBool>,
 }
 
 fn outage() -> Error {
@@ -201,6 +203,7 @@ fn outage() -> Error {
 struct FlakyWatch {
     inner: Watch,
     down: Arc<AtomicBool>,
+    panics: Arc<AtomicBool>,
     tick: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -213,7 +216,11 @@ impl Stream for FlakyWatch {
             self.tick.as_mut().reset(next);
             return Poll::Ready(Some(Err(outage())));
         }
-        self.inner.poll_next_unpin(cx)
+        let item = futures_util::ready!(self.inner.poll_next_unpin(cx));
+        if self.panics.load(Ordering::SeqCst) {
+            panic!("a bug in the registry's watch");
+        }
+        Poll::Ready(item)
     }
 }
 
@@ -261,6 +268,7 @@ impl Registry for Flaky {
         Watch::new(FlakyWatch {
             inner: self.inner.watch(s, since),
             down: self.down.clone(),
+            panics: self.panics.clone(),
             tick: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
         })
     }
@@ -283,6 +291,7 @@ fn flaky() -> Flaky {
         inner: MemoryRegistry::new(),
         down: Arc::new(AtomicBool::new(false)),
         script: Arc::new(std::sync::Mutex::new(None)),
+        panics: Arc::new(AtomicBool::new(false)),
     }
 }
 
@@ -753,4 +762,214 @@ async fn weighted_balance_reads_instance_weights() {
     handle.applied(rev).await;
     let seen = send_n(&mut balancer, 400).await;
     assert_eq!((seen["a"], seen["b"]), (200, 200), "{seen:?}");
+}
+
+/// A waker that records being woken.
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Flag {
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+fn flag() -> (Arc<Flag>, std::task::Waker) {
+    let flag = Arc::new(Flag::default());
+    (flag.clone(), std::task::Waker::from(flag))
+}
+
+/// A spawned stream keeps the set the balancer should hold and hands out the differences when
+/// polled: nothing piles up while no request flows, and no endpoint is made before it is taken.
+#[tokio::test(start_paused = true)]
+async fn spawned_hands_out_differences_not_every_change() {
+    let r = MemoryRegistry::new();
+    let first = r.register(inst("x", 9).into()).await.unwrap();
+    let made = Arc::new(AtomicUsize::new(0));
+    let counter = made.clone();
+    let mut d = RegistryDiscover::new(r.clone(), "orders", move |i: &Instance| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        i.clone()
+    })
+    .spawn();
+    let handle = d.handle();
+    handle.applied(first).await;
+    assert_eq!(summary(&drain(&mut d).await), ["+x:9"]);
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    // The balancer has taken everything; then no request flows for a while.
+    let (woken, waker) = flag();
+    assert!(Pin::new(&mut d)
+        .poll_next(&mut Context::from_waker(&waker))
+        .is_pending());
+
+    r.register(inst("a", 1).into()).await.unwrap();
+    r.deregister(&svc("orders"), &id("a")).await.unwrap();
+    for port in 1..=10 {
+        r.register(inst("b", port).into()).await.unwrap();
+    }
+    let mut rev = Revision::ZERO;
+    for n in 0..10_000 {
+        let pod = format!("pod-{n}");
+        r.register(inst(&pod, 80).into()).await.unwrap();
+        rev = r.deregister(&svc("orders"), &id(&pod)).await.unwrap();
+    }
+    handle.applied(rev).await;
+    assert!(
+        woken.take(),
+        "the balancer's task is woken when there is a change"
+    );
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        1,
+        "no endpoint is made before the balancer takes it"
+    );
+    assert_eq!(handle.endpoints(), 2);
+    assert_eq!(
+        summary(&drain(&mut d).await),
+        ["+b:10"],
+        "a came and went, b changed ten times, the pods came and went"
+    );
+    assert_eq!(made.load(Ordering::SeqCst), 2);
+
+    // Held by the balancer now: changed and changed back is one re-insert; removed is a removal.
+    r.register(inst("b", 11).into()).await.unwrap();
+    let rev = r.register(inst("b", 10).into()).await.unwrap();
+    handle.applied(rev).await;
+    assert_eq!(summary(&drain(&mut d).await), ["+b:10"]);
+    r.register(inst("c", 3).into()).await.unwrap();
+    let rev = r.deregister(&svc("orders"), &id("b")).await.unwrap();
+    handle.applied(rev).await;
+    assert_eq!(summary(&drain(&mut d).await), ["+c:3", "-b"]);
+    assert_eq!(handle.endpoints(), 2);
+    assert_eq!(made.load(Ordering::SeqCst), 4);
+}
+
+fn ok(_: ()) -> std::future::Ready<Result<(), Infallible>> {
+    std::future::ready(Ok(()))
+}
+
+type Always = tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), Infallible>>>;
+type Endpoint = tower_mesh::discover::InstanceEndpoint<Always>;
+
+fn weighted_endpoints() -> tower_mesh::discover::Weighted<impl FnMut(&Instance) -> Always> {
+    use tower_mesh::discover::MakeEndpoint;
+    (|_: &Instance| tower::service_fn(ok as fn(()) -> _)).weighted()
+}
+
+/// An instance that registered as `Warning` turns `Passing`: no re-insert, but the endpoint the
+/// balancer holds reads `Passing` (so it counts as healthy for the panic threshold), and the
+/// task that last polled its readiness is woken to re-read it. The same both ways, and for
+/// clones.
+async fn health_changes_reach_the_endpoint<S>(r: &MemoryRegistry, d: &mut S)
+where
+    S: Stream<Item = Result<Change<InstanceId, Endpoint>, Error>> + Unpin,
+{
+    let mut got = drain(d).await;
+    assert_eq!(got.len(), 1);
+    let Some(Change::Insert(_, mut endpoint)) = got.pop() else {
+        panic!("an insert");
+    };
+    let copy = endpoint.clone();
+    assert_eq!(endpoint.health(), Health::Warning);
+    let (woken, waker) = flag();
+    let mut cx = Context::from_waker(&waker);
+    assert!(endpoint.poll_ready(&mut cx).is_ready());
+
+    r.set_health(&svc("orders"), &id("a"), Health::Passing)
+        .await
+        .unwrap();
+    assert!(
+        drain(d).await.is_empty(),
+        "no re-insert for Warning -> Passing"
+    );
+    assert_eq!(endpoint.health(), Health::Passing);
+    assert_eq!(copy.health(), Health::Passing, "clones share the health");
+    assert!(woken.take(), "the task that polled the endpoint is woken");
+    #[cfg(feature = "balance")]
+    assert!(tower_mesh::balance::Weight::is_healthy(&endpoint));
+
+    // And back, after the balancer polled the endpoint again.
+    assert!(endpoint.poll_ready(&mut cx).is_ready());
+    r.set_health(&svc("orders"), &id("a"), Health::Warning)
+        .await
+        .unwrap();
+    assert!(drain(d).await.is_empty());
+    assert_eq!(endpoint.health(), Health::Warning);
+    assert!(woken.take());
+    #[cfg(feature = "balance")]
+    assert!(!tower_mesh::balance::Weight::is_healthy(&endpoint));
+
+    // A re-registration with the same address and health is no change and wakes nothing.
+    r.register(inst("a", 1).with_health(Health::Warning).into())
+        .await
+        .unwrap();
+    assert!(drain(d).await.is_empty());
+    assert!(!woken.take());
+
+    // Critical is a change: removed.
+    r.set_health(&svc("orders"), &id("a"), Health::Critical)
+        .await
+        .unwrap();
+    let got = drain(d).await;
+    assert!(matches!(&got[..], [Change::Remove(k)] if k.as_str() == "a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_changes_reach_the_endpoint_without_reinsert() {
+    let r = MemoryRegistry::new();
+    r.register(inst("a", 1).with_health(Health::Warning).into())
+        .await
+        .unwrap();
+    let mut d = RegistryDiscover::new(r.clone(), "orders", weighted_endpoints());
+    health_changes_reach_the_endpoint(&r, &mut d).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_changes_reach_the_endpoint_through_spawn() {
+    let r = MemoryRegistry::new();
+    r.register(inst("a", 1).with_health(Health::Warning).into())
+        .await
+        .unwrap();
+    let mut d = RegistryDiscover::new(r.clone(), "orders", weighted_endpoints()).spawn();
+    health_changes_reach_the_endpoint(&r, &mut d).await;
+}
+
+/// The task driving a spawned stream dies (here, a registry whose watch panics): the handle
+/// reports it and the balancer's task is woken, instead of the set silently freezing.
+#[tokio::test(start_paused = true)]
+async fn a_spawned_stream_whose_task_dies_reports_it() {
+    let r = flaky();
+    let rev = r.register(inst("a", 1).into()).await.unwrap();
+    let mut d = RegistryDiscover::new(r.clone(), "orders", echo).spawn();
+    let handle = d.handle();
+    handle.applied(rev).await;
+    assert_eq!(summary(&drain(&mut d).await), ["+a:1"]);
+    let (woken, waker) = flag();
+    assert!(Pin::new(&mut d)
+        .poll_next(&mut Context::from_waker(&waker))
+        .is_pending());
+
+    r.panics.store(true, Ordering::SeqCst);
+    r.register(inst("b", 2).into()).await.unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(handle.is_stale(), "the dead task is reported");
+    assert!(
+        handle
+            .last_error()
+            .unwrap()
+            .contains("background task stopped"),
+        "{:?}",
+        handle.last_error()
+    );
+    assert!(woken.take(), "the balancer is woken to see it");
+    assert!(drain(&mut d).await.is_empty());
+    assert_eq!(handle.endpoints(), 1, "the last set is still served");
 }

@@ -53,6 +53,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::task::JoinHandle;
@@ -688,31 +689,34 @@ impl SqlRegistry {
             .await
             .map_err(self.err(op))?;
         let revision: i64 = state.try_get(0).map_err(self.err(op))?;
-        let rows = match service {
-            Some(name) => {
-                sqlx::query(&s.snapshot_service)
-                    .bind(name.as_str().to_owned())
-                    .fetch_all(&mut *tx)
-                    .await
-            }
-            None => sqlx::query(&s.snapshot_all).fetch_all(&mut *tx).await,
-        }
-        .map_err(self.err(op))?;
-        tx.rollback().await.map_err(self.err(op))?;
         let mut snapshot = Snapshot {
             revision: Revision::new(revision as u64),
             ..Snapshot::default()
         };
-        for row in &rows {
-            let rev = row.try_get::<i64, _>("revision").ok();
-            match decode_instance(row, rev) {
-                Ok(i) => snapshot.instances.push(i),
-                Err(c) => {
-                    tracing::warn!(record = %c, "registry: corrupt stored instance");
-                    snapshot.corrupt.push(c);
+        // Rows are decoded as they arrive, while the database produces the next ones.
+        let query = match service {
+            Some(name) => sqlx::query(&s.snapshot_service).bind(name.as_str().to_owned()),
+            None => sqlx::query(&s.snapshot_all),
+        };
+        {
+            let mut rows = query.fetch(&mut *tx);
+            let mut columns = None;
+            while let Some(row) = rows.try_next().await.map_err(self.err(op))? {
+                let columns = match &columns {
+                    Some(c) => c,
+                    None => columns.insert(Columns::of(&row).map_err(self.err(op))?),
+                };
+                let rev = row.try_get::<i64, _>(columns.revision).ok();
+                match decode_instance(&row, columns, service, rev) {
+                    Ok(i) => snapshot.instances.push(i),
+                    Err(c) => {
+                        tracing::warn!(record = %c, "registry: corrupt stored instance");
+                        snapshot.corrupt.push(c);
+                    }
                 }
             }
         }
+        tx.rollback().await.map_err(self.err(op))?;
         Ok(snapshot)
     }
 
@@ -800,45 +804,97 @@ fn truncate(mut s: String) -> String {
     s
 }
 
+/// Where an instance's columns are in a result set: found by name once per result set, then
+/// read by position in every row.
+pub(super) struct Columns {
+    /// Absent when the query was for one service.
+    service: Option<usize>,
+    id: usize,
+    host: usize,
+    port: usize,
+    scheme: usize,
+    version: usize,
+    weight: usize,
+    zone: usize,
+    metadata: usize,
+    health: usize,
+    pub(super) revision: usize,
+}
+
+impl Columns {
+    pub(super) fn of(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Column;
+        let at = |name: &str| row.try_column(name).map(|c| c.ordinal());
+        Ok(Columns {
+            service: at("service").ok(),
+            id: at("instance_id")?,
+            host: at("host")?,
+            port: at("port")?,
+            scheme: at("scheme")?,
+            version: at("version")?,
+            weight: at("weight")?,
+            zone: at("zone")?,
+            metadata: at("metadata")?,
+            health: at("health")?,
+            revision: at("revision")?,
+        })
+    }
+}
+
 /// Decodes an instance row (or an event row of kind `put`); any field that does not decode is
 /// a [`CorruptRecord`] naming the service, the instance and the field.
-fn decode_instance(row: &AnyRow, revision: Option<i64>) -> Result<Instance, CorruptRecord> {
-    let service = text_of(row, "service");
-    let id = text_of(row, "instance_id");
+fn decode_instance(
+    row: &AnyRow,
+    columns: &Columns,
+    service: Option<&ServiceName>,
+    revision: Option<i64>,
+) -> Result<Instance, CorruptRecord> {
+    let service_text = || match (service, columns.service) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(index)) => text_at(row, index),
+        (None, None) => "<unknown>".to_owned(),
+    };
     let corrupt = |field: &'static str, value: String, reason: String| {
         CorruptRecord::new(
-            service.clone(),
-            id.clone(),
+            service_text(),
+            text_at(row, columns.id),
             revision.map(|r| Revision::new(r as u64)),
             field,
             truncate(value),
             reason,
         )
     };
-    let text = |column: &'static str| -> Result<String, CorruptRecord> {
-        row.try_get::<String, _>(column)
-            .map_err(|e| corrupt(column, text_of(row, column), e.to_string()))
+    // Borrowed from the row: the builder makes the only copy.
+    let text = |field: &'static str, index: usize| -> Result<&str, CorruptRecord> {
+        row.try_get::<&str, _>(index)
+            .map_err(|e| corrupt(field, text_at(row, index), e.to_string()))
     };
-    let int = |column: &'static str| -> Result<i64, CorruptRecord> {
-        row.try_get::<i64, _>(column)
-            .map_err(|e| corrupt(column, text_of(row, column), e.to_string()))
+    let int = |field: &'static str, index: usize| -> Result<i64, CorruptRecord> {
+        row.try_get::<i64, _>(index)
+            .map_err(|e| corrupt(field, text_at(row, index), e.to_string()))
     };
-    let host = text("host")?;
-    let port = int("port")?;
-    let scheme = text("scheme")?;
-    let scheme =
-        Scheme::from_str(&scheme).map_err(|e| corrupt("scheme", scheme, e.reason().to_owned()))?;
-    let version = text("version")?;
-    let weight = int("weight")?;
+    let service = match (service, columns.service) {
+        (Some(s), _) => s.as_str(),
+        (None, Some(index)) => text("service", index)?,
+        (None, None) => return Err(corrupt("service", "NULL".to_owned(), "missing".to_owned())),
+    };
+    let id = text("instance_id", columns.id)?;
+    let host = text("host", columns.host)?;
+    let port = int("port", columns.port)?;
+    let scheme = text("scheme", columns.scheme)?;
+    let scheme = Scheme::from_str(scheme)
+        .map_err(|e| corrupt("scheme", scheme.to_owned(), e.reason().to_owned()))?;
+    let version = text("version", columns.version)?;
+    let weight = int("weight", columns.weight)?;
     let zone = row
-        .try_get::<Option<String>, _>("zone")
-        .map_err(|e| corrupt("zone", text_of(row, "zone"), e.to_string()))?;
-    let metadata_text = text("metadata")?;
-    let metadata = serde_json::from_str(&metadata_text)
-        .map_err(|e| corrupt("metadata", metadata_text.clone(), e.to_string()))?;
-    let health = text("health")?;
-    let health =
-        Health::from_str(&health).map_err(|e| corrupt("health", health, e.reason().to_owned()))?;
+        .try_get::<Option<&str>, _>(columns.zone)
+        .map_err(|e| corrupt("zone", text_at(row, columns.zone), e.to_string()))?;
+    let metadata_text = text("metadata", columns.metadata)?;
+    let metadata = serde_json::from_str(metadata_text)
+        .map_err(|e| corrupt("metadata", metadata_text.to_owned(), e.to_string()))?;
+    let health = text("health", columns.health)?;
+    let health = Health::from_str(health)
+        .map_err(|e| corrupt("health", health.to_owned(), e.reason().to_owned()))?;
     let port = u32::try_from(port)
         .map_err(|_| corrupt("port", port.to_string(), "must be in 1..=65535".to_owned()))?;
     let weight = u32::try_from(weight).map_err(|_| {
@@ -848,7 +904,7 @@ fn decode_instance(row: &AnyRow, revision: Option<i64>) -> Result<Instance, Corr
             "must not be negative".to_owned(),
         )
     })?;
-    let mut builder = Instance::builder(service.clone(), id.clone())
+    let mut builder = Instance::builder(service, id)
         .host(host)
         .port(port)
         .scheme(scheme)
@@ -873,6 +929,18 @@ fn decode_instance(row: &AnyRow, revision: Option<i64>) -> Result<Instance, Corr
         };
         corrupt(field, e.value().to_owned(), e.reason().to_owned())
     })
+}
+
+/// A column's value as text, for error reports.
+fn text_at(row: &AnyRow, index: usize) -> String {
+    match row.try_get::<Option<String>, _>(index) {
+        Ok(Some(s)) => s,
+        Ok(None) => "NULL".to_owned(),
+        Err(_) => match row.try_get::<i64, _>(index) {
+            Ok(n) => n.to_string(),
+            Err(_) => "<undecodable>".to_owned(),
+        },
+    }
 }
 
 impl Registry for SqlRegistry {

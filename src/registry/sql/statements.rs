@@ -121,8 +121,11 @@ impl Statements {
             set_health: p("UPDATE mesh_instances SET health = ?, revision = ? \
                  WHERE service = ? AND instance_id = ?"),
             state: "SELECT revision, compacted FROM mesh_state WHERE id = 1".to_owned(),
+            // The service is the one asked for: not read back in every row.
             snapshot_service: p(&format!(
-                "{select_instance} WHERE service = ? ORDER BY instance_id"
+                "SELECT instance_id, host, port, scheme, version, weight, zone, metadata, \
+                 {EFFECTIVE_HEALTH} AS health, revision FROM mesh_instances \
+                 WHERE service = ? ORDER BY instance_id"
             )),
             snapshot_all: format!("{select_instance} ORDER BY service, instance_id"),
             services: "SELECT DISTINCT service FROM mesh_instances ORDER BY service".to_owned(),

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use crate::instance::{InstanceId, ServiceName};
 
-use super::{decode_instance, text_of, Backend, SqlRegistry};
+use super::{decode_instance, text_of, Backend, Columns, SqlRegistry};
 use crate::registry::{CorruptRecord, Error, Event, Revision, Watch};
 
 struct State {
@@ -137,16 +137,21 @@ impl State {
             return Ok(());
         }
         self.more = rows.len() as i64 >= batch;
+        let columns = match rows.first() {
+            Some(row) => Columns::of(row).map_err(reg.err(op))?,
+            None => return Ok(()),
+        };
         for row in &rows {
-            let revision: i64 = row.try_get("revision").map_err(reg.err(op))?;
+            let revision: i64 = row.try_get(columns.revision).map_err(reg.err(op))?;
             self.last = revision;
-            self.pending.push_back(decode_event(row, revision));
+            self.pending
+                .push_back(decode_event(row, &columns, revision));
         }
         Ok(())
     }
 }
 
-fn decode_event(row: &sqlx::any::AnyRow, revision: i64) -> Result<Event, Error> {
+fn decode_event(row: &sqlx::any::AnyRow, columns: &Columns, revision: i64) -> Result<Event, Error> {
     let revision_t = Revision::new(revision as u64);
     let kind = text_of(row, "kind");
     let corrupt = |field: &'static str, value: String, reason: String| {
@@ -162,7 +167,7 @@ fn decode_event(row: &sqlx::any::AnyRow, revision: i64) -> Result<Event, Error> 
         Err(Error::Corrupt(record))
     };
     match kind.as_str() {
-        "put" => match decode_instance(row, Some(revision)) {
+        "put" => match decode_instance(row, columns, None, Some(revision)) {
             Ok(instance) => Ok(Event::Put {
                 revision: revision_t,
                 instance,
