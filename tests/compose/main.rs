@@ -240,3 +240,46 @@ async fn churn_through_thousands_of_instances() {
     assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
     assert_eq!(seen.get("b"), Some(&30), "{seen:?}");
 }
+
+/// Health reaches the balancer's panic threshold live: an instance registered `Warning`
+/// counts as unhealthy (with two instances and the default 50% threshold, only the
+/// passing one takes traffic); when it turns `Passing`, discovery updates the endpoint's
+/// health and wakes the balancer, which polls that endpoint again, with no re-insert and
+/// no request needed.
+#[tokio::test(start_paused = true)]
+async fn health_changes_reach_the_panic_threshold_live() {
+    use tower_mesh::instance::Health;
+    let registry = MemoryRegistry::new();
+    let a = backend("a").await;
+    let b = backend("b").await;
+    registry.register(at("a", a.addr)).await.unwrap();
+    let warning: Registration = Instance::builder("orders", "b")
+        .host(b.addr.ip().to_string())
+        .port(u32::from(b.addr.port()))
+        .health(Health::Warning)
+        .build()
+        .unwrap()
+        .into();
+    let rev = registry.register(warning).await.unwrap();
+    let (client, handle) = client(registry.clone(), Duration::from_secs(1));
+    handle.applied(rev).await;
+    for _ in 0..6 {
+        assert_eq!(get(&client).await.unwrap(), "a");
+    }
+    let rev = registry
+        .set_health(&orders(), &"b".parse().unwrap(), Health::Passing)
+        .await
+        .unwrap();
+    handle.applied(rev).await;
+    tokio::task::yield_now().await;
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..6 {
+        *seen.entry(get(&client).await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        (seen.get("a"), seen.get("b")),
+        (Some(&3), Some(&3)),
+        "{seen:?}"
+    );
+    assert_eq!(b.served.load(Ordering::SeqCst), 3);
+}
