@@ -944,3 +944,83 @@ async fn churn_through_thousands_behind_buffer() {
         .count();
     assert_eq!(held, 20, "only the live endpoints are held");
 }
+
+#[test]
+fn balance_and_worker_are_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<Bal<AnyPick<u64>>>();
+    check::<tower_mesh::balance::Worker<support::Discovery<u32, Echo>, RoundRobin>>();
+}
+
+/// The worker on one thread, callers on others: four tasks send through a `Buffer` while
+/// another inserts, removes and flips endpoints, on a multi-threaded runtime. Every request
+/// completes (answered, or failed fast with `NoEndpoints`), nothing deadlocks, and once the
+/// churn stops the balancer holds exactly the live endpoints: every removed one was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_and_churn_on_a_multi_threaded_runtime() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let balance = BalanceLayer::new(AnyPick::new(Strategy::LeastRequests).seeded(3))
+        .no_endpoints_timeout(Duration::from_millis(5))
+        .build(disco);
+    let client = tower::buffer::Buffer::new(balance, 256);
+    let callers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut ok = 0usize;
+                for r in 0..2_000u64 {
+                    match client.clone().oneshot(t * 10_000 + r).await {
+                        Ok(_) => ok += 1,
+                        Err(e) if e.is::<NoEndpoints>() => {}
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut rng = SmallRng::seed_from_u64(17);
+    let mut live: Vec<Echo> = Vec::new();
+    let mut tokens = Vec::new();
+    for id in 0..3_000u32 {
+        let e = Echo::new(id, rng.random_range(1..5));
+        tokens.push(std::sync::Arc::clone(&e.calls));
+        changes.insert(id, e.clone());
+        live.push(e);
+        if live.len() > 8 {
+            changes.remove(live.remove(0).id);
+        }
+        if id % 3 == 0 {
+            let e = &live[rng.random_range(0..live.len())];
+            e.set_ready(!e.ready.load(Ordering::SeqCst));
+        }
+        if id % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for e in &live {
+        e.set_ready(true);
+    }
+    let mut served = 0;
+    for c in callers {
+        served += c.await.unwrap();
+    }
+    assert!(served > 0);
+    // The worker catches up with no request: only the live endpoints are held.
+    for _ in 0..1_000 {
+        let held = tokens
+            .iter()
+            .filter(|t| std::sync::Arc::strong_count(t) > 1)
+            .count();
+        if held == live.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let held = tokens
+        .iter()
+        .filter(|t| std::sync::Arc::strong_count(t) > 1)
+        .count();
+    assert_eq!(held, live.len(), "only the live endpoints are held");
+    assert_eq!(client.clone().oneshot(0).await.map(|_| ()).ok(), Some(()));
+}
