@@ -626,9 +626,8 @@ where
                 }
                 .into(),
             };
-            let status = st.status();
+            shared.publish(st.status());
             drop(st);
-            shared.publish(status);
             return ResponseFuture::failed(e);
         }
         let st = &mut *st;
@@ -807,9 +806,11 @@ where
                 Some(catch_up) => catch_up(&mut st),
                 None => st.catch_up_discovery(),
             }
+            // Published under the lock, so that a status computed by a concurrent `call`
+            // after this catch-up is never overwritten by this one.
             let status = st.status();
-            drop(st);
             shared.publish(status);
+            drop(st);
             if status != NONE {
                 shared.wakes.caller.wake();
             }
