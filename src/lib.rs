@@ -56,6 +56,7 @@
 mod builder;
 pub mod instance;
 pub mod registry;
+mod sync;
 
 pub use self::builder::ServiceBuilderExt;
 

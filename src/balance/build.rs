@@ -43,22 +43,14 @@ struct Finish<T> {
 
 impl<T> Finish<T> {
     fn complete(self, value: T) {
-        *self
-            .shared
-            .out
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(value);
+        *crate::sync::lock(&self.shared.out) = Some(value);
         // `drop` sees the value and reports success.
     }
 }
 
 impl<T> Drop for Finish<T> {
     fn drop(&mut self) {
-        let out = self
-            .shared
-            .out
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let out = crate::sync::lock(&self.shared.out);
         let state = if out.is_some() { DONE } else { FAILED };
         self.shared.state.store(state, Ordering::Release);
         // Woken before `wait` can return (it reads the state under the same lock).
@@ -112,21 +104,13 @@ impl<T> Build<T> {
     }
 
     fn take(&self) -> Option<T> {
-        self.shared
-            .out
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        crate::sync::lock(&self.shared.out).take()
     }
 
     /// Blocks the calling thread until the build ends (for tests and orderly shutdowns;
     /// never called on the request path).
     pub(crate) fn wait(&self) -> Option<T> {
-        let mut out = self
-            .shared
-            .out
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut out = crate::sync::lock(&self.shared.out);
         while self.shared.state.load(Ordering::Acquire) == RUNNING {
             out = self
                 .shared

@@ -70,16 +70,13 @@ pub(crate) struct Completions {
 
 impl Completions {
     fn push(&self, slot: u32) {
-        self.list
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(slot);
+        crate::sync::lock(&self.list).push(slot);
     }
 
     /// Swap the pending slot ids into `buf` (cleared first).
     fn drain_into(&self, buf: &mut Vec<u32>) {
         buf.clear();
-        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = crate::sync::lock(&self.list);
         std::mem::swap(&mut *list, buf);
     }
 }

@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -87,7 +87,7 @@ where
 {
     #[inline]
     fn lock(&self) -> MutexGuard<'_, State<D, P>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     #[inline]

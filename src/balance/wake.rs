@@ -7,7 +7,7 @@
 //! waker that only wakes the worker ([`Notify`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Wake;
 
 use futures_util::task::AtomicWaker;
@@ -84,10 +84,7 @@ impl Wakes {
     /// now on.
     pub(crate) fn take_woken(&self, buf: &mut Vec<Arc<EndpointWaker>>) {
         buf.clear();
-        std::mem::swap(
-            &mut *self.woken.lock().unwrap_or_else(PoisonError::into_inner),
-            buf,
-        );
+        std::mem::swap(&mut *crate::sync::lock(&self.woken), buf);
         for w in buf.iter() {
             w.queued.store(false, Ordering::SeqCst);
         }
@@ -102,10 +99,7 @@ impl Wakes {
     /// the queue next).
     pub(crate) fn enqueue(&self, w: &Arc<EndpointWaker>) {
         if !w.queued.swap(true, Ordering::SeqCst) {
-            self.woken
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(w.clone());
+            crate::sync::lock(&self.woken).push(w.clone());
         }
     }
 }

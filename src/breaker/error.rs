@@ -198,12 +198,9 @@ impl Name {
     /// `name`, interned: every distinct name is stored once for the life of the process.
     pub(crate) fn interned(name: &str) -> &'static str {
         use std::collections::HashSet;
-        use std::sync::{Mutex, OnceLock, PoisonError};
+        use std::sync::{Mutex, OnceLock};
         static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-        let mut names = NAMES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut names = crate::sync::lock(NAMES.get_or_init(Default::default));
         if let Some(&s) = names.get(name) {
             return s;
         }

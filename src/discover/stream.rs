@@ -700,11 +700,7 @@ impl DiscoverHandle {
     /// Marks the stream stale with `error`.
     pub(super) fn fail(&self, error: String) {
         self.shared.stale.store(true, Ordering::Relaxed);
-        *self
-            .shared
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(error);
+        *crate::sync::lock(&self.shared.last_error) = Some(error);
     }
 
     /// Whether the registry is currently failing, so the endpoint set may be out of date
@@ -715,11 +711,7 @@ impl DiscoverHandle {
 
     /// The last registry error, as text.
     pub fn last_error(&self) -> Option<String> {
-        self.shared
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.shared.last_error).clone()
     }
 
     /// The registry revision the stream has applied.

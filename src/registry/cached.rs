@@ -250,7 +250,7 @@ impl<R: Registry> Cached<R> {
             task: Mutex::new(None),
         });
         let task = tokio::spawn(supervise(Arc::downgrade(&shared)));
-        *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        *crate::sync::lock(&shared.task) = Some(task);
         Ok(Cached { shared })
     }
 
@@ -356,7 +356,7 @@ impl<R> Drop for Loading<'_, R> {
 
 impl<R> Shared<R> {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn apply(&self, item: Result<Event, Error>) {

@@ -173,12 +173,7 @@ impl MemoryRegistry {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps half-updated in a way that
-        // breaks invariants we rely on, so keep serving after poisoning.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.shared.state)
     }
 
     fn notify(&self, _revision: Revision) {

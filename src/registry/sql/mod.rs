@@ -727,11 +727,7 @@ impl SqlRegistry {
         if self.shared.backend != Backend::Postgres {
             return;
         }
-        let mut slot = self
-            .shared
-            .listener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut slot = crate::sync::lock(&self.shared.listener);
         match &*slot {
             Some(task) if !task.is_finished() => return,
             // It cannot return, so it panicked or its runtime shut down (the first watch was
