@@ -123,8 +123,10 @@ impl<P: Pick<u64>> Bench for Ours<P> {
 
 fn ours<P: Pick<u64> + Clone + Send + 'static>(p: P, n: usize) -> Ours<P> {
     // tower's balancer keeps no metrics either.
-    let mut b = BalanceLayer::new(p)
+    let mut b = BalanceLayer::builder(p)
         .metrics(false)
+        .build()
+        .expect("valid balancer settings")
         .build(ServiceList::new(eps(n)));
     settle(&mut b);
     step(&mut b, 0);

@@ -27,7 +27,8 @@ pub struct SlowStart {
 }
 
 impl SlowStart {
-    /// A linear ramp over `window`, starting at 10% of the endpoint's weight.
+    /// A linear ramp over `window` (which must be positive), starting at 10% of the
+    /// endpoint's weight. Checked by [`Builder::build`](super::Builder::build).
     pub fn new(window: Duration) -> Self {
         Self {
             window,
@@ -35,10 +36,30 @@ impl SlowStart {
         }
     }
 
-    /// The share of its weight (1 to 100 percent) an endpoint gets right after insertion.
+    /// The share of its weight (1 to 100 percent; default 10) an endpoint gets right after
+    /// insertion. Checked by [`Builder::build`](super::Builder::build).
     pub fn min_weight_percent(mut self, percent: u32) -> Self {
-        self.min_weight_percent = percent.clamp(1, 100);
+        self.min_weight_percent = percent;
         self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), crate::balance::error::BuildError> {
+        use crate::balance::error::BuildError;
+        if self.window.is_zero() {
+            return Err(BuildError::new(
+                "slow_start.window",
+                self.window,
+                "must be positive",
+            ));
+        }
+        if !(1..=100).contains(&self.min_weight_percent) {
+            return Err(BuildError::new(
+                "slow_start.min_weight_percent",
+                self.min_weight_percent,
+                "must be 1 to 100",
+            ));
+        }
+        Ok(())
     }
 
     /// The ramp duration.

@@ -1,19 +1,63 @@
-//! Errors returned by [`Balance`](super::Balance).
+//! Errors returned by [`Balance`](super::Balance) and by the balancer's builders.
+//!
+//! The request errors ([`NoEndpoints`], [`Panic`], [`Discover`]) reach callers boxed, and
+//! often wrapped again by the layers above (`Buffer`, `BoxError`, tonic's `Status` source):
+//! [`NoEndpoints::find`] and [`Panic::find`] look through that wrapping, as
+//! [`breaker::error::Open::find`](crate::breaker) does for an open breaker.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//! use tower_mesh::balance::{error::NoEndpoints, BalanceLayer, RoundRobin};
+//!
+//! # async fn example<D>(discover: D) -> Result<(), tower_mesh::balance::error::BuildError>
+//! # where
+//! #     D: tower::discover::Discover<Key = u32> + Unpin + Send + 'static,
+//! #     D::Service: tower::Service<(), Response = ()> + tower_mesh::balance::Weight + Send,
+//! #     <D::Service as tower::Service<()>>::Error: Into<tower::BoxError>,
+//! #     <D::Service as tower::Service<()>>::Future: Send,
+//! #     D::Error: Into<tower::BoxError>,
+//! # {
+//! use tower::ServiceExt;
+//! let balance = BalanceLayer::builder(RoundRobin::new())
+//!     .no_endpoints_timeout(Duration::from_millis(500))
+//!     .build()?;
+//! let client = ServiceBuilder::new().buffer(64).layer(balance).service(discover);
+//! match client.oneshot(()).await {
+//!     Err(e) if NoEndpoints::find(&*e).is_some() => { /* 503, retry later */ }
+//!     _ => {}
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
-use std::fmt;
+use std::error::Error as StdError;
 use std::time::Duration;
 
 use crate::balance::BoxError;
 
+/// Walks `error` and its sources for a `T`.
+fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut cur = Some(error);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// No endpoint became ready within the configured bound
-/// ([`BalanceLayer::no_endpoints_timeout`](super::BalanceLayer::no_endpoints_timeout)).
+/// ([`Builder::no_endpoints_timeout`](super::Builder::no_endpoints_timeout)).
 ///
 /// Returned by the response future, never by `poll_ready` (which is ready, so that a
 /// `Buffer` in front keeps working): past the bound every request fails at once with this
 /// error until an endpoint is ready again, so the balancer fails fast instead of hanging.
 /// Also returned, with `waited` zero, when the last ready endpoint was removed between
 /// `poll_ready` and `call`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no ready endpoint for {waited:?} ({discovered} discovered)")]
 pub struct NoEndpoints {
     pub(crate) discovered: usize,
     pub(crate) waited: Duration,
@@ -29,24 +73,21 @@ impl NoEndpoints {
     pub fn waited(&self) -> Duration {
         self.waited
     }
-}
 
-impl fmt::Display for NoEndpoints {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no ready endpoint for {:?} ({} discovered)",
-            self.waited, self.discovered
-        )
+    /// Finds a `NoEndpoints` in `error` or its [`source`](StdError::source) chain: through
+    /// `Box<dyn Error>`, `Buffer`'s `ServiceError` and any error that keeps it as its source.
+    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a NoEndpoints> {
+        find(error)
     }
 }
-
-impl std::error::Error for NoEndpoints {}
 
 /// Fewer endpoints than the panic threshold are healthy and the balancer is configured to
 /// fail fast ([`PanicMode::FailFast`](super::PanicMode::FailFast)). Returned by the
 /// response future; `poll_ready` is ready.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "only {healthy} of {discovered} endpoints healthy, below the panic threshold of {threshold_percent}%"
+)]
 pub struct Panic {
     pub(crate) healthy: usize,
     pub(crate) discovered: usize,
@@ -68,38 +109,34 @@ impl Panic {
     pub fn threshold_percent(&self) -> u32 {
         self.threshold_percent
     }
-}
 
-impl fmt::Display for Panic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "only {} of {} endpoints healthy, below the panic threshold of {}%",
-            self.healthy, self.discovered, self.threshold_percent
-        )
+    /// Finds a `Panic` in `error` or its [`source`](StdError::source) chain (see
+    /// [`NoEndpoints::find`]).
+    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a Panic> {
+        find(error)
     }
 }
 
-impl std::error::Error for Panic {}
+/// The discovery stream failed. The stream's error is the [`source`](StdError::source);
+/// this error's own message does not repeat it.
+#[derive(Debug, thiserror::Error)]
+#[error("load balancer discovery failed")]
+pub struct Discover(#[source] pub(crate) BoxError);
 
-/// The discovery stream failed.
-#[derive(Debug)]
-pub struct Discover(pub(crate) BoxError);
-
-impl fmt::Display for Discover {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "load balancer discovery error: {}", self.0)
-    }
-}
-
-impl std::error::Error for Discover {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
+impl Discover {
+    /// Finds a `Discover` in `error` or its [`source`](StdError::source) chain (see
+    /// [`NoEndpoints::find`]).
+    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a Discover> {
+        find(error)
     }
 }
 
 /// A strategy name that [`Strategy`](super::Strategy)'s `FromStr` does not know.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown load balancing strategy {name:?} (expected one of {})",
+    super::Strategy::NAMES.join(", ")
+)]
 pub struct UnknownStrategy {
     pub(crate) name: String,
 }
@@ -111,15 +148,36 @@ impl UnknownStrategy {
     }
 }
 
-impl fmt::Display for UnknownStrategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown load balancing strategy {:?} (expected one of {})",
-            self.name,
-            super::Strategy::NAMES.join(", ")
-        )
-    }
+/// A balancer setting that [`Builder::build`](super::Builder::build) (or a strategy's
+/// setter) refuses: the setting's name, the value given and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid load balancer setting {setting}: {value} ({expected})")]
+pub struct BuildError {
+    setting: &'static str,
+    value: String,
+    expected: &'static str,
 }
 
-impl std::error::Error for UnknownStrategy {}
+impl BuildError {
+    pub(crate) fn new(
+        setting: &'static str,
+        value: impl std::fmt::Debug,
+        expected: &'static str,
+    ) -> Self {
+        Self {
+            setting,
+            value: format!("{value:?}"),
+            expected,
+        }
+    }
+
+    /// The setting's name, as the builder method that takes it (`"panic_threshold_percent"`).
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+
+    /// The value given, as written by `Debug` (`"150"`, `"0ns"`).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}

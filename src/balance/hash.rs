@@ -2,16 +2,27 @@
 
 use std::hash::{Hash, Hasher};
 
-/// A 64-bit hash that is the same in every process and every run (FNV-1a over the bytes,
-/// finished with the splitmix64 mixer), so that every client maps a key to the same
-/// endpoint.
+/// A 64-bit hash that does not depend on the process, the run or the machine: 64-bit FNV-1a
+/// over the bytes that `value`'s [`Hash`] implementation writes, finished with the
+/// splitmix64 mixer. The consistent hashers place endpoints with it, so that every client
+/// maps a key to the same endpoint.
+///
+/// Integers are written little-endian at a fixed width (`usize` and `isize` as 8 bytes),
+/// so they hash the same on every machine. Strings hash as their UTF-8 bytes followed by
+/// the byte `0xff`, which is how the standard library's `Hash for str` writes them (it
+/// has since Rust 1.0, but does not promise it); for a guarantee that does not depend on
+/// it, hash the bytes with [`hash_bytes`], as [`Header`] does. A type whose `Hash`
+/// implementation writes something else (pointers, a `HashMap`'s random state) is not
+/// stable across processes. tower-mesh's own keys ([`InstanceId`](crate::instance::InstanceId),
+/// integers, strings) are.
 pub fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut h = StableHasher::default();
     value.hash(&mut h);
     h.finish()
 }
 
-/// [`stable_hash`] of raw bytes (no length prefix).
+/// 64-bit FNV-1a of raw bytes (no length prefix), finished with the splitmix64 mixer: the
+/// same value everywhere, for any bytes.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h = StableHasher::default();
     h.write(bytes);
@@ -76,6 +87,32 @@ impl Hasher for StableHasher {
         }
     }
 
+    // Fixed width, little-endian: the defaults write native-endian bytes of the platform's
+    // width, which differ between machines.
+    fn write_u16(&mut self, i: u16) {
+        self.write(&i.to_le_bytes());
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.write(&i.to_le_bytes());
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.write(&i.to_le_bytes());
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.write(&i.to_le_bytes());
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write(&(i as u64).to_le_bytes());
+    }
+
+    fn write_isize(&mut self, i: isize) {
+        self.write(&(i as i64).to_le_bytes());
+    }
+
     fn finish(&self) -> u64 {
         mix64(self.0)
     }
@@ -126,6 +163,19 @@ mod tests {
         assert_eq!(stable_hash("orders-1"), stable_hash("orders-1"));
         assert_ne!(stable_hash("orders-1"), stable_hash("orders-2"));
         assert_eq!(hash_bytes(b"abc"), hash_bytes(b"abc"));
+    }
+
+    /// Known values: a change here moves every client's keys (and must not happen
+    /// silently).
+    #[test]
+    fn fixed_values() {
+        assert_eq!(hash_bytes(b""), mix64(0xcbf2_9ce4_8422_2325));
+        // Integers are little-endian at a fixed width, whatever the platform.
+        assert_eq!(stable_hash(&7u32), hash_bytes(&7u32.to_le_bytes()));
+        assert_eq!(stable_hash(&7usize), hash_bytes(&7u64.to_le_bytes()));
+        assert_eq!(stable_hash(&-1isize), hash_bytes(&(-1i64).to_le_bytes()));
+        // A string is its bytes and 0xff.
+        assert_eq!(stable_hash("orders-1"), hash_bytes(b"orders-1\xff"));
     }
 
     #[test]

@@ -34,7 +34,11 @@
 //!     WithWeight::new(service_fn(move |req: u32| async move { Ok::<_, Infallible>(req + i) }), 1)
 //! });
 //! let mut svc = ServiceBuilder::new()
-//!     .layer(BalanceLayer::new(RoundRobin::new()).no_endpoints_timeout(Duration::from_secs(1)))
+//!     .layer(
+//!         BalanceLayer::builder(RoundRobin::new())
+//!             .no_endpoints_timeout(Duration::from_secs(1))
+//!             .build()?,
+//!     )
 //!     .service(ServiceList::new(endpoints.collect::<Vec<_>>()));
 //! let rsp = svc.ready().await?.call(10).await?;
 //! assert!((10..13).contains(&rsp));
@@ -119,10 +123,12 @@
 
 mod build;
 mod endpoints;
+mod handle;
 mod hash;
 mod hashed;
 mod layer;
 mod service;
+mod state;
 mod wake;
 
 mod dynamic;
@@ -139,8 +145,9 @@ pub mod future;
 
 pub use self::dynamic::{AnyPick, KeyFn, Strategy};
 pub use self::endpoints::{Endpoints, SlowStart};
+pub use self::handle::{BalanceHandle, EndpointState};
 pub use self::hash::{hash_bytes, stable_hash, HashKey, Header};
-pub use self::layer::{BalanceLayer, PanicMode};
+pub use self::layer::{BalanceLayer, Builder, PanicMode};
 pub use self::least_requests::LeastRequests;
 pub use self::maglev::Maglev;
 pub use self::p2c::P2c;

@@ -1,6 +1,7 @@
 use std::hash::Hash;
 use std::task::{Context, Poll};
 
+use crate::balance::error::BuildError;
 use crate::balance::hash::{mix64, Table};
 use crate::balance::hashed::{Fill, Hashed};
 use crate::balance::{Endpoints, HashKey, Pick, RoundRobin, Tracking};
@@ -117,6 +118,9 @@ impl<E> RingHash<E, RoundRobin> {
     }
 }
 
+/// The largest `max_ring_size`.
+const MAX_RING: usize = 1 << 28;
+
 impl<E, F> RingHash<E, F> {
     /// A ring keyed by `key` that sends keyless requests to `fallback`.
     pub fn with_fallback(key: E, fallback: F) -> Self {
@@ -130,18 +134,36 @@ impl<E, F> RingHash<E, F> {
         }
     }
 
-    /// Virtual nodes per unit of mean weight (at least 1).
-    pub fn vnodes(mut self, vnodes: u32) -> Self {
-        self.table.kind.vnodes = vnodes.max(1);
-        self
+    /// Virtual nodes per unit of mean weight (default 160).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] for 0.
+    pub fn vnodes(mut self, vnodes: u32) -> Result<Self, BuildError> {
+        if vnodes == 0 {
+            return Err(BuildError::new("vnodes", vnodes, "must be at least 1"));
+        }
+        self.table.kind.vnodes = vnodes;
+        Ok(self)
     }
 
-    /// The most points on the ring (default 1,048,576; at most 2^28): many endpoints get
-    /// fewer virtual nodes each (at least one), which bounds the table's memory (2 or 4
-    /// bytes a bucket, four buckets a point).
-    pub fn max_ring_size(mut self, points: usize) -> Self {
-        self.table.kind.max_ring = points.clamp(1, 1 << 28);
-        self
+    /// The most points on the ring (default 1,048,576): many endpoints get fewer virtual
+    /// nodes each (at least one), which bounds the table's memory (2 or 4 bytes a bucket,
+    /// four buckets a point).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] for 0 or more than 2^28 (268,435,456).
+    pub fn max_ring_size(mut self, points: usize) -> Result<Self, BuildError> {
+        if !(1..=MAX_RING).contains(&points) {
+            return Err(BuildError::new(
+                "max_ring_size",
+                points,
+                "must be 1 to 268435456",
+            ));
+        }
+        self.table.kind.max_ring = points;
+        Ok(self)
     }
 
     /// Whether rings of more than 16,384 points are built on tokio's blocking pool (default

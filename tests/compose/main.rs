@@ -105,8 +105,10 @@ fn client(
     )
     .spawn();
     let handle = discover.handle();
-    let balance: TheBalance = BalanceLayer::new(RoundRobin::new())
+    let balance: TheBalance = BalanceLayer::builder(RoundRobin::new())
         .no_endpoints_timeout(bound)
+        .build()
+        .expect("valid balancer settings")
         .build(discover);
     (Buffer::new(balance, 64), handle)
 }
