@@ -3,7 +3,7 @@
 //! The request errors ([`NoEndpoints`], [`Panic`], [`Discover`]) reach callers boxed, and
 //! often wrapped again by the layers above (`Buffer`, `BoxError`, tonic's `Status` source):
 //! [`NoEndpoints::find`] and [`Panic::find`] look through that wrapping, as
-//! [`breaker::error::Open::find`](crate::breaker) does for an open breaker.
+//! `breaker::error::Open::find` does for an open breaker (feature `breaker`).
 //!
 //! ```
 //! use std::time::Duration;
