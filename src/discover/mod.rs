@@ -21,8 +21,7 @@
 //! let registry = MemoryRegistry::new();
 //! // Instances of "orders" become endpoints of a peak-EWMA balancer; changes apply in the
 //! // background even when no request flows.
-//! let discover = RegistryDiscover::new(registry, "orders", HttpEndpoints::<http_body_util::Empty<bytes::Bytes>>::new())
-//!     .spawn();
+//! let discover = RegistryDiscover::new(registry, "orders", HttpEndpoints::new()).spawn();
 //! let client = ServiceBuilder::new()
 //!     .buffer(1024)
 //!     .timeout(Duration::from_secs(2))
@@ -31,22 +30,28 @@
 //! # }
 //! ```
 
+mod builder;
+pub mod error;
 #[cfg(feature = "tonic")]
 mod grpc;
+mod handle;
 mod http;
 mod outbox;
+mod source;
 mod spawn;
 mod stream;
 #[cfg(test)]
 mod tests;
 mod weighted;
 
+pub use self::builder::Builder;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use self::grpc::{balance_channel, TonicEndpoints};
-pub use self::http::{HttpEndpoint, HttpEndpoints};
+pub use self::handle::DiscoverHandle;
+pub use self::http::{DefaultBody, HttpEndpoint, HttpEndpoints};
 pub use self::spawn::Spawned;
-pub use self::stream::{Builder, DiscoverHandle, RegistryDiscover};
+pub use self::stream::RegistryDiscover;
 pub use self::weighted::{InstanceEndpoint, LiveHealth, Weighted};
 
 use std::time::Duration;
