@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::instance::{check_zone, ServiceName};
+use crate::instance::validate::check_zone;
+use crate::instance::ServiceName;
 use crate::registry::Registry;
 
 use super::error::BuildError;

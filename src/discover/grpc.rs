@@ -94,8 +94,8 @@ impl MakeEndpoint for TonicEndpoints {
 
 /// Feeds tonic's own [`Channel::balance_channel`] from the registry: a `Channel` whose
 /// endpoints follow `service`'s instances, with the same eligibility rules and static stability
-/// as [`RegistryDiscover::new`]. `capacity` bounds the changes waiting between discovery and
-/// the channel.
+/// as [`RegistryDiscover::new`](super::RegistryDiscover::new). `capacity` bounds the changes
+/// waiting between discovery and the channel.
 ///
 /// # Background task
 ///

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::instance::ServiceName;
 use crate::registry::Revision;
 
-/// Reports how a [`RegistryDiscover`] is doing; cheap to clone, usable from any task.
+/// Reports how a [`RegistryDiscover`](super::RegistryDiscover) is doing; cheap to clone, usable from any task.
 #[derive(Clone)]
 pub struct DiscoverHandle {
     pub(super) shared: Arc<HandleShared>,

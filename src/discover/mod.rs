@@ -10,6 +10,11 @@
 //! rewriting each request's scheme and authority, so callers write `Request::get("/orders/42")`
 //! and never see an address.
 //!
+//! [`RegistryDiscover::new`] uses the defaults; a [`Builder`] sets the warning filter, a
+//! preferred zone, the mass-disappearance guard and the retry backoff, and refuses bad values
+//! with an [`error::BuildError`]. [`spawn`](RegistryDiscover::spawn) drives the stream on a
+//! tokio task so that changes apply while no request flows.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -82,9 +87,11 @@ pub trait MakeEndpoint {
     }
 
     /// Makes every endpoint carry its instance's weight and health
-    /// ([`InstanceEndpoint`]), for weighted balancers such as
-    /// [`balance::Weighted`](crate::balance) (an instance re-registered with another weight is
-    /// re-inserted, so the balancer sees the new weight).
+    /// ([`InstanceEndpoint`]), for weighted balancers such as tower-mesh's `balance::Weighted`
+    /// (an instance re-registered with another weight is re-inserted, so the balancer sees the
+    /// new weight). The endpoints stay what they were for everyone else: an
+    /// [`InstanceEndpoint`] is tower's [`Load`](tower::load::Load) when what it wraps is, so
+    /// one factory feeds tower's p2c balancer and tower-mesh's `Balance` alike.
     fn weighted(self) -> Weighted<Self>
     where
         Self: Sized,

@@ -107,7 +107,7 @@ impl InstanceBuilder {
         self
     }
 
-    /// Sets the weight: 0 (draining) to [`MAX_WEIGHT`].
+    /// Sets the weight: 0 (draining) to [`MAX_WEIGHT`](super::MAX_WEIGHT).
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self

@@ -50,7 +50,7 @@ mod microservice;
 mod model;
 mod name;
 mod scheme;
-mod validate;
+pub(crate) mod validate;
 
 pub use self::builder::InstanceBuilder;
 pub use self::error::{Field, InvalidInput};
@@ -59,8 +59,6 @@ pub use self::microservice::Microservice;
 pub use self::model::Instance;
 pub use self::name::{InstanceId, ServiceName};
 pub use self::scheme::Scheme;
-
-pub(crate) use self::validate::check_zone;
 
 /// Most entries an instance's metadata may hold.
 pub const MAX_METADATA_ENTRIES: usize = 64;

@@ -125,7 +125,7 @@ impl Instance {
         self
     }
 
-    /// A copy with another weight; fails past [`MAX_WEIGHT`].
+    /// A copy with another weight; fails past [`MAX_WEIGHT`](super::MAX_WEIGHT).
     pub fn with_weight(mut self, weight: u32) -> Result<Self, InvalidInput> {
         check_weight(weight).map_err(|e| e.for_instance(&self.inner.id))?;
         Arc::make_mut(&mut self.inner).weight = weight;
