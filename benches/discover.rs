@@ -15,10 +15,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{criterion_group, Criterion};
 use futures_util::StreamExt;
-use http_body_util::Empty;
 use sqlx::Row;
 use tokio::runtime::Runtime;
 use tower::discover::Change;
@@ -56,12 +54,8 @@ fn inst(n: usize) -> Instance {
 }
 
 /// Loads the 10,000 instances through a discover stream into a set of HTTP endpoints.
-async fn ours(registry: &SqlRegistry) -> HashMap<InstanceId, HttpEndpoint<Empty<Bytes>>> {
-    let mut d = RegistryDiscover::new(
-        registry.clone(),
-        "orders",
-        HttpEndpoints::<Empty<Bytes>>::new(),
-    );
+async fn ours(registry: &SqlRegistry) -> HashMap<InstanceId, HttpEndpoint> {
+    let mut d = RegistryDiscover::new(registry.clone(), "orders", HttpEndpoints::new());
     let mut set = HashMap::with_capacity(N);
     while set.len() < N {
         match d.next().await {
@@ -76,7 +70,7 @@ async fn ours(registry: &SqlRegistry) -> HashMap<InstanceId, HttpEndpoint<Empty<
 
 /// The same rows through a typed sqlx pool, decoded into the same instances, into the same set
 /// of the same endpoints.
-async fn raw(pool: &sqlx::SqlitePool) -> HashMap<InstanceId, HttpEndpoint<Empty<Bytes>>> {
+async fn raw(pool: &sqlx::SqlitePool) -> HashMap<InstanceId, HttpEndpoint> {
     let rows = sqlx::query(
         "SELECT service, instance_id, host, port, scheme, version, weight, zone, \
          metadata, health FROM mesh_instances WHERE service = ?",
@@ -85,7 +79,7 @@ async fn raw(pool: &sqlx::SqlitePool) -> HashMap<InstanceId, HttpEndpoint<Empty<
     .fetch_all(pool)
     .await
     .unwrap();
-    let mut factory = HttpEndpoints::<Empty<Bytes>>::new();
+    let mut factory = HttpEndpoints::new();
     let mut set = HashMap::with_capacity(N);
     for row in rows {
         let id: String = row.get(1);

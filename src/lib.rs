@@ -18,8 +18,6 @@
 //! # #[cfg(all(feature = "discover", feature = "registry-sqlite"))]
 //! # mod example {
 //! use std::time::Duration;
-//! use bytes::Bytes;
-//! use http_body_util::Empty;
 //! use tower::ServiceBuilder;
 //! use tower_mesh::discover::{p2c_peak_ewma, HttpEndpoints, RegistryDiscover};
 //! use tower_mesh::registry::{sql::SqlRegistry, Cached};
@@ -29,12 +27,12 @@
 //! // One process, one watch on the registry database, however many services it calls.
 //! let registry = Cached::new(SqlRegistry::connect("sqlite::memory:").await?).await?;
 //! // The instances of "orders" become HTTP endpoints of a peak-EWMA balancer.
-//! let orders = RegistryDiscover::new(registry, "orders", HttpEndpoints::<Empty<Bytes>>::new()).spawn();
+//! let orders = RegistryDiscover::new(registry, "orders", HttpEndpoints::new()).spawn();
 //! let client = ServiceBuilder::new()
 //!     .buffer(1024)
 //!     .timeout(Duration::from_secs(2))
 //!     .service(p2c_peak_ewma(orders, Duration::from_millis(20), Duration::from_secs(10)));
-//! // client.oneshot(Request::get("/orders/42").body(Empty::new())?).await?
+//! // client.oneshot(Request::get("/orders/42").body(Full::default())?).await?
 //! # drop(client);
 //! # Ok(())
 //! # }

@@ -11,7 +11,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::instance::{Instance, InstanceId, Scheme};
 use crate::registry::Registry;
 
-use super::{DiscoverHandle, MakeEndpoint, RegistryDiscover};
+use super::error::BuildError;
+use super::{Builder, DiscoverHandle, MakeEndpoint};
 
 type Configure = Arc<dyn Fn(Endpoint) -> Endpoint + Send + Sync>;
 
@@ -19,6 +20,11 @@ type Configure = Arc<dyn Fn(Endpoint) -> Endpoint + Send + Sync>;
 /// or `https://` for instances registered with scheme `https`); a
 /// [`configure`](TonicEndpoints::configure) hook sets timeouts, keep-alive or TLS on each
 /// [`Endpoint`].
+///
+/// Each `Channel` is tonic's: making one spawns its worker task on the current tokio runtime
+/// (it ends when the channel is dropped), so endpoints must be made inside a runtime, as
+/// [`RegistryDiscover`](super::RegistryDiscover) and its [`spawn`](super::RegistryDiscover::spawn)
+/// do when the balancer takes them.
 ///
 /// ```
 /// use std::time::Duration;
@@ -88,18 +94,35 @@ impl MakeEndpoint for TonicEndpoints {
 
 /// Feeds tonic's own [`Channel::balance_channel`] from the registry: a `Channel` whose
 /// endpoints follow `service`'s instances, with the same eligibility rules and static stability
-/// as [`RegistryDiscover`]. The feeding task runs until the channel (every clone) is dropped.
+/// as [`RegistryDiscover::new`](super::RegistryDiscover::new). `capacity` bounds the changes
+/// waiting between discovery and the channel.
+///
+/// # Background task
+///
+/// This spawns a task on the current tokio runtime, which reads the registry and sends the
+/// changes to the channel (tonic spawns the channel's own worker too). The task ends when the
+/// channel ends, that is when every clone of the returned `Channel` is dropped and tonic's
+/// worker has stopped, without waiting for a registry event; it then drops its registry watch.
+///
+/// # Errors
+///
+/// [`BuildError`] for an invalid service name or a zero `capacity`.
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
 ///
 /// ```
 /// use tower_mesh::discover::{balance_channel, TonicEndpoints};
 /// use tower_mesh::registry::MemoryRegistry;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (channel, health) = balance_channel(MemoryRegistry::new(), "orders", TonicEndpoints::new(), 64);
+/// # async fn main() -> Result<(), tower_mesh::discover::error::BuildError> {
+/// let (channel, health) = balance_channel(MemoryRegistry::new(), "orders", TonicEndpoints::new(), 64)?;
 /// // let client = OrdersClient::new(channel);
 /// assert!(!health.is_stale());
 /// # drop(channel);
+/// # Ok(())
 /// # }
 /// ```
 pub fn balance_channel<R: Registry>(
@@ -107,29 +130,38 @@ pub fn balance_channel<R: Registry>(
     service: impl AsRef<str>,
     endpoints: TonicEndpoints,
     capacity: usize,
-) -> (Channel, DiscoverHandle) {
-    let (channel, tx) = Channel::balance_channel::<InstanceId>(capacity.max(1));
+) -> Result<(Channel, DiscoverHandle), BuildError> {
+    if capacity == 0 {
+        return Err(BuildError::ZeroCount {
+            setting: "capacity",
+        });
+    }
     let mut discover =
-        RegistryDiscover::new(registry, service, move |i: &Instance| endpoints.endpoint(i));
+        Builder::new().build(registry, service, move |i: &Instance| endpoints.endpoint(i))?;
+    let (channel, tx) = Channel::balance_channel::<InstanceId>(capacity);
     let handle = discover.handle();
     tokio::spawn(async move {
-        while let Some(item) = discover.next().await {
-            match item {
-                Ok(change) => {
-                    let change = match change {
-                        tower::discover::Change::Insert(k, e) => TonicChange::Insert(k, e),
-                        tower::discover::Change::Remove(k) => TonicChange::Remove(k),
-                    };
-                    if tx.send(change).await.is_err() {
-                        return; // the channel is gone
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%error, "tonic balance channel: discovery cannot start");
+        loop {
+            let item = tokio::select! {
+                // The channel is gone (every clone dropped, its worker stopped): nothing is
+                // left to feed, whether or not the registry changes again.
+                () = tx.closed() => return,
+                item = discover.next() => item,
+            };
+            let change = match item {
+                Some(Ok(tower::discover::Change::Insert(k, e))) => TonicChange::Insert(k, e),
+                Some(Ok(tower::discover::Change::Remove(k))) => TonicChange::Remove(k),
+                // A checked service name never ends the stream or makes it fail.
+                Some(Err(error)) => {
+                    tracing::error!(%error, "tonic balance channel: discovery failed");
                     return;
                 }
+                None => return,
+            };
+            if tx.send(change).await.is_err() {
+                return; // the channel is gone
             }
         }
     });
-    (channel, handle)
+    Ok((channel, handle))
 }

@@ -10,6 +10,11 @@
 //! rewriting each request's scheme and authority, so callers write `Request::get("/orders/42")`
 //! and never see an address.
 //!
+//! [`RegistryDiscover::new`] uses the defaults; a [`Builder`] sets the warning filter, a
+//! preferred zone, the mass-disappearance guard and the retry backoff, and refuses bad values
+//! with an [`error::BuildError`]. [`spawn`](RegistryDiscover::spawn) drives the stream on a
+//! tokio task so that changes apply while no request flows.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -21,8 +26,7 @@
 //! let registry = MemoryRegistry::new();
 //! // Instances of "orders" become endpoints of a peak-EWMA balancer; changes apply in the
 //! // background even when no request flows.
-//! let discover = RegistryDiscover::new(registry, "orders", HttpEndpoints::<http_body_util::Empty<bytes::Bytes>>::new())
-//!     .spawn();
+//! let discover = RegistryDiscover::new(registry, "orders", HttpEndpoints::new()).spawn();
 //! let client = ServiceBuilder::new()
 //!     .buffer(1024)
 //!     .timeout(Duration::from_secs(2))
@@ -31,22 +35,28 @@
 //! # }
 //! ```
 
+mod builder;
+pub mod error;
 #[cfg(feature = "tonic")]
 mod grpc;
+mod handle;
 mod http;
 mod outbox;
+mod source;
 mod spawn;
 mod stream;
 #[cfg(test)]
 mod tests;
 mod weighted;
 
+pub use self::builder::Builder;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use self::grpc::{balance_channel, TonicEndpoints};
-pub use self::http::{HttpEndpoint, HttpEndpoints};
+pub use self::handle::DiscoverHandle;
+pub use self::http::{DefaultBody, HttpEndpoint, HttpEndpoints};
 pub use self::spawn::Spawned;
-pub use self::stream::{Builder, DiscoverHandle, RegistryDiscover};
+pub use self::stream::RegistryDiscover;
 pub use self::weighted::{InstanceEndpoint, LiveHealth, Weighted};
 
 use std::time::Duration;
@@ -77,9 +87,11 @@ pub trait MakeEndpoint {
     }
 
     /// Makes every endpoint carry its instance's weight and health
-    /// ([`InstanceEndpoint`]), for weighted balancers such as
-    /// [`balance::Weighted`](crate::balance) (an instance re-registered with another weight is
-    /// re-inserted, so the balancer sees the new weight).
+    /// ([`InstanceEndpoint`]), for weighted balancers such as tower-mesh's `balance::Weighted`
+    /// (an instance re-registered with another weight is re-inserted, so the balancer sees the
+    /// new weight). The endpoints stay what they were for everyone else: an
+    /// [`InstanceEndpoint`] is tower's [`Load`](tower::load::Load) when what it wraps is, so
+    /// one factory feeds tower's p2c balancer and tower-mesh's `Balance` alike.
     fn weighted(self) -> Weighted<Self>
     where
         Self: Sized,

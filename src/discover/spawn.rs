@@ -14,7 +14,7 @@ use crate::instance::{Instance, InstanceId, InvalidInput};
 use crate::registry::{Error, Registry};
 
 use super::outbox::{Out, Outbox};
-use super::stream::Core;
+use super::source::Core;
 use super::{DiscoverHandle, LiveHealth, MakeEndpoint, RegistryDiscover};
 
 type Factory<S> = Box<dyn FnMut(&Instance) -> (S, Option<LiveHealth>) + Send>;
@@ -70,7 +70,19 @@ where
     F: MakeEndpoint + Unpin + Send + 'static,
     F::Service: Send + 'static,
 {
-    /// Drives this stream on a tokio task; see [`Spawned`].
+    /// Drives this stream on a background task; see [`Spawned`].
+    ///
+    /// # Background task
+    ///
+    /// This spawns a task on the current tokio runtime (`tokio::spawn`), which reads the
+    /// registry and keeps the set the balancer should hold. The task ends when the returned
+    /// [`Spawned`] is dropped (it is aborted then, and drops its registry watch). Endpoints are
+    /// made by the task polling the `Spawned` (the balancer's), not by this one. A stream whose
+    /// service name is invalid spawns nothing.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn spawn(self) -> Spawned<F::Service> {
         let handle = self.handle();
         let (core, outbox, mut factory) = self.into_parts();

@@ -6,7 +6,7 @@ use tower::discover::Change;
 use crate::instance::{Instance, InstanceId, ServiceName};
 use crate::registry::{MemoryRegistry, Registry};
 
-use super::RegistryDiscover;
+use super::Builder;
 
 fn orders() -> ServiceName {
     "orders".parse().unwrap()
@@ -44,10 +44,10 @@ where
 async fn churn_of_100k_unique_instances_keeps_memory_and_work_flat() {
     let r = MemoryRegistry::new();
     r.register(zoned("stay", "z1").into()).await.unwrap();
-    let mut d =
-        RegistryDiscover::builder()
-            .prefer_zone("z1")
-            .build(r.clone(), "orders", |i: &Instance| i.port());
+    let mut d = Builder::new()
+        .prefer_zone("z1")
+        .build(r.clone(), "orders", |i: &Instance| i.port())
+        .unwrap();
     assert_eq!(take(&mut d).len(), 1);
     let mut work = Vec::new();
     for batch in 0..10 {

@@ -94,6 +94,31 @@ impl fmt::Debug for LiveHealth {
 /// endpoint). The health is live: discovery updates it when the instance moves between
 /// `Passing` and `Warning`, and wakes the task that last polled the endpoint's readiness.
 /// Clones share the health.
+///
+/// It is tower's [`Load`](tower::load::Load) when `S` is, with `S`'s metric: wrap the
+/// endpoints in a load metric (with [`MakeEndpoint::layered`]) before `weighted`, and the same
+/// factory feeds tower's p2c balancer directly and tower-mesh's weighted `Balance`:
+///
+/// ```
+/// use tower::layer::layer_fn;
+/// use tower::load::{CompleteOnResponse, PendingRequests};
+/// use tower::ServiceBuilder;
+/// use tower_mesh::discover::{HttpEndpoints, MakeEndpoint, RegistryDiscover};
+/// use tower_mesh::registry::MemoryRegistry;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let endpoints = HttpEndpoints::new()
+///     .layered(layer_fn(|s| PendingRequests::new(s, CompleteOnResponse::default())))
+///     .weighted();
+/// let discover = RegistryDiscover::new(MemoryRegistry::new(), "orders", endpoints).spawn();
+/// // `InstanceEndpoint<PendingRequests<HttpEndpoint>>` is `Load`: no load wrapper needed.
+/// let client = ServiceBuilder::new()
+///     .buffer(1024)
+///     .service(tower::balance::p2c::Balance::new(discover));
+/// # drop(client);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct InstanceEndpoint<S> {
     inner: S,
@@ -170,6 +195,7 @@ where
     }
 }
 
+/// The load of the wrapped endpoint.
 impl<S: tower::load::Load> tower::load::Load for InstanceEndpoint<S> {
     type Metric = S::Metric;
 

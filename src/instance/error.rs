@@ -60,7 +60,8 @@ impl fmt::Display for Field {
 
 /// A value rejected by validation: which field, the offending value, which instance, and why.
 ///
-/// Displays as `invalid port 0 for instance "orders-1": must be 1..=65535`.
+/// Displays as `invalid port 0 for instance "orders-1": must be in 1..=65535`. It has no
+/// source: nothing failed underneath.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidInput {
     field: Field,
@@ -115,6 +116,8 @@ impl InvalidInput {
     }
 }
 
+// Written by hand rather than with thiserror: numbers go unquoted, and thiserror formats a
+// struct from one format string only.
 impl fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.field {

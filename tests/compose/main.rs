@@ -99,7 +99,7 @@ fn client(
     let discover = RegistryDiscover::new(
         registry,
         "orders",
-        HttpEndpoints::<Empty<Bytes>>::new()
+        HttpEndpoints::with_body::<Empty<Bytes>>()
             .layered(breaker)
             .weighted(),
     )

@@ -7,6 +7,7 @@
 #[allow(clippy::all, missing_docs, unreachable_pub)]
 #[path = "generated/mesh.echo.v1.rs"]
 mod echo;
+mod feed;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,7 +44,7 @@ async fn server(name: &'static str) -> SocketAddr {
     addr
 }
 
-fn grpc(id: &str, addr: SocketAddr) -> Registration {
+pub(crate) fn grpc(id: &str, addr: SocketAddr) -> Registration {
     Instance::builder("echo", id)
         .host(addr.ip().to_string())
         .port(u32::from(addr.port()))
@@ -106,7 +107,8 @@ async fn generated_client_through_tonic_balance_channel() {
     let registry = MemoryRegistry::new();
     registry.register(grpc("a", a)).await.unwrap();
     let rev = registry.register(grpc("b", b)).await.unwrap();
-    let (channel, handle) = balance_channel(registry.clone(), "echo", TonicEndpoints::new(), 16);
+    let (channel, handle) =
+        balance_channel(registry.clone(), "echo", TonicEndpoints::new(), 16).unwrap();
     handle.applied(rev).await;
     let mut client = EchoClient::new(channel);
     let seen = say_n(&mut client, 40).await;
