@@ -26,8 +26,8 @@ use super::{
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let url = std::env::var("REGISTRY_URL").unwrap_or_else(|_| "memory:".to_owned());
-/// let registry = Cached::new(AnyRegistry::connect(&url).await?).await?;
+/// let url = "memory:"; // from the program's configuration: "postgres://mesh@db/mesh", ...
+/// let registry = Cached::new(AnyRegistry::connect(url).await?).await?;
 /// registry.register(Instance::builder("orders", "orders-1").port(8080).build()?.into()).await?;
 /// assert_eq!(registry.snapshot(&"orders".parse()?).await?.instances().len(), 1);
 ///

@@ -175,7 +175,9 @@ impl SqlRegistry {
     }
 
     /// Starts the PostgreSQL listener if it is not running: the first time a watcher needs
-    /// it, and again whenever it has ended.
+    /// it, and again whenever it has ended. The one `tokio::spawn` of this module, on the
+    /// runtime polling the watch; see the type's notes on the
+    /// [background task](SqlRegistry#background-task).
     #[cfg(feature = "registry-postgres")]
     fn ensure_listener(&self) {
         if self.shared.backend != Backend::Postgres {
