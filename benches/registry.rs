@@ -173,7 +173,7 @@ fn watch_latency(c: &mut Criterion) {
     let _enter = rt.enter();
     let mut group = c.benchmark_group("register-to-event");
     // Memory against a bare broadcast wake (send, then a woken receiver).
-    let registry = MemoryRegistry::with_options(Default::default(), 1024);
+    let registry = MemoryRegistry::with_options(Default::default(), 1024).unwrap();
     let service: ServiceName = "orders".parse().unwrap();
     let mut watch = rt.block_on(async { registry.watch(&service, Revision::ZERO) });
     let reg = inst("o-1", 8001);
@@ -213,7 +213,7 @@ fn watch_latency(c: &mut Criterion) {
     group.bench_function("memory-wake", |b| {
         b.iter_custom(|iters| {
             local.block_on(async {
-                let registry = MemoryRegistry::with_options(Default::default(), 1024);
+                let registry = MemoryRegistry::with_options(Default::default(), 1024).unwrap();
                 let mut watch = registry.watch(&service, Revision::ZERO);
                 let (done, mut arrived) = tokio::sync::mpsc::channel::<()>(1);
                 let watcher = tokio::spawn(async move {

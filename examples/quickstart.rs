@@ -40,14 +40,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     registry
         .register(Registration::new(flaky).with_ttl(Duration::from_millis(300))?)
         .await?;
-    let _reaper = Reaper::new(
-        registry.clone(),
-        LeaseConfig::default()
-            .grace(Duration::from_millis(300))
-            .without_self_preservation(),
-    )
-    .interval(Duration::from_millis(100))
-    .spawn();
+    let leases = LeaseConfig::builder()
+        .grace(Duration::from_millis(300))
+        .without_self_preservation()
+        .sweep_interval(Duration::from_millis(100))
+        .build()?;
+    let _reaper = Reaper::new(registry.clone(), leases).spawn();
 
     let orders = "orders".parse()?;
     let mut watch = registry.watch(&orders, Revision::ZERO);

@@ -1,18 +1,27 @@
 //! Registry errors.
+//!
+//! Every error prints once in a chain: [`Error`] is transparent over the errors it carries
+//! ([`InvalidInput`], [`CorruptRecord`], [`DatabaseError`], [`ConfigError`]: its `Display` and
+//! `source` are theirs), and those are leaves with no `source` of their own (a database
+//! driver's error is kept as redacted text, since its own `Display` may hold a password).
 
+use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 use crate::instance::{InstanceId, InvalidInput, ServiceName};
 
 use super::Revision;
 
 /// What a registry operation can fail with.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A value was rejected before anything was stored.
-    Invalid(InvalidInput),
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
     /// The instance is not registered.
+    #[error("instance {id:?} of service {service:?} not found")]
     NotFound {
         /// The service asked for.
         service: ServiceName,
@@ -20,6 +29,9 @@ pub enum Error {
         id: InstanceId,
     },
     /// A heartbeat for an instance registered without a lease (no TTL).
+    #[error(
+        "instance {id:?} of service {service:?} has no lease to renew: it was registered without a ttl"
+    )]
     NoLease {
         /// The service of the instance.
         service: ServiceName,
@@ -27,11 +39,14 @@ pub enum Error {
         id: InstanceId,
     },
     /// A stored row or event could not be decoded. The other instances are unaffected.
+    #[error(transparent)]
     Corrupt(CorruptRecord),
     /// The database failed; the message never holds the connection's password.
+    #[error(transparent)]
     Database(DatabaseError),
-    /// The registry was configured with a bad value (an unsupported URL, say).
-    Config(ConfigError),
+    /// The registry was configured with a bad value (an unsupported URL, a zero interval).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl Error {
@@ -42,46 +57,26 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Invalid(e) => e.fmt(f),
-            Error::NotFound { service, id } => {
-                write!(f, "instance {id:?} of service {service:?} not found")
-            }
-            Error::NoLease { service, id } => write!(
-                f,
-                "instance {id:?} of service {service:?} has no lease to renew: it was registered without a ttl"
-            ),
-            Error::Corrupt(e) => e.fmt(f),
-            Error::Database(e) => e.fmt(f),
-            Error::Config(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Invalid(e) => Some(e),
-            Error::Corrupt(e) => Some(e),
-            Error::Database(e) => Some(e),
-            Error::Config(e) => Some(e),
-            Error::NotFound { .. } | Error::NoLease { .. } => None,
-        }
-    }
-}
-
-impl From<InvalidInput> for Error {
-    fn from(e: InvalidInput) -> Self {
-        Error::Invalid(e)
-    }
-}
-
 /// A stored instance or event that does not decode: which service, which instance, which
 /// field, the stored value and why it was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "corrupt stored instance {:?} of service {:?}{}: {} {:?} does not decode: {}",
+    .0.id, .0.service, AtRevision(.0.revision), .0.field, .0.value, .0.reason
+)]
 pub struct CorruptRecord(Box<CorruptInner>);
+
+/// ` at revision N`, or nothing when the revision is unknown.
+struct AtRevision(Option<Revision>);
+
+impl fmt::Display for AtRevision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(rev) => write!(f, " at revision {rev}"),
+            None => Ok(()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CorruptInner {
@@ -145,26 +140,6 @@ impl CorruptRecord {
     }
 }
 
-impl fmt::Display for CorruptRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "corrupt stored instance {:?} of service {:?}",
-            self.0.id, self.0.service
-        )?;
-        if let Some(rev) = self.0.revision {
-            write!(f, " at revision {rev}")?;
-        }
-        write!(
-            f,
-            ": {} {:?} does not decode: {}",
-            self.0.field, self.0.value, self.0.reason
-        )
-    }
-}
-
-impl std::error::Error for CorruptRecord {}
-
 /// What kind of database failure happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -182,8 +157,10 @@ pub enum DatabaseErrorKind {
 }
 
 /// A database failure, with the cause's text; any password of the connection is replaced by
-/// `***` before the text is kept.
-#[derive(Clone)]
+/// `***` before the text is kept. A leaf: the driver's error is kept as that text, not as a
+/// `source`.
+#[derive(Clone, thiserror::Error)]
+#[error("database error during {operation}: {message}")]
 pub struct DatabaseError {
     pub(crate) kind: DatabaseErrorKind,
     pub(crate) operation: &'static str,
@@ -239,62 +216,67 @@ impl fmt::Debug for DatabaseError {
     }
 }
 
-impl fmt::Display for DatabaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "database error during {}: {}",
-            self.operation, self.message
-        )
-    }
-}
-
-impl std::error::Error for DatabaseError {}
-
-/// A bad registry configuration value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A bad registry configuration value, refused when the registry, cache, reaper or lease
+/// configuration is built: the setting's name, the value given (a URL with its password
+/// replaced by `***`) and what it must be. A leaf: it has no `source`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mesh::registry::LeaseConfig;
+///
+/// let err = LeaseConfig::builder().sweep_interval(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.field(), "sweep_interval");
+/// assert_eq!(err.to_string(), "invalid sweep_interval 0ns: must be greater than zero");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field} {value}: {reason}")]
 pub struct ConfigError {
-    pub(crate) field: &'static str,
-    pub(crate) value: String,
-    pub(crate) reason: &'static str,
+    field: &'static str,
+    value: String,
+    reason: Cow<'static, str>,
 }
 
 impl ConfigError {
-    // Made by the SQL backends only.
-    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
-    pub(crate) fn new(field: &'static str, value: impl Into<String>, reason: &'static str) -> Self {
+    /// `value` is shown as given: quote strings with `{:?}` before passing them.
+    pub(crate) fn new(
+        field: &'static str,
+        value: impl fmt::Display,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
         ConfigError {
             field,
-            value: value.into(),
-            reason,
+            value: value.to_string(),
+            reason: reason.into(),
         }
     }
 
-    /// The setting that was refused.
+    /// A zero duration where a positive one is needed.
+    pub(crate) fn zero(field: &'static str) -> Self {
+        ConfigError::new(field, "0ns", "must be greater than zero")
+    }
+
+    /// Refuses a zero `value` of the setting `field`.
+    pub(crate) fn nonzero(field: &'static str, value: Duration) -> Result<Duration, Self> {
+        if value.is_zero() {
+            Err(ConfigError::zero(field))
+        } else {
+            Ok(value)
+        }
+    }
+
+    /// The setting that was refused (`poll_interval`, `grace`, `database url`, ...).
     pub fn field(&self) -> &'static str {
         self.field
     }
 
-    /// The refused value (with any password replaced by `***`).
+    /// The refused value as shown in the message (a URL with any password replaced by
+    /// `***`).
     pub fn value(&self) -> &str {
         &self.value
     }
-}
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {} {:?}: {}",
-            self.field, self.value, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl From<ConfigError> for Error {
-    fn from(e: ConfigError) -> Self {
-        Error::Config(e)
+    /// What the value must be.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }

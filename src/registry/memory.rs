@@ -8,6 +8,8 @@ use tokio::sync::broadcast;
 
 use crate::instance::{Health, Instance, InstanceId, ServiceName};
 
+use super::error::ConfigError;
+use super::lease::Sweep;
 use super::{
     Clock, Error, Event, LeaseConfig, ReapReport, Registration, Registry, Revision, Snapshot, Watch,
 };
@@ -37,6 +39,9 @@ use super::{
 pub struct MemoryRegistry {
     shared: Arc<Shared>,
 }
+
+/// Changes kept for watchers unless told otherwise.
+const DEFAULT_RETENTION: usize = 100_000;
 
 struct Shared {
     state: Mutex<State>,
@@ -156,18 +161,31 @@ impl MemoryRegistry {
 
     /// An empty registry whose leases follow `clock`.
     pub fn with_clock(clock: Clock) -> Self {
-        Self::with_options(clock, 100_000)
+        Self::build(clock, DEFAULT_RETENTION)
     }
 
-    /// An empty registry that retains the last `retention` changes (at least 1) for watchers.
-    pub fn with_options(clock: Clock, retention: usize) -> Self {
+    /// An empty registry whose leases follow `clock` and that retains the last `retention`
+    /// changes for watchers (default 100,000). A retention of zero is refused: a watcher could
+    /// then never catch up from the history.
+    pub fn with_options(clock: Clock, retention: usize) -> Result<Self, ConfigError> {
+        if retention == 0 {
+            return Err(ConfigError::new(
+                "retention",
+                0,
+                "must keep at least 1 change",
+            ));
+        }
+        Ok(Self::build(clock, retention))
+    }
+
+    fn build(clock: Clock, retention: usize) -> Self {
         let (wake, _) = broadcast::channel(16);
         MemoryRegistry {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 wake,
                 clock,
-                retention: retention.max(1),
+                retention,
             }),
         }
     }
@@ -389,8 +407,7 @@ impl Registry for MemoryRegistry {
         let last = {
             let mut state = self.lock();
             let (mut leased, mut lapsed) = (0, 0);
-            let mut lapsing = Vec::new();
-            let mut overdue = Vec::new();
+            let mut sweep = Sweep::default();
             for (service, instances) in &state.services {
                 for (id, r) in instances {
                     if r.ttl_ms.is_none() {
@@ -402,28 +419,24 @@ impl Registry for MemoryRegistry {
                     }
                     lapsed += 1;
                     match r.critical_since_ms {
-                        None => lapsing.push((service.clone(), id.clone())),
-                        Some(since) if since + config.grace_ms() <= now => {
-                            overdue.push((service.clone(), id.clone()))
+                        None => sweep.lapsing.push((service.clone(), id.clone())),
+                        Some(since) if config.is_overdue(since, now) => {
+                            sweep.overdue.push((service.clone(), id.clone()))
                         }
                         Some(_) => {}
                     }
                 }
             }
-            if config.hold_back(lapsed, leased) {
-                report.held_back = lapsing.len() + overdue.len();
-                lapsing.clear();
-                overdue.clear();
-            }
+            config.preserve(lapsed, leased, &mut sweep, &mut report);
             let mut last = None;
-            for (service, id) in lapsing {
+            for (service, id) in sweep.lapsing {
                 let record = state.record(&service, &id)?;
                 record.critical_since_ms = Some(now);
                 let instance = record.effective();
                 last = Some(state.next(Change::Put(instance), self.shared.retention));
                 report.expired.push((service, id));
             }
-            for (service, id) in overdue {
+            for (service, id) in sweep.overdue {
                 last = Some(state.remove(&service, &id, self.shared.retention));
                 report.deregistered.push((service, id));
             }

@@ -11,19 +11,30 @@
 //!
 //! Backends: [`MemoryRegistry`] (in process), [`SqlRegistry`](sql::SqlRegistry) over SQLite,
 //! PostgreSQL or MySQL/MariaDB, and [`Cached`] in front of any of them. All pass one conformance
-//! suite.
+//! suite. [`AnyRegistry`] is the one type for a backend chosen at run time from a URL
+//! (`memory:`, `sqlite://`, `postgres://`, `mysql://`).
+//!
+//! Background tasks are spawned only where documented: [`Cached::new`] (the cache's watch),
+//! [`Reaper::spawn`] (the sweeps), and a PostgreSQL registry's first polled watch (its
+//! listener; see [`SqlRegistry`](sql::SqlRegistry#background-task)).
+//!
+//! Settings are checked when they are built: [`LeaseConfigBuilder::build`],
+//! [`Cached::with_options`], [`MemoryRegistry::with_options`] and
+//! [`SqlRegistryBuilder::connect`](sql::SqlRegistryBuilder::connect) refuse a value that cannot
+//! work with a [`ConfigError`] naming the setting and the value; nothing is clamped.
 //!
 //! ```
 //! use std::time::Duration;
 //! use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 //! use tower_mesh::instance::Instance;
-//! use tower_mesh::registry::{MemoryRegistry, Registration, Registry};
+//! use tower_mesh::registry::{LeaseConfig, MemoryRegistry, Reaper, Registration, Registry};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
 //! let registry = MemoryRegistry::new();
 //! let orders = Instance::builder("orders", "orders-1").host("127.0.0.1").port(8080).build()?;
 //! registry.register(Registration::new(orders).with_ttl(Duration::from_secs(10))?).await?;
+//! let _reaper = Reaper::new(registry.clone(), LeaseConfig::default()).spawn(); // expires leases
 //!
 //! // A tower service that answers with the address of a service's first instance.
 //! let reg = registry.clone();
@@ -42,9 +53,11 @@
 //! # }
 //! ```
 
+mod any;
 mod cached;
 mod clock;
 pub mod error;
+mod lease;
 mod memory;
 mod reaper;
 #[cfg(feature = "sql")]
@@ -59,11 +72,13 @@ mod reaper;
 pub mod sql;
 mod watch;
 
+pub use self::any::{AnyRegistry, AnyRegistryBuilder};
 pub use self::cached::{Cached, CachedOptions};
 pub use self::clock::{Clock, ManualClock};
-pub use self::error::{CorruptRecord, DatabaseError, DatabaseErrorKind, Error};
+pub use self::error::{ConfigError, CorruptRecord, DatabaseError, DatabaseErrorKind, Error};
+pub use self::lease::{LeaseConfig, LeaseConfigBuilder, ReapReport};
 pub use self::memory::MemoryRegistry;
-pub use self::reaper::{LeaseConfig, ReapReport, Reaper, ReaperHandle, ReaperStats};
+pub use self::reaper::{Reaper, ReaperHandle, ReaperStats};
 pub use self::watch::Watch;
 
 use std::fmt;
@@ -143,8 +158,10 @@ impl Registration {
         self.ttl
     }
 
+    /// The TTL in milliseconds: at most [`MAX_TTL`] (checked by `with_ttl`), so it fits.
     pub(crate) fn ttl_ms(&self) -> Option<i64> {
-        self.ttl.map(|t| t.as_millis() as i64)
+        self.ttl
+            .map(|t| i64::try_from(t.as_millis()).expect("a ttl is at most 24 h"))
     }
 }
 

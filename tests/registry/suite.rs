@@ -42,6 +42,11 @@ pub fn inst(service: &str, id: &str, port: u32) -> Instance {
         .unwrap()
 }
 
+/// The default lease settings with this grace period.
+pub fn grace(grace: Duration) -> LeaseConfig {
+    LeaseConfig::builder().grace(grace).build().unwrap()
+}
+
 pub fn leased(i: Instance, ttl_secs: u64) -> Registration {
     Registration::new(i)
         .with_ttl(Duration::from_secs(ttl_secs))
@@ -157,7 +162,7 @@ pub async fn set_health_changes<R: Registry>(ctx: Ctx<R>) {
 
 pub async fn heartbeat_and_ttl<R: Registry>(ctx: Ctx<R>) {
     let r = &ctx.registry;
-    let cfg = LeaseConfig::default().grace(Duration::from_secs(30));
+    let cfg = grace(Duration::from_secs(30));
     r.register(inst("orders", "static", 8000).into())
         .await
         .unwrap();
@@ -253,7 +258,12 @@ pub async fn self_preservation<R: Registry>(ctx: Ctx<R>) {
 
     // Without the guard they expire.
     let report = r
-        .reap(&cfg.clone().without_self_preservation())
+        .reap(
+            &LeaseConfig::builder()
+                .without_self_preservation()
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(report.expired.len(), 4);
@@ -436,7 +446,7 @@ pub async fn bad_input_is_rejected<R: Registry>(ctx: Ctx<R>) {
 /// come back they are all still there.
 pub async fn outage_never_empties<R: Registry>(ctx: Ctx<R>) {
     let r = &ctx.registry;
-    let cfg = LeaseConfig::default().grace(Duration::from_secs(30));
+    let cfg = grace(Duration::from_secs(30));
     let n = 20u32;
     let regs = (0..n)
         .map(|k| leased(inst("orders", &format!("o-{k}"), 8000 + k), 10))
@@ -489,7 +499,7 @@ pub async fn outage_never_empties<R: Registry>(ctx: Ctx<R>) {
 /// instance turned critical (the sweep that saw the lapse), not from the lease's deadline.
 pub async fn grace_counts_from_critical<R: Registry>(ctx: Ctx<R>) {
     let r = &ctx.registry;
-    let cfg = LeaseConfig::default().grace(Duration::from_secs(30));
+    let cfg = grace(Duration::from_secs(30));
     let regs = (0..10)
         .map(|k| leased(inst("orders", &format!("o-{k}"), 8000 + k), 10))
         .collect();

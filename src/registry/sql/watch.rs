@@ -7,7 +7,8 @@ use sqlx::Row;
 
 use crate::instance::{InstanceId, ServiceName};
 
-use super::{decode_instance, text_of, Backend, Columns, SqlRegistry};
+use super::decode::{decode_instance, text_of, Columns};
+use super::{Backend, SqlRegistry};
 use crate::registry::{CorruptRecord, Error, Event, Revision, Watch};
 
 struct State {
@@ -44,7 +45,10 @@ pub(super) fn watch(registry: SqlRegistry, service: Option<ServiceName>, since: 
             st.registry.ensure_listener();
             if st.failing {
                 tokio::time::sleep(st.backoff).await;
-                st.backoff = (st.backoff * 2).min(st.registry.shared.backoff_max);
+                st.backoff = st
+                    .backoff
+                    .saturating_mul(2)
+                    .min(st.registry.shared.backoff_max);
             } else if !st.more {
                 let interval = match st.registry.shared.backend {
                     Backend::Postgres => st.registry.shared.fallback_poll,
@@ -206,7 +210,7 @@ fn decode_event(row: &sqlx::any::AnyRow, columns: &Columns, revision: i64) -> Re
 pub(super) async fn listen(
     url: String,
     wake: tokio::sync::watch::Sender<u64>,
-    redactor: super::Redactor,
+    redactor: super::redact::Redactor,
     initial: Duration,
     max: Duration,
 ) {
@@ -250,7 +254,7 @@ pub(super) async fn listen(
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(max);
+        backoff = backoff.saturating_mul(2).min(max);
     }
 }
 
