@@ -53,8 +53,8 @@
 //! drop the service, when it does.
 //!
 //! * No endpoint ready: `poll_ready` is `Pending` (woken as soon as one is) for up to
-//!   [`no_endpoints_timeout`](BalanceLayer::no_endpoints_timeout) (default 1 s; any
-//!   duration, or [`wait_for_endpoints`](BalanceLayer::wait_for_endpoints) to wait for as
+//!   [`no_endpoints_timeout`](Builder::no_endpoints_timeout) (default 1 s; any
+//!   duration, or [`wait_for_endpoints`](Builder::wait_for_endpoints) to wait for as
 //!   long as it takes, as tower's balancer does). Past it, `poll_ready` is ready and the
 //!   response future fails at once with [`error::NoEndpoints`], and so does every request
 //!   until an endpoint is ready again (the load-shed shape). A client started before the
@@ -95,7 +95,7 @@
 //! # Panic threshold
 //!
 //! As in Envoy, when fewer than
-//! [`panic_threshold_percent`](BalanceLayer::panic_threshold_percent) (default 50%) of the
+//! [`panic_threshold_percent`](Builder::panic_threshold_percent) (default 50%) of the
 //! discovered endpoints are ready *and healthy* ([`Weight::is_healthy`]), the balancer
 //! either spreads load over every ready endpoint, healthy or not ([`PanicMode::Spread`],
 //! the default), or fails requests with [`error::Panic`] ([`PanicMode::FailFast`]). An

@@ -13,8 +13,8 @@ use crate::balance::{Endpoints, Pick, Tracking};
 /// Two load metrics:
 /// - [`peak_ewma`](P2c::peak_ewma): Finagle's and tower's peak EWMA, cost =
 ///   EWMA(RTT) × (pending + 1); an unmeasured endpoint starts at the default RTT
-///   ([`BalanceLayer::default_rtt`](super::BalanceLayer::default_rtt)) and estimates decay
-///   with [`BalanceLayer::decay`](super::BalanceLayer::decay);
+///   ([`Builder::default_rtt`](super::Builder::default_rtt)) and estimates decay
+///   with [`Builder::decay`](super::Builder::decay);
 /// - [`pending_requests`](P2c::pending_requests): requests in flight.
 ///
 /// O(1) per pick. The RNG is injectable.

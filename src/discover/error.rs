@@ -3,7 +3,7 @@
 //! A registry outage is never an error of the [`Discover`](tower::discover::Discover) stream
 //! (see [`RegistryDiscover`](super::RegistryDiscover)); what can be refused is configuration,
 //! at [`Builder::build`](super::Builder::build) and
-//! [`balance_channel`](super::balance_channel), with the setting and the value named.
+//! [`balance_channel`][balance-channel] (feature `tonic`), with the setting and the value named.
 //!
 //! ```
 //! use std::time::Duration;
@@ -36,6 +36,11 @@
 //! # drop(client);
 //! # }
 //! ```
+#![cfg_attr(feature = "tonic", doc = "[balance-channel]: super::balance_channel")]
+#![cfg_attr(
+    not(feature = "tonic"),
+    doc = "[balance-channel]: https://docs.rs/tower-mesh/latest/tower_mesh/discover/fn.balance_channel.html"
+)]
 
 use std::time::Duration;
 

@@ -132,7 +132,7 @@ pub struct AnyRegistryBuilder {
 
 impl AnyRegistryBuilder {
     /// The clock leases are measured with, whatever the backend (default: [`Clock::system`]);
-    /// it replaces a clock given through [`sql`](AnyRegistryBuilder::sql).
+    /// it replaces a clock given through `sql` (SQL features).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
@@ -152,8 +152,8 @@ impl AnyRegistryBuilder {
     /// Connects to the registry the URL names.
     ///
     /// `memory:` (or `memory://`) makes a new, empty [`MemoryRegistry`]. A SQL URL connects
-    /// as [`SqlRegistryBuilder::connect`] does, with the settings given to
-    /// [`sql`](AnyRegistryBuilder::sql) (migrations run; spawns nothing until a PostgreSQL
+    /// as `SqlRegistryBuilder::connect` does, with the settings given to
+    /// `sql` (SQL features) (migrations run; spawns nothing until a PostgreSQL
     /// watch is polled). Any other URL, or a backend whose feature is not compiled in, is
     /// refused with [`Error::Config`] naming the URL with its password replaced by `***`.
     pub async fn connect(self) -> Result<AnyRegistry, Error> {

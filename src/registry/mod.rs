@@ -9,18 +9,18 @@
 //! from when it turned critical (Consul's TTL checks), and holds back while too many leases are
 //! lapsed (Eureka's self-preservation, measured over a window; see [`LeaseConfig`]).
 //!
-//! Backends: [`MemoryRegistry`] (in process), [`SqlRegistry`](sql::SqlRegistry) over SQLite,
+//! Backends: [`MemoryRegistry`] (in process), [`SqlRegistry`][sql-registry] over SQLite,
 //! PostgreSQL or MySQL/MariaDB, and [`Cached`] in front of any of them. All pass one conformance
 //! suite. [`AnyRegistry`] is the one type for a backend chosen at run time from a URL
 //! (`memory:`, `sqlite://`, `postgres://`, `mysql://`).
 //!
 //! Background tasks are spawned only where documented: [`Cached::new`] (the cache's watch),
 //! [`Reaper::spawn`] (the sweeps), and a PostgreSQL registry's first polled watch (its
-//! listener; see [`SqlRegistry`](sql::SqlRegistry#background-task)).
+//! listener; see [`SqlRegistry`][sql-registry-task]).
 //!
 //! Settings are checked when they are built: [`LeaseConfigBuilder::build`],
 //! [`Cached::with_options`], [`MemoryRegistry::with_options`] and
-//! [`SqlRegistryBuilder::connect`](sql::SqlRegistryBuilder::connect) refuse a value that cannot
+//! [`SqlRegistryBuilder::connect`][sql-connect] refuse a value that cannot
 //! work with a [`ConfigError`] naming the setting and the value; nothing is clamped.
 //!
 //! ```
@@ -52,6 +52,15 @@
 //! # Ok(())
 //! # }
 //! ```
+// Links into the SQL backend, which only the SQL features compile: to docs.rs without them.
+#![cfg_attr(
+    feature = "sql",
+    doc = "[sql-registry]: sql::SqlRegistry\n[sql-registry-task]: sql::SqlRegistry#background-task\n[sql-connect]: sql::SqlRegistryBuilder::connect"
+)]
+#![cfg_attr(
+    not(feature = "sql"),
+    doc = "[sql-registry]: https://docs.rs/tower-mesh/latest/tower_mesh/registry/sql/struct.SqlRegistry.html\n[sql-registry-task]: https://docs.rs/tower-mesh/latest/tower_mesh/registry/sql/struct.SqlRegistry.html#background-task\n[sql-connect]: https://docs.rs/tower-mesh/latest/tower_mesh/registry/sql/struct.SqlRegistryBuilder.html#method.connect"
+)]
 
 mod any;
 mod cached;
