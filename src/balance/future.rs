@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::balance::endpoints::LoadTable;
+use crate::balance::load::LoadTable;
 use crate::balance::BoxError;
 
 /// `ResponseFuture::start_ns` when the request's latency is not recorded.

@@ -127,6 +127,7 @@ mod handle;
 mod hash;
 mod hashed;
 mod layer;
+mod load;
 mod service;
 mod state;
 mod wake;

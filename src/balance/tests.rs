@@ -218,7 +218,7 @@ fn load_table_segments_count_every_slot() {
 /// Every `u32` slot id has a segment, and consecutive ids fill each segment in order.
 #[test]
 fn load_slot_ids_map_onto_segments() {
-    use super::endpoints::locate;
+    use super::load::locate;
     let mut next = (0, 0);
     for slot in (0..100_000).chain(u32::MAX - 100_000..=u32::MAX) {
         let (k, off) = locate(slot);
@@ -229,10 +229,7 @@ fn load_slot_ids_map_onto_segments() {
             );
             next = (k, off + 1);
         }
-        assert!(
-            k < super::endpoints::SEGMENTS && off < 64 << k,
-            "slot {slot}"
-        );
+        assert!(k < super::load::SEGMENTS && off < 64 << k, "slot {slot}");
     }
 }
 
