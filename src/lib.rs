@@ -13,6 +13,7 @@
 //! | `discover` | `discover`, `tonic` | the registry-fed `Discover` stream, HTTP and tonic endpoints |
 //! | `balance` | `balance` | `Balance<D, P>` and its picking strategies |
 //! | `breaker` | `breaker` | service-level and per-endpoint circuit breakers |
+//! | `health` | `health` | active checks shared out across checkers, self-registration, outlier detection |
 //!
 //! ```
 //! # #[cfg(all(feature = "discover", feature = "registry-sqlite"))]
@@ -69,3 +70,7 @@ pub mod breaker;
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod balance;
+
+#[cfg(feature = "health")]
+#[cfg_attr(docsrs, doc(cfg(feature = "health")))]
+pub mod health;

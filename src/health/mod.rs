@@ -1,0 +1,9 @@
+//! Health: active checks shared out across a fleet of checkers through the registry, the
+//! self-registration guard for a service process, and passive outlier detection fed by real
+//! traffic (feature `health`; the gRPC check also needs `tonic`).
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! let stack = ServiceBuilder::new();
+//! # let _ = stack;
+//! ```
