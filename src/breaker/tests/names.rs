@@ -2,7 +2,6 @@
 //! releases, and errors: printed once in a chain, found through `Buffer` and `BoxError`.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use tower::buffer::Buffer;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
@@ -192,6 +191,7 @@ impl Service<()> for FailReady {
 fn discovery_names_each_breaker_after_its_instance() {
     use crate::discover::MakeEndpoint;
     use crate::instance::Instance;
+    use std::time::Duration;
 
     let instance = |id: &str| {
         Instance::builder("orders", id)
