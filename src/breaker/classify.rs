@@ -1,17 +1,27 @@
 //! Deciding whether a call succeeded, failed or is to be ignored.
 //!
 //! The default, [`DefaultClassifier`], counts every `Err` as a failure and every `Ok` as a
-//! success. [`HttpClassifier`] adapts any of tower-http's
-//! [`ClassifyResponse`](tower_http::classify::ClassifyResponse) classifiers
-//! ([`ServerErrorsAsFailures`], [`StatusInRangeAsFailures`], [`GrpcErrorsAsFailures`]); when the
-//! verdict needs the end of the body (a gRPC status sent in trailers) it wraps the body in a
-//! [`ClassifiedBody`] that records the outcome when the trailers arrive. Any closure
-//! `Fn(&Result<Res, E>) -> Outcome` is a classifier too; returning [`Outcome::Ignored`] leaves a
-//! call out of every count, like resilience4j's `ignoreExceptions`.
+//! success. [`HttpClassifier`] adapts any of tower-http's [`ClassifyResponse`] classifiers
+//! ([`ServerErrorsAsFailures`], [`StatusInRangeAsFailures`], [`GrpcErrorsAsFailures`],
+//! re-exported here with the types they use, so a stack can be named without depending on
+//! tower-http); when the verdict needs the end of the body (a gRPC status sent in trailers)
+//! it wraps the body in a [`ClassifiedBody`] that records the outcome when the trailers
+//! arrive. Any closure `Fn(&Result<Res, E>) -> Outcome` is a classifier too; returning
+//! [`Outcome::Ignored`] leaves a call out of every count, like resilience4j's
+//! `ignoreExceptions`.
+//!
+//! The common classifiers and the bodies they hand on have names of their own:
+//!
+//! | classifier | made by | response body |
+//! | --- | --- | --- |
+//! | [`ServerErrorsClassifier`] | [`HttpClassifier::server_errors`] | [`ServerErrorsBody<B>`] |
+//! | [`StatusInRangeClassifier`] | [`HttpClassifier::status_in_range`] | [`StatusInRangeBody<B>`] |
+//! | [`GrpcClassifier`] | [`HttpClassifier::grpc`] | [`GrpcBody<B>`] |
 //!
 //! ```
 //! use tower::ServiceBuilder;
-//! use tower_mesh::breaker::{CircuitBreakerLayer, HttpClassifier};
+//! use tower_mesh::breaker::classify::{GrpcBody, GrpcClassifier, HttpClassifier};
+//! use tower_mesh::breaker::{CircuitBreaker, CircuitBreakerLayer};
 //!
 //! // gRPC: a status in the headers is classified at once, one in the trailers at the end of
 //! // the response body.
@@ -22,7 +32,14 @@
 //! let svc = ServiceBuilder::new().layer(layer).service_fn(|_req: http::Request<String>| async {
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 //! });
-//! # let _ = svc;
+//! // The stack's types, named without tower-http.
+//! struct Client<S> {
+//!     svc: CircuitBreaker<S, GrpcClassifier>,
+//! }
+//! fn body_of(rsp: http::Response<GrpcBody<String>>) -> GrpcBody<String> {
+//!     rsp.into_body()
+//! }
+//! # let _ = (Client { svc }, body_of);
 //! ```
 
 use std::fmt;
@@ -32,12 +49,34 @@ use std::task::{ready, Context, Poll};
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower_http::classify::{
-    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcErrorsAsFailures,
-    ServerErrorsAsFailures, StatusInRangeAsFailures,
+pub use tower_http::classify::{
+    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcCode, GrpcEosErrorsAsFailures,
+    GrpcErrorsAsFailures, GrpcFailureClass, NeverClassifyEos, ServerErrorsAsFailures,
+    ServerErrorsFailureClass, StatusInRangeAsFailures, StatusInRangeFailureClass,
 };
 
-use super::state::Permit;
+use super::permit::Permit;
+
+/// [`HttpClassifier::server_errors`]: 5xx responses and transport errors are failures.
+pub type ServerErrorsClassifier = HttpClassifier<ServerErrorsAsFailures>;
+
+/// [`HttpClassifier::status_in_range`]: responses with a status in a range, and transport
+/// errors, are failures.
+pub type StatusInRangeClassifier = HttpClassifier<StatusInRangeAsFailures>;
+
+/// [`HttpClassifier::grpc`]: gRPC responses whose `grpc-status` is not `Ok`, and transport
+/// errors, are failures.
+pub type GrpcClassifier = HttpClassifier<GrpcErrorsAsFailures>;
+
+/// The response body a [`ServerErrorsClassifier`] hands on (the inner body `B`, unchanged).
+pub type ServerErrorsBody<B> = ClassifiedBody<B, NeverClassifyEos<ServerErrorsFailureClass>>;
+
+/// The response body a [`StatusInRangeClassifier`] hands on (the inner body `B`, unchanged).
+pub type StatusInRangeBody<B> = ClassifiedBody<B, NeverClassifyEos<StatusInRangeFailureClass>>;
+
+/// The response body a [`GrpcClassifier`] hands on: the inner body `B`, whose trailers
+/// decide the outcome when the status was not in the headers.
+pub type GrpcBody<B> = ClassifiedBody<B, GrpcEosErrorsAsFailures>;
 
 /// How a completed call counts for the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,9 +184,8 @@ impl Deferred {
     }
 }
 
-/// Classifies HTTP responses with a tower-http
-/// [`ClassifyResponse`](tower_http::classify::ClassifyResponse) classifier; transport errors
-/// are failures.
+/// Classifies HTTP responses with a tower-http [`ClassifyResponse`] classifier (such as
+/// [`ServerErrorsAsFailures`]); transport errors are failures.
 ///
 /// Responses come back with their body in a [`ClassifiedBody`]. When the classifier can decide
 /// from the head (a 5xx, a `grpc-status` header) the outcome is recorded at once and the body

@@ -1,4 +1,28 @@
 //! Errors returned by the circuit breaker.
+//!
+//! Each error prints once in a chain: [`Error`] is transparent (its `Display` and `source`
+//! are those of the rejection or of the inner error), [`Open`] and [`BuildError`] have a
+//! message of their own and no source.
+//!
+//! ```
+//! use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+//! use tower_mesh::breaker::{error::Open, CircuitBreakerLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let (breaker, handle) = CircuitBreakerLayer::builder().name("orders").build_with_handle()?;
+//! let mut svc = ServiceBuilder::new()
+//!     .buffer(8)
+//!     .layer(breaker)
+//!     .service(service_fn(|_req: ()| async { Ok::<_, BoxError>(()) }));
+//! handle.force_open();
+//! // Behind `Buffer` the rejection arrives as a `BoxError`; `Open::find` still finds it.
+//! let err: BoxError = svc.ready().await?.call(()).await.unwrap_err();
+//! let open = Open::find(&*err).expect("rejected by the breaker");
+//! assert_eq!(open.name(), "orders");
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,12 +39,17 @@ use super::State;
 /// A concrete type rather than a [`BoxError`], so that a rejection costs no allocation; it
 /// converts into a `BoxError` (it implements [`std::error::Error`]) where a stack needs one.
 /// [`Open::find`] finds the rejection in either form.
-#[derive(Debug)]
+///
+/// Transparent: it displays as the rejection or the inner error, and its
+/// [`source`](std::error::Error::source) is theirs, so a chain prints each message once.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The breaker rejected the call without calling the inner service.
+    #[error(transparent)]
     Open(Open),
     /// The inner service failed (its error, boxed).
+    #[error(transparent)]
     Inner(BoxError),
 }
 
@@ -47,24 +76,6 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Open(open) => open.fmt(f),
-            Error::Inner(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Open(_) => None,
-            Error::Inner(e) => Some(&**e),
-        }
-    }
-}
-
 impl From<Open> for Error {
     fn from(open: Open) -> Self {
         Error::Open(open)
@@ -78,7 +89,8 @@ impl From<Open> for Error {
 /// boxed further up a stack, [`Open::find`] still finds it.
 #[derive(Debug, Clone)]
 pub struct Open {
-    name: Name,
+    /// The breaker's name, shared with the breaker (a rejection counts a reference).
+    name: Arc<str>,
     state: State,
     /// The breaker's base instant and, if non-zero, the nanoseconds after it when the breaker
     /// may half-open (`retry_at` is computed when asked for, so a rejection only copies).
@@ -88,7 +100,9 @@ pub struct Open {
 
 impl Open {
     /// The rejection in `error` or anywhere in its [`source`](std::error::Error::source)
-    /// chain, whether as an [`Error`] or as an `Open` on its own.
+    /// chain, whether as an [`Error`] or as an `Open` on its own: through `BoxError`s, tower's
+    /// `Buffer` (its `ServiceError` has the failed service's error as its source) and nested
+    /// breakers (an [`Error::Inner`] is searched, although it is transparent).
     ///
     /// ```
     /// use tower::BoxError;
@@ -105,10 +119,13 @@ impl Open {
             if let Some(open) = e.downcast_ref::<Open>() {
                 return Some(open);
             }
-            if let Some(Error::Open(open)) = e.downcast_ref::<Error>() {
-                return Some(open);
-            }
-            cur = e.source();
+            cur = match e.downcast_ref::<Error>() {
+                Some(Error::Open(open)) => return Some(open),
+                // Transparent: its `source` is the inner error's source, which would skip
+                // the inner error itself.
+                Some(Error::Inner(inner)) => Some(&**inner),
+                None => e.source(),
+            };
         }
         None
     }
@@ -116,7 +133,7 @@ impl Open {
     /// A rejection in `state`; `until` is when an open breaker may half-open, in nanoseconds
     /// since `base` (0 when it is not open).
     #[inline]
-    pub(crate) fn new(name: Name, state: State, base: Instant, until: u64) -> Self {
+    pub(crate) fn new(name: Arc<str>, state: State, base: Instant, until: u64) -> Self {
         Open {
             name,
             state,
@@ -127,7 +144,13 @@ impl Open {
 
     /// The name of the breaker (and so of the service) that rejected the call.
     pub fn name(&self) -> &str {
-        self.name.as_str()
+        &self.name
+    }
+
+    /// The name, shared with the breaker.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shared_name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// The state the breaker was in when it rejected the call.
@@ -153,74 +176,37 @@ impl Open {
 
 impl fmt::Display for Open {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &*self.name;
         match (self.state, self.retry_after()) {
             (State::HalfOpen, _) => write!(
                 f,
-                "circuit breaker for {:?} is half-open and all probe permits are taken",
-                self.name.as_str()
+                "circuit breaker for {name:?} is half-open and all probe permits are taken"
             ),
-            (State::ForcedOpen, _) => {
-                write!(
-                    f,
-                    "circuit breaker for {:?} is forced open",
-                    self.name.as_str()
-                )
-            }
+            (State::ForcedOpen, _) => write!(f, "circuit breaker for {name:?} is forced open"),
             (_, Some(after)) => write!(
                 f,
-                "circuit breaker for {:?} is open; it may half-open in {:?}",
-                self.name.as_str(),
-                after
+                "circuit breaker for {name:?} is open; it may half-open in {after:?}"
             ),
-            (_, None) => write!(f, "circuit breaker for {:?} is open", self.name.as_str()),
+            (_, None) => write!(f, "circuit breaker for {name:?} is open"),
         }
     }
 }
 
 impl std::error::Error for Open {}
 
-/// A breaker's name as an [`Open`] error carries it: interned for service-level breakers (so
-/// that a rejection copies a pointer instead of counting a reference), shared otherwise.
-#[derive(Debug, Clone)]
-pub(crate) enum Name {
-    Static(&'static str),
-    Shared(Arc<str>),
-}
-
-impl Name {
-    fn as_str(&self) -> &str {
-        match self {
-            Name::Static(s) => s,
-            Name::Shared(s) => s,
-        }
-    }
-
-    /// `name`, interned: every distinct name is stored once for the life of the process.
-    pub(crate) fn interned(name: &str) -> &'static str {
-        use std::collections::HashSet;
-        use std::sync::{Mutex, OnceLock};
-        static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-        let mut names = crate::sync::lock(NAMES.get_or_init(Default::default));
-        if let Some(&s) = names.get(name) {
-            return s;
-        }
-        let s: &'static str = Box::leak(name.to_owned().into_boxed_str());
-        names.insert(s);
-        s
-    }
-}
-
 /// An invalid circuit breaker configuration, reported by
-/// [`Builder::build`](super::Builder::build) with the offending value.
-#[derive(Debug, Clone, PartialEq)]
+/// [`Builder::build`](super::Builder::build) with the setting and the offending value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// A threshold given as a count was zero.
+    #[error("invalid circuit breaker setting {setting}: 0 (must be at least 1)")]
     ZeroCount {
         /// The name of the builder setting.
         setting: &'static str,
     },
     /// A count exceeded what the breaker can track.
+    #[error("invalid circuit breaker setting {setting}: {value} (must be at most {max})")]
     CountTooLarge {
         /// The name of the builder setting.
         setting: &'static str,
@@ -230,6 +216,7 @@ pub enum BuildError {
         max: u64,
     },
     /// A rate was outside `(0.0, 1.0]` or not a number.
+    #[error("invalid circuit breaker setting {setting}: {value} (must be in (0.0, 1.0])")]
     InvalidRate {
         /// The name of the builder setting.
         setting: &'static str,
@@ -237,70 +224,66 @@ pub enum BuildError {
         value: f64,
     },
     /// A duration was zero where it must be positive.
+    #[error("invalid circuit breaker setting {setting}: 0s (must be positive)")]
     ZeroDuration {
         /// The name of the builder setting.
         setting: &'static str,
     },
     /// The maximum open duration was shorter than the base open duration.
+    #[error(
+        "invalid circuit breaker setting max_open_duration: {max:?} (must be at least open_duration, {base:?})"
+    )]
     MaxBelowBase {
         /// The base open duration.
         base: Duration,
         /// The maximum open duration.
         max: Duration,
     },
+    /// An open duration, lengthened by the largest jitter, exceeded
+    /// [`MAX_OPEN_DURATION`](super::MAX_OPEN_DURATION): the breaker could not say when it may
+    /// half-open (use [`Handle::force_open`](super::Handle::force_open) to keep it open).
+    #[error(
+        "invalid circuit breaker setting {setting}: {value:?} (with jitter {jitter}, an opening must be at most {max:?})"
+    )]
+    OpenDurationTooLong {
+        /// The name of the builder setting: `open_duration` or `max_open_duration`.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The jitter, which lengthens an opening by up to this share.
+        jitter: f64,
+        /// The longest opening accepted, jitter included.
+        max: Duration,
+    },
     /// The backoff multiplier was below 1.0 or not finite.
+    #[error(
+        "invalid circuit breaker setting backoff_multiplier: {value} (must be finite and at least 1.0)"
+    )]
     InvalidMultiplier {
         /// The value given.
         value: f64,
     },
     /// The jitter was outside `[0.0, 1.0]` or not a number.
+    #[error("invalid circuit breaker setting jitter: {value} (must be in [0.0, 1.0])")]
     InvalidJitter {
         /// The value given.
         value: f64,
     },
+    /// A rate is set over a count window of fewer calls than
+    /// [`minimum_calls`](super::Builder::minimum_calls): the window can never hold enough
+    /// calls for the rate to open the breaker.
+    #[error(
+        "invalid circuit breaker setting minimum_calls: {minimum_calls} (must be at most the count window's {window} calls, or no rate can ever open the breaker)"
+    )]
+    MinimumCallsAboveWindow {
+        /// The minimum number of calls given.
+        minimum_calls: u32,
+        /// The count window's size, in calls.
+        window: u32,
+    },
     /// No trip condition was configured, so the breaker could never open by itself.
+    #[error(
+        "invalid circuit breaker: no trip condition (consecutive failures, failure rate or slow-call rate) is set"
+    )]
     NoTripCondition,
 }
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::ZeroCount { setting } => {
-                write!(f, "invalid circuit breaker setting {setting}: 0 (must be at least 1)")
-            }
-            BuildError::CountTooLarge {
-                setting,
-                value,
-                max,
-            } => write!(
-                f,
-                "invalid circuit breaker setting {setting}: {value} (must be at most {max})"
-            ),
-            BuildError::InvalidRate { setting, value } => write!(
-                f,
-                "invalid circuit breaker setting {setting}: {value} (must be in (0.0, 1.0])"
-            ),
-            BuildError::ZeroDuration { setting } => {
-                write!(f, "invalid circuit breaker setting {setting}: 0s (must be positive)")
-            }
-            BuildError::MaxBelowBase { base, max } => write!(
-                f,
-                "invalid circuit breaker open durations: max {max:?} is below base {base:?}"
-            ),
-            BuildError::InvalidMultiplier { value } => write!(
-                f,
-                "invalid circuit breaker backoff multiplier {value} (must be finite and at least 1.0)"
-            ),
-            BuildError::InvalidJitter { value } => write!(
-                f,
-                "invalid circuit breaker jitter {value} (must be in [0.0, 1.0])"
-            ),
-            BuildError::NoTripCondition => write!(
-                f,
-                "invalid circuit breaker: no trip condition (consecutive failures, failure rate or slow-call rate) is set"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {}

@@ -20,8 +20,8 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use super::classify::{Classify, Done};
-use super::error::Error;
-use super::state::{OpenParts, Permit};
+use super::error::{Error, Open};
+use super::permit::Permit;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker).
@@ -34,7 +34,7 @@ pin_project! {
         // future is stored as it is (niche-optimised), not moved into an enum variant.
         #[pin]
         future: Option<F>,
-        rejection: Option<OpenParts>,
+        rejection: Option<Open>,
         permit: Permit,
         classifier: C,
     }
@@ -52,7 +52,7 @@ impl<F, C> ResponseFuture<F, C> {
     }
 
     #[inline]
-    pub(crate) fn rejected(error: OpenParts, classifier: C) -> Self {
+    pub(crate) fn rejected(error: Open, classifier: C) -> Self {
         ResponseFuture {
             future: None,
             rejection: Some(error),
@@ -94,14 +94,10 @@ where
                 Poll::Ready(result.map_err(|e| Error::Inner(e.into())))
             }
             None => {
-                // Read in place and built straight into the output: moving the parts out
-                // first would copy them with wide loads that stall on their narrow stores.
                 let open = this
                     .rejection
-                    .as_ref()
-                    .expect("ResponseFuture polled after completion")
-                    .open();
-                *this.rejection = None;
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 Poll::Ready(Err(Error::Open(open)))
             }
         }

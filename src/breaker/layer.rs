@@ -8,10 +8,12 @@ use tower_layer::Layer;
 
 use super::classify::DefaultClassifier;
 use super::error::BuildError;
+use super::handle::Handle;
 use super::hooks::{Hooks, OnRejected, OnSlowCall, OnStateChange};
+use super::naming;
 use super::policy::{Policy, Window};
 use super::service::{CircuitBreaker, EndpointBreaker};
-use super::state::{Config, Handle, Shared};
+use super::state::{Config, Shared};
 
 /// Applies a service-level [`CircuitBreaker`].
 ///
@@ -62,6 +64,23 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 /// Meant for the endpoint factory of a discovery stream: each endpoint gets its own breaker
 /// with the layer's policy, hooks and classifier. Reach an endpoint's breaker through
 /// [`EndpointBreaker::handle`].
+///
+/// # Names
+///
+/// Every breaker has a name of its own, which its events, errors and metrics carry:
+///
+/// * made for an instance by discovery (the layer given to `MakeEndpoint::layered`, alone
+///   or inside another layer, or `layer_instance`, both with the `discover` feature):
+///   `<name>/<instance id>`, where the name is the builder's [`name`](Builder::name) if one was
+///   set and the instance's service otherwise (`orders/orders-1`); an endpoint made again for
+///   the same instance (after a change of address) keeps the name, and so its metrics;
+/// * made by [`Layer::layer`] anywhere else: `<name>#<n>`, numbered from 1 by this layer and
+///   its clones (`breaker#1`, `breaker#2`, …);
+/// * [`layer_named`](Self::layer_named): the name given.
+///
+/// A breaker's state, its name and its `metrics` handles are freed with the endpoint (and the
+/// last of its response futures and handles); see the [module docs](super#metrics) for what
+/// a `metrics` exporter keeps.
 #[derive(Clone)]
 pub struct EndpointBreakerLayer<C = DefaultClassifier> {
     config: Arc<Config>,
@@ -82,6 +101,39 @@ impl<C: Clone> EndpointBreakerLayer<C> {
         let shared = Shared::new(self.config.clone(), name.into());
         EndpointBreaker::from_shared(inner, shared, self.classifier.clone())
     }
+
+    /// Wraps `inner`, the endpoint for `instance`, in a new breaker named
+    /// `<name>/<instance id>` (see [Names](Self#names)), for endpoint factories written by
+    /// hand:
+    ///
+    /// ```
+    /// use tower::service_fn;
+    /// use tower_mesh::breaker::EndpointBreakerLayer;
+    /// use tower_mesh::discover::MakeEndpoint;
+    /// use tower_mesh::instance::Instance;
+    ///
+    /// let breaker = EndpointBreakerLayer::builder().build_endpoint().unwrap();
+    /// let mut factory = move |instance: &Instance| {
+    ///     let endpoint = service_fn(|req: u32| async move { Ok::<_, std::io::Error>(req) });
+    ///     breaker.layer_instance(endpoint, instance)
+    /// };
+    /// let orders_1 = Instance::builder("orders", "orders-1").host("10.0.0.1").port(80).build().unwrap();
+    /// assert_eq!(factory.make_endpoint(&orders_1).handle().name(), "orders/orders-1");
+    /// ```
+    #[cfg(feature = "discover")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "discover")))]
+    pub fn layer_instance<S>(
+        &self,
+        inner: S,
+        instance: &crate::instance::Instance,
+    ) -> EndpointBreaker<S, C> {
+        let name = naming::instance_name(
+            &self.config,
+            instance.service().as_str(),
+            instance.id().as_str(),
+        );
+        self.layer_named(inner, name)
+    }
 }
 
 impl<C: fmt::Debug> fmt::Debug for EndpointBreakerLayer<C> {
@@ -97,8 +149,10 @@ impl<C: fmt::Debug> fmt::Debug for EndpointBreakerLayer<C> {
 impl<S, C: Clone> Layer<S> for EndpointBreakerLayer<C> {
     type Service = EndpointBreaker<S, C>;
 
+    /// Wraps `inner` in a new breaker, named after the instance discovery is making it for, or
+    /// else numbered (see [Names](Self#names)).
     fn layer(&self, inner: S) -> Self::Service {
-        self.layer_named(inner, self.config.name.clone())
+        self.layer_named(inner, naming::endpoint_name(&self.config))
     }
 }
 
@@ -108,7 +162,7 @@ impl<S, C: Clone> Layer<S> for EndpointBreakerLayer<C> {
 ///
 /// | setting | default |
 /// | --- | --- |
-/// | [`name`](Self::name) | `"breaker"` |
+/// | [`name`](Self::name) | `"breaker"`; endpoint breakers: see [`EndpointBreakerLayer`](EndpointBreakerLayer#names) |
 /// | [`consecutive_failures`](Self::consecutive_failures) | 5 |
 /// | [`failure_rate`](Self::failure_rate) | off |
 /// | [`slow_calls`](Self::slow_calls) | off |
@@ -123,7 +177,7 @@ impl<S, C: Clone> Layer<S> for EndpointBreakerLayer<C> {
 pub struct Builder<C = DefaultClassifier> {
     policy: Policy,
     hooks: Hooks,
-    name: Arc<str>,
+    name: Option<Arc<str>>,
     seed: Option<u64>,
     #[cfg(feature = "metrics")]
     metrics: bool,
@@ -152,7 +206,7 @@ impl Builder {
         Builder {
             policy: Policy::default(),
             hooks: Hooks::default(),
-            name: Arc::from("breaker"),
+            name: None,
             seed: None,
             #[cfg(feature = "metrics")]
             metrics: true,
@@ -164,11 +218,13 @@ impl Builder {
 impl<C> Builder<C> {
     /// The name carried by errors, events, tracing and metrics (default `"breaker"`).
     ///
-    /// A service-level breaker interns its name on its first rejection: each distinct name is
-    /// kept once for the life of the process, so that a rejection copies a pointer instead of
-    /// counting a reference. Name breakers after services, not after requests.
+    /// A service-level breaker has this name. Endpoint breakers are named after it and their
+    /// endpoint (see [`EndpointBreakerLayer`](EndpointBreakerLayer#names)); without it, an
+    /// endpoint breaker made through discovery is named after the instance's service. The
+    /// name is shared, not copied: a rejection's [`Open`](super::error::Open) error counts a
+    /// reference to it, and it is freed with the breaker and the last such error.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
+        self.name = Some(name.into());
         self
     }
 
@@ -216,19 +272,27 @@ impl<C> Builder<C> {
     }
 
     /// The number of calls the window must hold before a rate can open the breaker
-    /// (default 20).
+    /// (default 20; at least 1). With a rate over a [`Window::Count`] window, at most the
+    /// window's size: [`build`](Self::build) refuses a larger one, which could never be
+    /// reached.
     pub fn minimum_calls(mut self, n: u32) -> Self {
         self.policy.minimum_calls = n;
         self
     }
 
-    /// How long the breaker stays open the first time (default 5 s).
+    /// How long the breaker stays open the first time (default 5 s; positive, and at most
+    /// [`MAX_OPEN_DURATION`](super::MAX_OPEN_DURATION) with the [`jitter`](Self::jitter)
+    /// added).
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.policy.open_base = duration;
         self
     }
 
-    /// The longest the breaker stays open, however often it reopened (default 5 min).
+    /// The longest the breaker stays open, however often it reopened (default 5 min; at least
+    /// the [`open_duration`](Self::open_duration), and at most
+    /// [`MAX_OPEN_DURATION`](super::MAX_OPEN_DURATION) with the [`jitter`](Self::jitter)
+    /// added). To keep a breaker open until told otherwise, use
+    /// [`Handle::force_open`](super::Handle::force_open).
     pub fn max_open_duration(mut self, duration: Duration) -> Self {
         self.policy.open_max = duration;
         self
@@ -322,6 +386,7 @@ impl<C> Builder<C> {
                 policy: self.policy,
                 hooks: self.hooks,
                 name: self.name,
+                numbered: Default::default(),
                 seed: self.seed,
                 #[cfg(feature = "metrics")]
                 metrics: self.metrics,
@@ -331,9 +396,18 @@ impl<C> Builder<C> {
     }
 
     /// Validates the policy and makes the service-level layer and its breaker.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first setting found invalid and its value: a zero count,
+    /// window or duration; a rate outside `(0.0, 1.0]`; a backoff multiplier below 1.0 or a
+    /// jitter outside `[0.0, 1.0]`; a maximum open duration below the open duration, or an
+    /// opening longer than [`MAX_OPEN_DURATION`](super::MAX_OPEN_DURATION); more
+    /// [`minimum_calls`](Self::minimum_calls) than a count window holds; no trip condition.
+    /// Nothing is clamped.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, BuildError> {
         let (config, classifier) = self.config()?;
-        let name = config.name.clone();
+        let name = config.name_or_default();
         Ok(CircuitBreakerLayer {
             shared: Shared::new(config, name),
             classifier,
@@ -347,8 +421,8 @@ impl<C> Builder<C> {
         Ok((layer, handle))
     }
 
-    /// Validates the policy and makes an endpoint layer, which gives every endpoint it wraps
-    /// a breaker of its own.
+    /// Validates the policy (as [`build`](Self::build) does) and makes an endpoint layer,
+    /// which gives every endpoint it wraps a breaker of its own.
     pub fn build_endpoint(self) -> Result<EndpointBreakerLayer<C>, BuildError> {
         let (config, classifier) = self.config()?;
         Ok(EndpointBreakerLayer { config, classifier })

@@ -38,7 +38,16 @@
 //! * [`EndpointBreaker`] (made by [`EndpointBreakerLayer`], one breaker per endpoint) sits
 //!   inside a balancer. While open, `poll_ready` returns `Pending` and wakes when the breaker may
 //!   half-open, so the balancer routes around the endpoint, as linkerd's gate does
-//!   (`linkerd/stack/src/gate.rs`).
+//!   (`linkerd/stack/src/gate.rs`). It passes on its endpoint's tower `Load` and, with the
+//!   `balance` feature, its `balance::Weight`, so it composes with the endpoint wrappers in
+//!   either order: `.weighted().layered(breaker)` and `.layered(breaker).weighted()` both
+//!   feed tower-mesh's `Balance` and tower's p2c. Each endpoint's breaker has a name of its
+//!   own, `<service>/<instance id>` when discovery makes it (see
+//!   [`EndpointBreakerLayer`](EndpointBreakerLayer#names)).
+//!
+//! The common HTTP and gRPC stacks have names ([`HttpEndpointBreakerLayer`],
+//! [`GrpcCircuitBreaker`], …; the classifiers and bodies in [`classify`]), so a client can
+//! keep a stack in a struct without depending on tower-http.
 //!
 //! # Policy
 //!
@@ -61,12 +70,28 @@
 //! sent in trailers when the response body ends, through [`ClassifiedBody`]), or any closure;
 //! calls can also be [`Outcome::Ignored`].
 //!
+//! # Metrics
+//!
 //! Every transition emits a `tracing` event and calls the
 //! [`on_state_change`](Builder::on_state_change) hook; with the `metrics` feature the breaker
 //! also reports `tower_mesh_breaker_calls_total{breaker, outcome}`,
 //! `tower_mesh_breaker_transitions_total{breaker, from, to}` and the gauge
 //! `tower_mesh_breaker_state{breaker}` (0 closed, 1 open, 2 half-open, 3 disabled,
-//! 4 forced open).
+//! 4 forced open), labelled with the breaker's name.
+//!
+//! tower-mesh keeps nothing per breaker beyond the breaker itself: its state, its name and its
+//! `metrics` handles are freed when the endpoint is dropped (with the last of its response
+//! futures, handles and [`error::Open`] errors), so endpoints that come and go leave nothing
+//! behind in the process. The `metrics` recorder is another matter: the facade cannot remove
+//! a series, and a recorder keeps every series it has seen until it decides otherwise. The
+//! Prometheus exporter (`metrics-exporter-prometheus`) keeps them for the life of the process
+//! unless given an idle timeout, past which it drops a series that was not updated:
+//! `PrometheusBuilder::new().idle_timeout(MetricKindMask::ALL, Some(Duration::from_secs(3600)))`.
+//! Choose a timeout longer than a live endpoint may go without calls: that exporter does not
+//! show again a series it dropped while a live breaker still holds its handle
+//! (metrics-rs/metrics#372), so a live endpoint idle for longer would go on counting calls
+//! unseen. The state gauge and the transition counter are registered anew on every
+//! transition, so they come back with the next one.
 //!
 //! # Hot path
 //!
@@ -87,13 +112,20 @@
 //! needs no timer and works in any runtime, or none. The endpoint breaker's wake-up at the end
 //! of the open duration is a tokio timer, so an [`EndpointBreaker`] needs a runtime with the
 //! time driver (as `tokio::time::sleep` does). A rejection allocates nothing: the
-//! service-level error is the concrete [`error::Error`].
+//! service-level error is the concrete [`error::Error`], and its name is a reference to the
+//! breaker's (one atomic increment).
 
-mod classify;
+mod admission;
+pub mod classify;
 pub mod error;
 pub mod future;
+mod handle;
 mod hooks;
 mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod naming;
+mod permit;
 mod policy;
 mod service;
 mod state;
@@ -103,11 +135,44 @@ mod word;
 pub use self::classify::{
     ClassifiedBody, Classify, DefaultClassifier, Deferred, Done, HttpClassifier, Outcome,
 };
+pub use self::handle::{CounterSnapshot, Handle, State};
 pub use self::hooks::{OnRejected, OnSlowCall, OnStateChange, SlowCall, Transition};
 pub use self::layer::{Builder, CircuitBreakerLayer, EndpointBreakerLayer};
-pub use self::policy::Window;
+pub use self::policy::{Window, MAX_OPEN_DURATION};
 pub use self::service::{CircuitBreaker, EndpointBreaker};
-pub use self::state::{CounterSnapshot, Handle, State};
+
+#[cfg(feature = "discover")]
+pub(crate) use self::naming::making;
+
+use self::classify::{GrpcClassifier, ServerErrorsClassifier};
+
+/// An [`EndpointBreakerLayer`] for HTTP endpoints: 5xx responses and transport errors are
+/// failures ([`HttpClassifier::server_errors`]).
+pub type HttpEndpointBreakerLayer = EndpointBreakerLayer<ServerErrorsClassifier>;
+
+/// The [`EndpointBreaker`] an [`HttpEndpointBreakerLayer`] makes around an endpoint `S`.
+pub type HttpEndpointBreaker<S> = EndpointBreaker<S, ServerErrorsClassifier>;
+
+/// An [`EndpointBreakerLayer`] for gRPC endpoints: a `grpc-status` other than `Ok` (in the
+/// headers or the trailers) and transport errors are failures ([`HttpClassifier::grpc`]).
+pub type GrpcEndpointBreakerLayer = EndpointBreakerLayer<GrpcClassifier>;
+
+/// The [`EndpointBreaker`] a [`GrpcEndpointBreakerLayer`] makes around an endpoint `S`.
+pub type GrpcEndpointBreaker<S> = EndpointBreaker<S, GrpcClassifier>;
+
+/// A [`CircuitBreakerLayer`] for an HTTP service: 5xx responses and transport errors are
+/// failures ([`HttpClassifier::server_errors`]).
+pub type HttpCircuitBreakerLayer = CircuitBreakerLayer<ServerErrorsClassifier>;
+
+/// The [`CircuitBreaker`] an [`HttpCircuitBreakerLayer`] makes around a service `S`.
+pub type HttpCircuitBreaker<S> = CircuitBreaker<S, ServerErrorsClassifier>;
+
+/// A [`CircuitBreakerLayer`] for a gRPC service: a `grpc-status` other than `Ok` (in the
+/// headers or the trailers) and transport errors are failures ([`HttpClassifier::grpc`]).
+pub type GrpcCircuitBreakerLayer = CircuitBreakerLayer<GrpcClassifier>;
+
+/// The [`CircuitBreaker`] a [`GrpcCircuitBreakerLayer`] makes around a service `S`.
+pub type GrpcCircuitBreaker<S> = CircuitBreaker<S, GrpcClassifier>;
 
 #[cfg(all(test, not(loom)))]
 mod model_tests;

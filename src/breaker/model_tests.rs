@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use tokio::time::advance;
 
-use super::state::Permit;
+use super::permit::Permit;
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -74,6 +74,11 @@ fn setup() -> impl Strategy<Value = Setup> {
                     Some(consecutive.unwrap_or(2))
                 } else {
                     consecutive
+                };
+                // The builder refuses a count window smaller than the minimum of calls.
+                let minimum_calls = match window {
+                    Window::Count(n) => minimum_calls.min(n),
+                    Window::Time(_) => minimum_calls,
                 };
                 Setup {
                     consecutive,

@@ -20,6 +20,16 @@ pub(crate) const MAX_PROBES: u32 = (1 << 14) - 1;
 /// Largest window size, in calls or seconds.
 pub(crate) const MAX_WINDOW: u32 = 1 << 20;
 
+/// The longest a breaker may stay open in one opening, jitter included: 100 years (of 365
+/// days).
+///
+/// [`Builder::build`](super::Builder::build) refuses an open duration or a maximum open
+/// duration that, lengthened by the largest jitter, exceeds it
+/// ([`BuildError::OpenDurationTooLong`]): the end of an opening must be an instant the clock
+/// can hold. To keep a breaker open until told otherwise, use
+/// [`Handle::force_open`](super::Handle::force_open).
+pub const MAX_OPEN_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// A validated policy, shared by every breaker built from one builder.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
@@ -129,10 +139,32 @@ impl Policy {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(BuildError::InvalidJitter { value: self.jitter });
         }
+        // The base first: a maximum is only reached after openings at the base.
+        for (setting, value) in [
+            ("open_duration", self.open_base),
+            ("max_open_duration", self.open_max),
+        ] {
+            if value.as_secs_f64() * (1.0 + self.jitter) > MAX_OPEN_DURATION.as_secs_f64() {
+                return Err(BuildError::OpenDurationTooLong {
+                    setting,
+                    value,
+                    jitter: self.jitter,
+                    max: MAX_OPEN_DURATION,
+                });
+            }
+        }
         count("half_open_probes", self.half_open_probes, MAX_PROBES)?;
         count("success_threshold", self.success_threshold, MAX_PROBES)?;
         if self.consecutive_failures.is_none() && !self.uses_window() {
             return Err(BuildError::NoTripCondition);
+        }
+        if let Window::Count(window) = self.window {
+            if self.uses_window() && self.minimum_calls > window {
+                return Err(BuildError::MinimumCallsAboveWindow {
+                    minimum_calls: self.minimum_calls,
+                    window,
+                });
+            }
         }
         if self.slow_call_rate.is_some() && self.slow_call_duration.is_none() {
             return Err(BuildError::ZeroDuration {

@@ -10,11 +10,13 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::{sleep_until, Sleep};
 use tower::{BoxError, Service};
 
+use super::admission::Admission;
 use super::classify::{Classify, DefaultClassifier};
 use super::error::Error;
 use super::future::{EndpointFuture, ResponseFuture};
+use super::handle::{Handle, State};
 use super::layer::CircuitBreakerLayer;
-use super::state::{Handle, Permit, Shared, State};
+use super::state::Shared;
 
 /// A service-level circuit breaker: while open, calls fail at once with [`Error::Open`] without
 /// reaching the inner service.
@@ -26,11 +28,8 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
-    /// Set by `poll_ready` when the breaker was closed: the call takes its permit then.
-    closed: Option<u32>,
-    /// Set by `poll_ready` when it took a permit in another state (a half-open probe, or a
-    /// call while disabled).
-    permit: Option<Permit>,
+    /// Leave for the next call, taken by `poll_ready`.
+    admission: Admission,
     /// Set by `poll_ready` when it refused the call: the state that refused it. The call then
     /// fails with [`Error::Open`] (a plain field, so a rejection moves no more than a byte).
     rejected: Option<State>,
@@ -43,8 +42,7 @@ impl<S, C: Clone> CircuitBreaker<S, C> {
             inner,
             shared: layer.shared.clone(),
             classifier: layer.classifier.clone(),
-            closed: None,
-            permit: None,
+            admission: Admission::default(),
             rejected: None,
         }
     }
@@ -80,8 +78,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
-            closed: None,
-            permit: None,
+            admission: Admission::default(),
             rejected: None,
         }
     }
@@ -108,69 +105,31 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(generation) = self.shared.closed_generation() {
-            // Closed: no permit to hold; the call takes one. A half-open permit taken by an
-            // earlier poll is given back.
-            // (A refusal left by an earlier poll is stale now; `call` looks at `closed` first.)
-            if self.permit.is_some() {
-                self.permit = None;
-            }
-            self.closed = Some(generation);
-            return self
-                .inner
-                .poll_ready(cx)
-                .map_err(|e| Error::Inner(e.into()));
+        if let Err(rejection) = self.admission.poll(&self.shared) {
+            // Ready at once: the call fails with the rejection, without the inner service.
+            self.rejected = Some(rejection.state);
+            return Poll::Ready(Ok(()));
         }
-        self.poll_ready_slow(cx)
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::Inner(e.into()))
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(generation) = self.closed.take() {
+        if let Some(generation) = self.admission.take_closed() {
             let future = self.inner.call(req);
-            return ResponseFuture::called(
-                future,
-                self.shared.closed_permit(generation),
-                self.classifier.clone(),
-            );
+            let permit = self.shared.closed_permit(generation);
+            return ResponseFuture::called(future, permit, self.classifier.clone());
         }
-        if let Some(state) = self.rejected.take() {
-            return ResponseFuture::rejected(
-                self.shared.open_parts(state),
-                self.classifier.clone(),
-            );
+        if let Some(permit) = self.admission.take_permit() {
+            return ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone());
         }
-        let mut permit = self
-            .permit
+        let state = self
+            .rejected
             .take()
             .expect("CircuitBreaker::call without poll_ready returning Ready first");
-        permit.start();
-        ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
-    }
-}
-
-impl<S, C> CircuitBreaker<S, C> {
-    /// `poll_ready` in every state but closed.
-    fn poll_ready_slow<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-    {
-        self.closed = None;
-        if !matches!(&self.permit, Some(permit) if permit.is_current()) {
-            self.permit = None;
-            match self.shared.try_acquire() {
-                Ok(permit) => self.permit = Some(permit),
-                Err(rejection) => {
-                    self.rejected = Some(rejection.state);
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-        self.rejected = None;
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::Inner(e.into()))
+        ResponseFuture::rejected(self.shared.open_error(state), self.classifier.clone())
     }
 }
 
@@ -193,8 +152,8 @@ pub struct EndpointBreaker<S, C = DefaultClassifier> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
-    closed: Option<u32>,
-    permit: Option<Permit>,
+    /// Leave for the next call, taken by `poll_ready`.
+    admission: Admission,
     sleep: Option<Pin<Box<Sleep>>>,
     notified: Option<Pin<Box<OwnedNotified>>>,
 }
@@ -205,8 +164,7 @@ impl<S, C> EndpointBreaker<S, C> {
             inner,
             shared,
             classifier,
-            closed: None,
-            permit: None,
+            admission: Admission::default(),
             sleep: None,
             notified: None,
         }
@@ -255,74 +213,74 @@ where
     type Future = EndpointFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(generation) = self.shared.closed_generation() {
-            if self.permit.is_some() {
-                self.permit = None;
-            }
-            if self.notified.is_some() {
-                self.notified = None;
-            }
-            self.closed = Some(generation);
-            return self.inner.poll_ready(cx);
-        }
-        self.closed = None;
         loop {
-            // A permit taken by an earlier poll is kept while the breaker stays in the
-            // generation it was taken in; a permit just taken is used as it is, whatever
-            // happened to the breaker since (its outcome only counts in its generation), so
-            // that this loop ends as soon as a permit is had.
-            if matches!(&self.permit, Some(permit) if permit.is_current()) {
-                return self.inner.poll_ready(cx);
-            }
-            self.permit = None;
-            match self.shared.try_acquire() {
-                Ok(permit) => {
-                    self.permit = Some(permit);
-                    self.notified = None;
+            let rejection = match self.admission.poll(&self.shared) {
+                Ok(()) => {
+                    if self.notified.is_some() {
+                        self.notified = None;
+                    }
                     return self.inner.poll_ready(cx);
                 }
-                Err(rejection) => {
-                    // Register for state changes first, then look again, so that a change
-                    // between the refusal and the registration is not missed.
-                    if self.notified.is_none() {
-                        let notified = self.shared.notify.clone().notified_owned();
-                        self.notified = Some(Box::pin(notified));
-                        continue;
-                    }
-                    if let Some(at) = self.shared.retry_at(rejection) {
-                        let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
-                        if sleep.deadline() != at {
-                            sleep.as_mut().reset(at);
-                        }
-                        if sleep.as_mut().poll(cx).is_ready() {
-                            continue;
-                        }
-                    }
-                    let notified = self.notified.as_mut().expect("registered above");
-                    if notified.as_mut().poll(cx).is_ready() {
-                        self.notified = None;
-                        continue;
-                    }
-                    return Poll::Pending;
+                Err(rejection) => rejection,
+            };
+            // Register for state changes first, then look again, so that a change between
+            // the refusal and the registration is not missed.
+            if self.notified.is_none() {
+                let notified = self.shared.notify.clone().notified_owned();
+                self.notified = Some(Box::pin(notified));
+                continue;
+            }
+            if let Some(at) = self.shared.retry_at(rejection) {
+                let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    continue;
                 }
             }
+            let notified = self.notified.as_mut().expect("registered above");
+            if notified.as_mut().poll(cx).is_ready() {
+                self.notified = None;
+                continue;
+            }
+            return Poll::Pending;
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(generation) = self.closed.take() {
+        if let Some(generation) = self.admission.take_closed() {
             let future = self.inner.call(req);
-            return EndpointFuture::new(
-                future,
-                self.shared.closed_permit(generation),
-                self.classifier.clone(),
-            );
+            let permit = self.shared.closed_permit(generation);
+            return EndpointFuture::new(future, permit, self.classifier.clone());
         }
-        let mut permit = self
-            .permit
-            .take()
+        let permit = self
+            .admission
+            .take_permit()
             .expect("EndpointBreaker::call without poll_ready returning Ready first");
-        permit.start();
         EndpointFuture::new(self.inner.call(req), permit, self.classifier.clone())
+    }
+}
+
+impl<S: tower::load::Load, C> tower::load::Load for EndpointBreaker<S, C> {
+    type Metric = S::Metric;
+
+    /// The inner service's load: a balancer such as tower's p2c sees through the breaker.
+    fn load(&self) -> Self::Metric {
+        self.inner.load()
+    }
+}
+
+/// The inner service's weight and health: a weighted balancer sees through the breaker, so
+/// the breaker may wrap an endpoint that carries its weight (discovery's `InstanceEndpoint`,
+/// [`WithWeight`](crate::balance::WithWeight)) or be wrapped by it.
+#[cfg(feature = "balance")]
+impl<S: crate::balance::Weight, C> crate::balance::Weight for EndpointBreaker<S, C> {
+    fn weight(&self) -> u32 {
+        self.inner.weight()
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.inner.is_healthy()
     }
 }

@@ -1,8 +1,8 @@
-//! The shared breaker core: state machine, permits, counters and the handle.
+//! The shared breaker core: the state machine, its transitions and the outcomes it records.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -11,69 +11,16 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::classify::Outcome;
-use super::error::{Name, Open};
+use super::error::Open;
+use super::handle::{CounterSnapshot, State};
 use super::hooks::{Hooks, SlowCall, Transition};
+#[cfg(feature = "metrics")]
+use super::metrics::Metrics;
+use super::permit::Permit;
 use super::policy::{Policy, Window};
 use super::window::Outcomes;
 use super::word::{self, Word};
-
-/// The state of a circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
-    /// Calls pass and their outcomes are recorded.
-    Closed,
-    /// Calls are rejected (service level) or held back (endpoint level) until the open
-    /// duration has passed.
-    Open,
-    /// A limited number of probe calls pass; enough successes close the breaker, one failure
-    /// opens it again.
-    HalfOpen,
-    /// Set through the [`Handle`]: every call passes and nothing is recorded.
-    Disabled,
-    /// Set through the [`Handle`]: every call is rejected until the handle resets the breaker.
-    ForcedOpen,
-}
-
-impl State {
-    fn from_code(code: u8) -> State {
-        match code {
-            word::CLOSED => State::Closed,
-            word::OPEN => State::Open,
-            word::HALF_OPEN => State::HalfOpen,
-            word::DISABLED => State::Disabled,
-            _ => State::ForcedOpen,
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            State::Closed => word::CLOSED,
-            State::Open => word::OPEN,
-            State::HalfOpen => word::HALF_OPEN,
-            State::Disabled => word::DISABLED,
-            State::ForcedOpen => word::FORCED_OPEN,
-        }
-    }
-
-    /// A short lowercase name (`"closed"`, `"open"`, `"half_open"`, `"disabled"`,
-    /// `"forced_open"`), as used in tracing and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-            State::Disabled => "disabled",
-            State::ForcedOpen => "forced_open",
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::sync::lock;
 
 /// A refused call: the state that refused it and, for an open breaker, when it may half-open
 /// (nanoseconds since the breaker's base instant; 0 otherwise). Small and `Copy`, so that a
@@ -84,53 +31,27 @@ pub(crate) struct Rejection {
     until: u64,
 }
 
-/// The fields of a service-level [`Open`] error, kept in the response future until it is
-/// polled; the future reads them in place and builds the error straight into its output.
-#[derive(Debug)]
-pub(crate) struct OpenParts {
-    pub(crate) name: &'static str,
-    pub(crate) state: State,
-    pub(crate) base: Instant,
-    pub(crate) until: u64,
-}
-
-impl OpenParts {
-    #[inline]
-    pub(crate) fn open(&self) -> Open {
-        Open::new(Name::Static(self.name), self.state, self.base, self.until)
-    }
-}
-
 /// Configuration shared by every breaker a builder makes.
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) policy: Policy,
     pub(crate) hooks: Hooks,
-    pub(crate) name: Arc<str>,
+    /// The name given to the builder, if any (see [`Builder::name`](super::Builder::name)).
+    pub(crate) name: Option<Arc<str>>,
+    /// How many endpoint breakers have been numbered (made by `Layer::layer` outside
+    /// discovery): the next is named `<name>#<numbered + 1>`.
+    pub(crate) numbered: AtomicU64,
     pub(crate) seed: Option<u64>,
     /// Whether `metrics` counters are kept per call (feature `metrics`).
     #[cfg(feature = "metrics")]
     pub(crate) metrics: bool,
 }
 
-/// A snapshot of a breaker's counters, read through [`Handle::counters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CounterSnapshot {
-    /// Calls classified as successes.
-    pub successes: u64,
-    /// Calls classified as failures.
-    pub failures: u64,
-    /// Calls classified as ignored.
-    pub ignored: u64,
-    /// Calls rejected (service level) or readiness polls held back (endpoint level).
-    pub rejected: u64,
-    /// Calls at least as slow as the slow-call duration.
-    pub slow: u64,
-    /// State transitions.
-    pub transitions: u64,
-    /// The current run of consecutive failures in the closed state.
-    pub consecutive_failures: u32,
+impl Config {
+    /// The name of a breaker that has no other: the builder's, or `"breaker"`.
+    pub(crate) fn name_or_default(&self) -> Arc<str> {
+        self.name.clone().unwrap_or_else(|| Arc::from("breaker"))
+    }
 }
 
 struct Cold {
@@ -178,54 +99,19 @@ fn add(count: &AtomicU64) {
 #[derive(Debug)]
 struct Padded<T>(T);
 
-#[cfg(feature = "metrics")]
-#[derive(Debug)]
-struct Metrics {
-    success: metrics::Counter,
-    failure: metrics::Counter,
-    ignored: metrics::Counter,
-    rejected: metrics::Counter,
-    state: metrics::Gauge,
-}
-
-#[cfg(feature = "metrics")]
-impl Metrics {
-    fn new(name: &Arc<str>, on: bool) -> Self {
-        if !on {
-            return Metrics {
-                success: metrics::Counter::noop(),
-                failure: metrics::Counter::noop(),
-                ignored: metrics::Counter::noop(),
-                rejected: metrics::Counter::noop(),
-                state: metrics::Gauge::noop(),
-            };
-        }
-        let calls = |outcome: &'static str| metrics::counter!("tower_mesh_breaker_calls_total", "breaker" => name.to_string(), "outcome" => outcome);
-        Metrics {
-            success: calls("success"),
-            failure: calls("failure"),
-            ignored: calls("ignored"),
-            rejected: calls("rejected"),
-            state: metrics::gauge!("tower_mesh_breaker_state", "breaker" => name.to_string()),
-        }
-    }
-}
-
 /// The state one breaker shares, through an `Arc`, between its services, response futures
 /// and handles. Every call's permit holds a reference; the breaker is freed with the last.
 pub(crate) struct Shared {
     hot: Padded<Hot>,
     counts: Padded<Counts>,
     /// Whether calls are timed (a slow-call duration is set).
-    timed: bool,
+    pub(crate) timed: bool,
     transitions: AtomicU64,
     cold: Mutex<Cold>,
     window: Option<Mutex<Outcomes>>,
     pub(crate) notify: Arc<Notify>,
     config: Arc<Config>,
     name: Arc<str>,
-    /// The name, interned on the first service-level rejection.
-    static_name: OnceLock<&'static str>,
     base: Instant,
     #[cfg(feature = "metrics")]
     metrics: Metrics,
@@ -239,8 +125,6 @@ impl fmt::Debug for Shared {
             .finish_non_exhaustive()
     }
 }
-
-use crate::sync::lock;
 
 impl Shared {
     /// A new breaker, in the `Arc` its services, futures and handles share.
@@ -272,9 +156,13 @@ impl Shared {
             metrics: Metrics::new(&name, config.metrics),
             config,
             name,
-            static_name: OnceLock::new(),
             base: Instant::now(),
         }
+    }
+
+    /// The breaker's name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     #[inline]
@@ -286,7 +174,7 @@ impl Shared {
         State::from_code(self.hot.0.word.load().state())
     }
 
-    fn nanos(&self, at: Instant) -> u64 {
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -395,30 +283,21 @@ impl Shared {
         self.metrics.rejected.increment(1);
         let rejection = Rejection { state, until };
         if let Some(hook) = &self.config.hooks.on_rejected {
-            hook.on_rejected(&self.open(rejection, Name::Shared(self.name.clone())));
+            hook.on_rejected(&Open::new(self.name.clone(), state, self.base, until));
         }
         rejection
     }
 
-    /// The [`Open`] error for `rejection`, carrying `name`.
-    pub(crate) fn open(&self, rejection: Rejection, name: Name) -> Open {
-        Open::new(name, rejection.state, self.base, rejection.until)
-    }
-
-    /// What a service-level [`Open`] error for a call refused in `state` is made of (the
-    /// name interned once per breaker); an open breaker says when it may half-open.
+    /// The service-level [`Open`] error for a call refused in `state` (it shares the
+    /// breaker's name); an open breaker says when it may half-open.
     #[inline]
-    pub(crate) fn open_parts(&self, state: State) -> OpenParts {
-        OpenParts {
-            name: self.static_name.get_or_init(|| Name::interned(&self.name)),
-            state,
-            base: self.base,
-            until: if state == State::Open {
-                self.hot.0.open_until.load(Ordering::Acquire)
-            } else {
-                0
-            },
-        }
+    pub(crate) fn open_error(&self, state: State) -> Open {
+        let until = if state == State::Open {
+            self.hot.0.open_until.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        Open::new(self.name.clone(), state, self.base, until)
     }
 
     /// When an open breaker that refused a call may half-open.
@@ -429,7 +308,13 @@ impl Shared {
     /// Records a call's outcome. The common case (closed, consecutive failures only, no slow
     /// calls, a success with no failure run to reset) is one load and one `fetch_add`.
     #[inline]
-    fn complete(&self, generation: u32, probe: bool, outcome: Outcome, elapsed: Option<Duration>) {
+    pub(crate) fn complete(
+        &self,
+        generation: u32,
+        probe: bool,
+        outcome: Outcome,
+        elapsed: Option<Duration>,
+    ) {
         // A success that is not a probe, not timed and not windowed changes nothing but the
         // counters unless it ends a run of failures, whatever the state is now.
         if !probe
@@ -514,7 +399,7 @@ impl Shared {
     }
 
     #[cold]
-    fn release(&self, generation: u32) {
+    pub(crate) fn release(&self, generation: u32) {
         if self.hot.0.word.release_probe(generation) {
             self.notify.notify_waiters();
         }
@@ -579,7 +464,7 @@ impl Shared {
     }
 
     /// Moves to `to` from whatever state the breaker is in (the handle's operations).
-    fn force(&self, to: State) {
+    pub(crate) fn force(&self, to: State) {
         let (from, open_for) = {
             let mut cold = lock(&self.cold);
             let cur = self.hot.0.word.load();
@@ -628,16 +513,7 @@ impl Shared {
             tracing::info!(breaker = %self.name, %from, %to, "circuit breaker state changed");
         }
         #[cfg(feature = "metrics")]
-        if self.config.metrics {
-            metrics::counter!(
-                "tower_mesh_breaker_transitions_total",
-                "breaker" => self.name.to_string(),
-                "from" => from.as_str(),
-                "to" => to.as_str()
-            )
-            .increment(1);
-            self.metrics.state.set(f64::from(to.code()));
-        }
+        self.metrics.transition(&self.name, from, to);
         self.config
             .hooks
             .on_state_change
@@ -650,7 +526,7 @@ impl Shared {
         self.notify.notify_waiters();
     }
 
-    fn counters(&self) -> CounterSnapshot {
+    pub(crate) fn counters(&self) -> CounterSnapshot {
         CounterSnapshot {
             successes: self.counts.0.successes.load(Ordering::Relaxed),
             failures: self.counts.0.failures.load(Ordering::Relaxed),
@@ -660,170 +536,5 @@ impl Shared {
             transitions: self.transitions.load(Ordering::Relaxed),
             consecutive_failures: self.hot.0.consecutive.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Leave to make one call, taken from the breaker before calling the inner service.
-///
-/// It holds a reference to the breaker, so that the call's outcome can be recorded after the
-/// service that made it is gone. Completing it records the outcome; dropping it uncompleted (a
-/// cancelled call, or a service dropped after `poll_ready`) gives a half-open probe permit
-/// back.
-pub(crate) enum Permit {
-    /// A call admitted in `generation`.
-    Call {
-        shared: Arc<Shared>,
-        /// Nanoseconds since the breaker's base instant, plus one, when the call started;
-        /// zero if slow calls are not tracked.
-        start: u64,
-        generation: u32,
-        /// A half-open probe still holding its place (cleared once the outcome is recorded).
-        probe: bool,
-    },
-    /// Completed (or never taken): records nothing and releases nothing.
-    Done,
-}
-
-impl fmt::Debug for Permit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Permit::Call {
-                generation, probe, ..
-            } => f
-                .debug_struct("Permit")
-                .field("generation", generation)
-                .field("probe", probe)
-                .finish(),
-            Permit::Done => f.write_str("Permit(done)"),
-        }
-    }
-}
-
-impl Permit {
-    #[inline]
-    fn new(shared: Arc<Shared>, generation: u32, probe: bool) -> Self {
-        Permit::Call {
-            shared,
-            start: 0,
-            generation,
-            probe,
-        }
-    }
-
-    /// Whether the breaker is still in the generation this permit was taken in.
-    #[inline]
-    pub(crate) fn is_current(&self) -> bool {
-        match self {
-            Permit::Call {
-                shared, generation, ..
-            } => shared.is_current(*generation),
-            Permit::Done => false,
-        }
-    }
-
-    /// Starts the slow-call clock, if slow calls are tracked. Called when the call is made.
-    #[inline]
-    pub(crate) fn start(&mut self) {
-        if let Permit::Call { shared, start, .. } = self {
-            if shared.timed {
-                *start = shared.nanos(Instant::now()).saturating_add(1);
-            }
-        }
-    }
-
-    /// Records the call's outcome; the permit is done afterwards (and its reference to the
-    /// breaker dropped).
-    ///
-    /// Works in place (the permit's fields are read where they lie, not moved), which keeps
-    /// the closed-state path free of store-forwarding stalls.
-    #[inline(always)]
-    pub(crate) fn complete(&mut self, outcome: Outcome) {
-        if let Permit::Call {
-            shared,
-            start,
-            generation,
-            probe,
-        } = self
-        {
-            let elapsed = (*start != 0).then(|| {
-                Duration::from_nanos(shared.nanos(Instant::now()).saturating_sub(*start - 1))
-            });
-            shared.complete(*generation, *probe, outcome, elapsed);
-            *probe = false;
-            *self = Permit::Done;
-        }
-    }
-}
-
-impl Drop for Permit {
-    #[inline]
-    fn drop(&mut self) {
-        if let Permit::Call {
-            shared,
-            generation,
-            probe: true,
-            ..
-        } = self
-        {
-            shared.release(*generation);
-        }
-    }
-}
-
-/// A handle on a breaker: read its state and counters, force it open, disable it, reset it.
-///
-/// Cheap to clone; made by [`Builder::build_with_handle`](super::Builder::build_with_handle)
-/// for service-level breakers and [`EndpointBreaker::handle`](super::EndpointBreaker::handle)
-/// for endpoint breakers.
-#[derive(Clone)]
-pub struct Handle {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Handle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle")
-            .field("name", &self.shared.name)
-            .field("state", &self.state())
-            .finish()
-    }
-}
-
-impl Handle {
-    /// The breaker's name.
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    /// The current state. An open breaker reports [`State::Open`] until a call (or, at the
-    /// endpoint level, the readiness wake-up) finds the open duration over and half-opens it.
-    pub fn state(&self) -> State {
-        self.shared.state()
-    }
-
-    /// When an open breaker may half-open; `None` in every other state.
-    pub fn open_until(&self) -> Option<Instant> {
-        self.shared.open_until()
-    }
-
-    /// The breaker's counters.
-    pub fn counters(&self) -> CounterSnapshot {
-        self.shared.counters()
-    }
-
-    /// Forces the breaker open: every call is rejected until [`reset`](Self::reset).
-    pub fn force_open(&self) {
-        self.shared.force(State::ForcedOpen);
-    }
-
-    /// Disables the breaker: every call passes and nothing is recorded until
-    /// [`reset`](Self::reset).
-    pub fn disable(&self) {
-        self.shared.force(State::Disabled);
-    }
-
-    /// Closes the breaker and clears its failure counts, window and open-duration backoff.
-    pub fn reset(&self) {
-        self.shared.force(State::Closed);
     }
 }

@@ -122,10 +122,31 @@ where
 }
 
 /// A factory whose endpoints are wrapped in a layer; see [`MakeEndpoint::layered`].
+///
+/// The layer sees only the endpoint, through [`Layer::layer`]; while that call runs, an
+/// endpoint breaker layer (`breaker::EndpointBreakerLayer`, given here alone or inside another
+/// layer, such as a `ServiceBuilder` stack) learns the instance, and names the endpoint's
+/// breaker `<service>/<instance id>`.
 #[derive(Debug, Clone)]
 pub struct Layered<F, L> {
     inner: F,
     layer: L,
+}
+
+impl<F, L> Layered<F, L> {
+    /// Wraps `inner`, the endpoint made for `instance`, in the layer.
+    fn layer_for<S>(&self, instance: &Instance, inner: S) -> L::Service
+    where
+        L: Layer<S>,
+    {
+        #[cfg(feature = "breaker")]
+        return crate::breaker::making(instance, || self.layer.layer(inner));
+        #[cfg(not(feature = "breaker"))]
+        {
+            let _ = instance;
+            self.layer.layer(inner)
+        }
+    }
 }
 
 impl<F, L> MakeEndpoint for Layered<F, L>
@@ -136,12 +157,13 @@ where
     type Service = L::Service;
 
     fn make_endpoint(&mut self, instance: &Instance) -> Self::Service {
-        self.layer.layer(self.inner.make_endpoint(instance))
+        let inner = self.inner.make_endpoint(instance);
+        self.layer_for(instance, inner)
     }
 
     fn make_live_endpoint(&mut self, instance: &Instance) -> (Self::Service, Option<LiveHealth>) {
         let (inner, live) = self.inner.make_live_endpoint(instance);
-        (self.layer.layer(inner), live)
+        (self.layer_for(instance, inner), live)
     }
 }
 

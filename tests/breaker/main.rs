@@ -30,6 +30,9 @@ use tower_mesh::breaker::{
     CircuitBreakerLayer, EndpointBreakerLayer, Handle, HttpClassifier, State, Transition,
 };
 
+#[cfg(all(feature = "discover", feature = "balance"))]
+mod compose;
+
 const BACKENDS: usize = 5;
 const BAD: usize = 2;
 const THRESHOLD: u32 = 3;
