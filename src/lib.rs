@@ -53,6 +53,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod chain;
 pub mod instance;
 pub mod registry;
 mod sync;

@@ -36,17 +36,7 @@ use std::time::Duration;
 
 use crate::balance::BoxError;
 
-/// Walks `error` and its sources for a `T`.
-fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut cur = Some(error);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
-}
+use crate::chain::find;
 
 /// No endpoint became ready within the configured bound
 /// ([`Builder::no_endpoints_timeout`](super::Builder::no_endpoints_timeout)).
@@ -75,7 +65,8 @@ impl NoEndpoints {
     }
 
     /// Finds a `NoEndpoints` in `error` or its [`source`](StdError::source) chain: through
-    /// `Box<dyn Error>`, `Buffer`'s `ServiceError` and any error that keeps it as its source.
+    /// `Box<dyn Error>`, `Buffer`'s `ServiceError`, any error that keeps it as its source,
+    /// and the crate's transparent wrappers (a service-level breaker's `Error::Inner`).
     pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a NoEndpoints> {
         find(error)
     }

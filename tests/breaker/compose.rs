@@ -148,7 +148,7 @@ async fn balance_reads_weights_through_the_breaker_in_either_order() {
     drop(named.balance);
 
     let (heavy, light) = (start_backend().await, start_backend().await);
-    let endpoints = HttpEndpoints::<Empty<Bytes>>::new;
+    let endpoints = HttpEndpoints::with_body::<Empty<Bytes>>;
     // The breaker outside the weight wrapper: `EndpointBreaker` passes `Weight` on.
     through_balance(endpoints().weighted().layered(breaker()), &heavy, &light).await;
     // The breaker inside it: `InstanceEndpoint` carries the weight.
@@ -205,7 +205,7 @@ async fn tower_p2c_reads_load_through_the_breaker_in_either_order() {
     let pending = tower::layer::layer_fn(|endpoint| {
         PendingRequests::new(endpoint, CompleteOnResponse::default())
     });
-    let endpoints = || HttpEndpoints::<Empty<Bytes>>::new().layered(pending);
+    let endpoints = || HttpEndpoints::with_body::<Empty<Bytes>>().layered(pending);
     through_p2c(endpoints().weighted().layered(breaker()), &heavy, &light).await;
     through_p2c(endpoints().layered(breaker()).weighted(), &heavy, &light).await;
 }
@@ -224,7 +224,9 @@ struct Client {
 }
 
 fn client(registry: MemoryRegistry) -> Client {
-    let endpoints = HttpEndpoints::new().weighted().layered(breaker());
+    let endpoints = HttpEndpoints::with_body::<Empty<Bytes>>()
+        .weighted()
+        .layered(breaker());
     let discover = RegistryDiscover::new(registry, "orders", endpoints).spawn();
     Client {
         balance: BalanceLayer::new(tower_mesh::balance::Weighted::new()).build(discover),
