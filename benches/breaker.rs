@@ -345,31 +345,24 @@ fn report() {
         drive_failsafe(&cb, false);
     }
     assert!(!drive(&mut svc, true) && !drive_failsafe(&cb, true), "open");
-    let mut best = [f64::MAX; 2];
-    for _ in 0..BURSTS {
-        best[0] = best[0].min(per_call(CALLS, || {
-            black_box(drive(&mut svc, black_box(true)));
-        }));
-        best[1] = best[1].min(per_call(CALLS, || {
-            black_box(drive_failsafe(&cb, black_box(true)));
-        }));
-    }
-    line("open_reject", best[0], best[1]);
+    let mut rejections = |name: &str| {
+        let mut best = [f64::MAX; 2];
+        for _ in 0..BURSTS {
+            best[0] = best[0].min(per_call(CALLS, || {
+                black_box(drive(&mut svc, black_box(true)));
+            }));
+            best[1] = best[1].min(per_call(CALLS, || {
+                black_box(drive_failsafe(&cb, black_box(true)));
+            }));
+        }
+        line(name, best[0], best[1]);
+    };
+    rejections("open_reject");
     drop(_guard);
-
     // The same outside any runtime: tokio's `Instant::now` is then the system clock with
     // no mock-clock mutex (the `test-util` feature that dev-dependencies turn on puts one
     // in front of it inside a runtime; production builds have none).
-    let mut best = [f64::MAX; 2];
-    for _ in 0..BURSTS {
-        best[0] = best[0].min(per_call(CALLS, || {
-            black_box(drive(&mut svc, black_box(true)));
-        }));
-        best[1] = best[1].min(per_call(CALLS, || {
-            black_box(drive_failsafe(&cb, black_box(true)));
-        }));
-    }
-    line("open_reject_outside_runtime", best[0], best[1]);
+    rejections("open_reject_outside_runtime");
 
     let (svc, cb) = (ours(), failsafe_cb());
     let mut best = [f64::MAX; 2];
