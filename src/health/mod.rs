@@ -7,3 +7,9 @@
 //! let stack = ServiceBuilder::new();
 //! # let _ = stack;
 //! ```
+
+mod self_registration;
+pub use self::self_registration::{
+    SelfRegistration, SelfRegistrationBuilder, SelfRegistrationError, SelfRegistrationState,
+    SelfRegistrationStatus,
+};
