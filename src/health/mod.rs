@@ -7,3 +7,6 @@
 //! let stack = ServiceBuilder::new();
 //! # let _ = stack;
 //! ```
+
+pub mod report;
+pub use self::report::{service_health, ServiceHealth};
