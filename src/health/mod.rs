@@ -8,8 +8,10 @@
 //! # let _ = stack;
 //! ```
 
+pub mod report;
 mod self_registration;
 pub use self::self_registration::{
     SelfRegistration, SelfRegistrationBuilder, SelfRegistrationError, SelfRegistrationState,
     SelfRegistrationStatus,
 };
+pub use self::report::{service_health, ServiceHealth};

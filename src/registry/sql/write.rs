@@ -4,8 +4,8 @@
 use sqlx::{Executor, Row};
 
 use super::SqlRegistry;
-use crate::instance::{Health, InstanceId, ServiceName};
-use crate::registry::{Error, Registration, Revision};
+use crate::instance::{InstanceId, ServiceName};
+use crate::registry::{Error, HealthUpdate, Registration, Revision};
 
 pub(super) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
@@ -155,12 +155,18 @@ impl SqlRegistry {
         &self,
         service: &ServiceName,
         id: &InstanceId,
-        health: Health,
+        update: HealthUpdate,
     ) -> Result<Revision, Error> {
         let set_health = &self.shared.statements.set_health;
+        let health = update.health();
+        let last = update.into_last_check();
+        let at = last.as_ref().map(|l| l.checked_at_ms());
+        let output = last.map(|l| l.output().to_owned());
         self.change("set_health", Logged::Put, |rev| {
             sqlx::query(set_health)
                 .bind(health.as_str())
+                .bind(output)
+                .bind(at)
                 .bind(rev)
                 .bind(service.as_str().to_owned())
                 .bind(id.as_str().to_owned())
@@ -281,11 +287,16 @@ impl SqlRegistry {
     }
 }
 
-/// Binds the instance columns up to `expires_at_ms` (thirteen parameters: the lease deadline is
+/// Binds the instance columns up to `expires_at_ms` (sixteen parameters: the lease deadline is
 /// `ttl + lease time`, see [`SqlRegistry::lease_time`]).
 fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQuery<'q> {
     let i = &reg.instance;
     let metadata = serde_json::to_string(i.metadata()).unwrap_or_default();
+    // A validated check always serializes: every field is a plain number or string.
+    let check = i
+        .check()
+        .map(|c| serde_json::to_string(c).unwrap_or_default());
+    let last = i.last_check();
     let ttl = reg.ttl_ms();
     query
         .bind(i.service().as_str().to_owned())
@@ -298,6 +309,9 @@ fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQu
         .bind(i.zone().map(str::to_owned))
         .bind(metadata)
         .bind(i.health().as_str())
+        .bind(check)
+        .bind(last.map(|l| l.output().to_owned()))
+        .bind(last.map(|l| l.checked_at_ms()))
         .bind(ttl)
         .bind(ttl)
         .bind(now)
