@@ -2,16 +2,46 @@
 //! self-registration guard for a service process, and passive outlier detection fed by real
 //! traffic (feature `health`; the gRPC check also needs `tonic`).
 //!
+//! * [`SelfRegistration`] keeps a service process's own instance registered: a TTL lease,
+//!   heartbeats, retries through registry outages, registration again after being reaped,
+//!   and deregistration first on shutdown.
+//! * An instance declares its check ([`Check`](crate::instance::Check)) when it registers;
+//!   every process sees it, and [`report::service_health`] reports a service's instances by
+//!   status with each one's last check output and time.
+//!
 //! ```
+//! use std::time::Duration;
 //! use tower::ServiceBuilder;
-//! let stack = ServiceBuilder::new();
-//! # let _ = stack;
+//! use tower_mesh::health::{service_health, SelfRegistration};
+//! use tower_mesh::instance::{Check, Instance};
+//! use tower_mesh::registry::MemoryRegistry;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = MemoryRegistry::new();
+//! let me = Instance::builder("orders", "orders-1")
+//!     .host("127.0.0.1")
+//!     .port(8080)
+//!     .check(Check::http("/healthz").interval(Duration::from_secs(5)).build()?)
+//!     .build()?;
+//! let guard = SelfRegistration::builder(me)
+//!     .ttl(Duration::from_secs(10))
+//!     .spawn(registry.clone())?;
+//! guard.registered().await;
+//! let health = service_health(&registry, &"orders".parse()?, ()).await?;
+//! println!("{health:?}");
+//! // Callers reach the service through a tower stack as usual.
+//! let stack = ServiceBuilder::new().buffer::<http::Request<String>>(64);
+//! # drop(stack);
+//! guard.shutdown().await?; // deregisters first
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod report;
 mod self_registration;
+pub use self::report::{service_health, ServiceHealth};
 pub use self::self_registration::{
     SelfRegistration, SelfRegistrationBuilder, SelfRegistrationError, SelfRegistrationState,
     SelfRegistrationStatus,
 };
-pub use self::report::{service_health, ServiceHealth};
