@@ -108,6 +108,9 @@ pub use self::layer::{Builder, CircuitBreakerLayer, EndpointBreakerLayer};
 pub use self::policy::Window;
 pub use self::service::{CircuitBreaker, EndpointBreaker};
 pub use self::state::{CounterSnapshot, Handle, State};
+// For outlier detection (`health`), which reuses the classifiers with a recorder of its own.
+#[cfg(feature = "health")]
+pub(crate) use self::state::{Permit, Record};
 
 #[cfg(all(test, not(loom)))]
 mod model_tests;
