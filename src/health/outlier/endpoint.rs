@@ -27,9 +27,9 @@ fn halves(word: u64) -> (u32, u32) {
 pub(crate) struct Endpoint<K> {
     pub(crate) key: K,
     detector: Weak<Detector<K>>,
-    /// This interval's successes (low half) and failures (high half); taken by the detector
-    /// at each evaluation.
-    calls: AtomicU64,
+    /// This interval's successes and failures; taken by the detector at each evaluation.
+    successes: AtomicU64,
+    failures: AtomicU64,
     /// The current runs of failures (low half) and gateway failures (high half).
     consecutive: AtomicU64,
     /// While ejected, when the endpoint returns (nanoseconds since the detector's base
@@ -57,7 +57,8 @@ impl<K> Endpoint<K> {
         Endpoint {
             key,
             detector,
-            calls: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             consecutive: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
             waker: AtomicWaker::new(),
@@ -73,8 +74,10 @@ impl<K> Endpoint<K> {
 
     /// Takes this interval's counts: (successes, failures).
     pub(crate) fn take_calls(&self) -> (u64, u64) {
-        let (successes, failures) = halves(self.calls.swap(0, Ordering::Relaxed));
-        (u64::from(successes), u64::from(failures))
+        (
+            self.successes.swap(0, Ordering::Relaxed),
+            self.failures.swap(0, Ordering::Relaxed),
+        )
     }
 
     /// Ends the runs of failures (on return from an ejection).
@@ -92,7 +95,7 @@ where
     /// trips once) hands the endpoint to the detector.
     #[inline(never)]
     fn failure(&self, gateway: bool) {
-        self.calls.fetch_add(1 << 32, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
         let step = |run: u64| {
             let (five, gw) = halves(run);
             let gw = if gateway { gw.saturating_add(1) } else { 0 };
@@ -129,7 +132,7 @@ where
     fn record(&self, outcome: Outcome, tag: u8) {
         match outcome {
             Outcome::Success => {
-                self.calls.fetch_add(1, Ordering::Relaxed);
+                self.successes.fetch_add(1, Ordering::Relaxed);
                 if self.consecutive.load(Ordering::Relaxed) != 0 {
                     self.consecutive.store(0, Ordering::Relaxed);
                 }
