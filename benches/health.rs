@@ -116,13 +116,17 @@ fn outlier() -> (OutlierEndpoint<Inner, u32>, Worker<u32>) {
 fn outlier_record(c: &mut Criterion) {
     let mut g = c.benchmark_group("outlier_record");
     let mut bare = Inner;
-    g.bench_function("bare_inner", |b| b.iter(|| drive(&mut bare, black_box(true))));
+    g.bench_function("bare_inner", |b| {
+        b.iter(|| drive(&mut bare, black_box(true)))
+    });
     let mut endpoint_breaker = breaker();
     g.bench_function("endpoint_breaker", |b| {
         b.iter(|| drive(&mut endpoint_breaker, black_box(true)))
     });
     let (mut endpoint, _worker) = outlier();
-    g.bench_function("outlier", |b| b.iter(|| drive(&mut endpoint, black_box(true))));
+    g.bench_function("outlier", |b| {
+        b.iter(|| drive(&mut endpoint, black_box(true)))
+    });
     // A failure: counted, and the runs extended (the default threshold is reached once,
     // then the run only grows; the cap leaves the single endpoint in).
     let (mut failing, _worker) = outlier();

@@ -6,6 +6,8 @@
 //! sleeps, and no assertion reads the wall clock.
 
 mod ejection;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod rules;
 mod stack;
 

@@ -334,9 +334,9 @@ impl<C, G, H> Builder<C, G, H> {
         self
     }
 
-    /// How many endpoints must have [`success_rate_request_volume`]
-    /// (Self::success_rate_request_volume) requests in an interval for the success-rate rule
-    /// to be evaluated (default 5).
+    /// How many endpoints must have
+    /// [`success_rate_request_volume`](Self::success_rate_request_volume) requests in an
+    /// interval for the success-rate rule to be evaluated (default 5).
     pub fn success_rate_minimum_hosts(mut self, n: u32) -> Self {
         self.policy
             .success_rate
@@ -384,9 +384,9 @@ impl<C, G, H> Builder<C, G, H> {
         self
     }
 
-    /// How many endpoints must have [`failure_percentage_request_volume`]
-    /// (Self::failure_percentage_request_volume) requests in an interval for the
-    /// failure-percentage rule to be evaluated (default 5).
+    /// How many endpoints must have
+    /// [`failure_percentage_request_volume`](Self::failure_percentage_request_volume)
+    /// requests in an interval for the failure-percentage rule to be evaluated (default 5).
     pub fn failure_percentage_minimum_hosts(mut self, n: u32) -> Self {
         self.policy
             .failure_percentage

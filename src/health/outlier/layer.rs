@@ -21,8 +21,8 @@ use super::service::OutlierEndpoint;
 /// Made by [`Builder::build`] (which spawns the detector's [`Worker`](super::Worker)); every
 /// endpoint it wraps shares the one detector, which is what the success-rate rule and the
 /// ejection cap compare across. Endpoints are known by a key `K`: the discovery key when the
-/// layer wraps a [`Discover`](tower::discover::Discover) stream ([`Layer`], [`discover`]
-/// (Self::discover)), the instance id when it wraps an endpoint factory
+/// layer wraps a [`Discover`](tower::discover::Discover) stream ([`Layer`],
+/// [`discover`](Self::discover)), the instance id when it wraps an endpoint factory
 /// ([`endpoints`](Self::endpoints)), or any key given to [`layer_keyed`](Self::layer_keyed).
 /// Services for the same key share its state; it is released when the last one is dropped.
 ///

@@ -22,7 +22,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// Every rule, in the order of [`index`](Self::index).
+    /// Every rule.
     pub const ALL: [Rule; 4] = [
         Rule::Consecutive5xx,
         Rule::ConsecutiveGatewayFailure,

@@ -109,6 +109,11 @@ where
             }
             if detector.now() >= until {
                 detector.return_if_due(endpoint);
+                if endpoint.ejected_until.load(Ordering::Acquire) == until {
+                    // Not returned (it cannot happen while this service holds the endpoint's
+                    // place); its time is over, so it takes the call rather than spin.
+                    return self.inner.poll_ready(cx);
+                }
             } else {
                 let at = detector.instant(until);
                 let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
