@@ -265,3 +265,30 @@ async fn enforcing_zero_is_a_dry_run() {
     assert!(handle.ejected().is_empty());
     assert!(is_ready(&mut svcs[4]), "a dry run leaves the endpoint in");
 }
+
+/// A partial enforcing percentage ejects about that share of the outliers found (seeded).
+#[tokio::test(start_paused = true)]
+async fn partial_enforcing_ejects_about_that_share() {
+    let layer = OutlierLayer::builder()
+        .consecutive_5xx(1)
+        .enforcing_consecutive_5xx(30)
+        .max_ejection_percent(100)
+        .seed(7)
+        .build::<usize>()
+        .unwrap();
+    let handle = layer.handle();
+    let backend = Backend::new();
+    backend.answer(0);
+    let mut svcs: Vec<_> = (0..1_000)
+        .map(|i| layer.layer_keyed(backend.clone(), i))
+        .collect();
+    for svc in &mut svcs {
+        calls(svc, 1).await;
+    }
+    let counters = handle.counters();
+    let ejected = counters.enforced.get(Rule::Consecutive5xx);
+    assert_eq!(counters.detected.get(Rule::Consecutive5xx), 1_000);
+    assert_eq!(counters.not_enforced + ejected, 1_000);
+    assert!((250..=350).contains(&ejected), "{ejected} of 1,000 at 30%");
+    assert_eq!(handle.ejected().len() as u64, ejected);
+}

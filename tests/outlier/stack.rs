@@ -295,3 +295,34 @@ async fn publishing_leaves_critical_instances_alone() {
     }
     assert_eq!(health_of(&registry, &x).await, Health::Critical);
 }
+
+/// tower's own p2c balancer over pending-requests load: the outlier endpoint carries the load
+/// of what it wraps, and an ejected endpoint is skipped as not ready.
+#[tokio::test(start_paused = true)]
+async fn tower_p2c_over_pending_requests_routes_around_an_ejected_endpoint() {
+    use tower::load::{CompleteOnResponse, PendingRequests};
+
+    let outlier = OutlierLayer::builder()
+        .consecutive_5xx(3)
+        .max_ejection_percent(50)
+        .build::<usize>()
+        .unwrap();
+    let backends: Vec<Backend> = (0..4).map(|_| Backend::new()).collect();
+    let endpoints: Vec<_> = backends
+        .iter()
+        .map(|b| PendingRequests::new(b.clone(), CompleteOnResponse::default()))
+        .collect();
+    let balance = tower::balance::p2c::Balance::new(outlier.discover(ServiceList::new(endpoints)));
+    let client = Buffer::new(balance, 16);
+    backends[0].answer(0);
+    for _ in 0..200 {
+        let _ = client.clone().oneshot(()).await;
+    }
+    assert_eq!(
+        backends[0].served(),
+        3,
+        "ejected on its third failure in a row"
+    );
+    assert!(outlier.handle().is_ejected(&0));
+    assert_eq!(backends.iter().map(Backend::served).sum::<usize>(), 200);
+}
