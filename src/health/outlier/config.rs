@@ -490,7 +490,9 @@ impl<C, G, H> Builder<C, G, H> {
 
     /// Validates the settings and makes the layer and its detector, and its [`Worker`] to
     /// run on an executor of your choice (it evaluates the interval rules and returns
-    /// endpoints; it ends once the layer, every endpoint and every handle are dropped).
+    /// endpoints; it ends once the layer, every endpoint and every handle are dropped). Run
+    /// it: without it the success-rate and failure-percentage rules never run, ejection counts
+    /// never decay, and an ejected endpoint returns only when it is polled.
     #[allow(clippy::type_complexity)] // tower's `pair()` shape: (service, worker)
     pub fn build_pair<K>(self) -> Result<(OutlierLayer<K, C, G>, Worker<K>), BuildError>
     where
