@@ -110,7 +110,7 @@ pub use self::service::{CircuitBreaker, EndpointBreaker};
 pub use self::state::{CounterSnapshot, Handle, State};
 // For outlier detection (`health`), which reuses the classifiers with a recorder of its own.
 #[cfg(feature = "health")]
-pub(crate) use self::state::{Permit, Record};
+pub(crate) use self::classify::{External, Record};
 
 #[cfg(all(test, not(loom)))]
 mod model_tests;

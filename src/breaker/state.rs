@@ -680,17 +680,8 @@ pub(crate) enum Permit {
         /// A half-open probe still holding its place (cleared once the outcome is recorded).
         probe: bool,
     },
-    /// A call whose outcome goes to another recorder than a breaker (outlier detection
-    /// reuses the classifiers this way); `tag` is the recorder's own.
-    External { sink: Arc<dyn Record>, tag: u8 },
     /// Completed (or never taken): records nothing and releases nothing.
     Done,
-}
-
-/// Where an [`Permit::External`] reports its call's outcome.
-pub(crate) trait Record: Send + Sync {
-    /// Records one call's outcome, with the tag its permit was given.
-    fn record(&self, outcome: Outcome, tag: u8);
 }
 
 impl fmt::Debug for Permit {
@@ -703,9 +694,6 @@ impl fmt::Debug for Permit {
                 .field("generation", generation)
                 .field("probe", probe)
                 .finish(),
-            Permit::External { tag, .. } => {
-                f.debug_struct("Permit").field("external", tag).finish()
-            }
             Permit::Done => f.write_str("Permit(done)"),
         }
     }
@@ -722,22 +710,6 @@ impl Permit {
         }
     }
 
-    /// A permit that reports its call's outcome to `sink`, with `tag`.
-    #[inline]
-    #[cfg_attr(not(feature = "health"), allow(dead_code))]
-    pub(crate) fn external(sink: Arc<dyn Record>, tag: u8) -> Self {
-        Permit::External { sink, tag }
-    }
-
-    /// Sets the tag of an external permit (no effect on a breaker's).
-    #[inline]
-    #[cfg_attr(not(feature = "health"), allow(dead_code))]
-    pub(crate) fn set_tag(&mut self, to: u8) {
-        if let Permit::External { tag, .. } = self {
-            *tag = to;
-        }
-    }
-
     /// Whether the breaker is still in the generation this permit was taken in.
     #[inline]
     pub(crate) fn is_current(&self) -> bool {
@@ -745,7 +717,7 @@ impl Permit {
             Permit::Call {
                 shared, generation, ..
             } => shared.is_current(*generation),
-            Permit::External { .. } | Permit::Done => false,
+            Permit::Done => false,
         }
     }
 
@@ -778,9 +750,6 @@ impl Permit {
             });
             shared.complete(*generation, *probe, outcome, elapsed);
             *probe = false;
-            *self = Permit::Done;
-        } else if let Permit::External { sink, tag } = self {
-            sink.record(outcome, *tag);
             *self = Permit::Done;
         }
     }

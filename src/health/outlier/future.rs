@@ -23,7 +23,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::breaker::{Classify, Done, Permit};
+use crate::breaker::{Classify, Done, External};
 
 use super::endpoint::GATEWAY;
 use super::gateway::ClassifyGateway;
@@ -36,7 +36,7 @@ pin_project! {
     pub struct ResponseFuture<F, C, G> {
         #[pin]
         future: F,
-        permit: Permit,
+        permit: External,
         classifier: C,
         gateway: G,
     }
@@ -44,7 +44,7 @@ pin_project! {
 
 impl<F, C, G> ResponseFuture<F, C, G> {
     #[inline]
-    pub(crate) fn new(future: F, permit: Permit, classifier: C, gateway: G) -> Self {
+    pub(crate) fn new(future: F, permit: External, classifier: C, gateway: G) -> Self {
         ResponseFuture {
             future,
             permit,
@@ -79,6 +79,9 @@ where
         if this.gateway.is_gateway_failure(&result) {
             this.permit.set_tag(GATEWAY);
         }
-        Poll::Ready(this.classifier.classify(result, Done::new(this.permit)))
+        Poll::Ready(
+            this.classifier
+                .classify(result, Done::external(this.permit)),
+        )
     }
 }

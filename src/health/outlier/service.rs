@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tokio::time::{sleep_until, Sleep};
 use tower_service::Service;
 
-use crate::breaker::{Classify, DefaultClassifier, Permit};
+use crate::breaker::{Classify, DefaultClassifier, External};
 
 use super::endpoint::Membership;
 use super::future::ResponseFuture;
@@ -182,7 +182,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let permit = Permit::external(self.member.endpoint.clone(), 0);
+        let permit = External::new(self.member.endpoint.clone());
         ResponseFuture::new(
             self.inner.call(req),
             permit,
