@@ -140,33 +140,65 @@ impl<Res, E> Classify<Res, E> for DefaultClassifier {
 /// [`defer`](Self::defer) returns. Dropping it unused leaves the call uncounted (a half-open
 /// probe gives its permit back).
 pub struct Done<'a> {
-    permit: &'a mut Permit,
+    sink: Sink<'a>,
+}
+
+/// What a [`Done`] reports to: a breaker's permit, or another recorder (outlier detection
+/// reuses the classifiers this way). Kept out of [`Permit`], whose layout the breaker's
+/// closed-call path is tuned to; a `Done` lives only inside one `classify` call, so the
+/// breaker's own path sees a variant known at compile time.
+enum Sink<'a> {
+    Breaker(&'a mut Permit),
+    #[cfg_attr(not(feature = "health"), allow(dead_code))]
+    External(&'a mut External),
 }
 
 impl<'a> Done<'a> {
     #[inline]
     pub(crate) fn new(permit: &'a mut Permit) -> Self {
-        Done { permit }
+        Done {
+            sink: Sink::Breaker(permit),
+        }
+    }
+
+    /// A `Done` reporting to another recorder than a breaker.
+    #[inline]
+    #[cfg_attr(not(feature = "health"), allow(dead_code))]
+    pub(crate) fn external(external: &'a mut External) -> Self {
+        Done {
+            sink: Sink::External(external),
+        }
     }
 
     /// Records the outcome now.
     #[inline]
     pub fn complete(self, outcome: Outcome) {
-        self.permit.complete(outcome);
+        match self.sink {
+            Sink::Breaker(permit) => permit.complete(outcome),
+            Sink::External(external) => external.complete(outcome),
+        }
     }
 
     /// Takes the call's permit along, to record the outcome once the response has been
     /// consumed.
     pub fn defer(self) -> Deferred {
         Deferred {
-            permit: std::mem::replace(self.permit, Permit::Done),
+            inner: match self.sink {
+                Sink::Breaker(permit) => {
+                    DeferredSink::Breaker(std::mem::replace(permit, Permit::Done))
+                }
+                Sink::External(external) => DeferredSink::External(std::mem::take(external)),
+            },
         }
     }
 }
 
 impl fmt::Debug for Done<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Done").field("permit", self.permit).finish()
+        match &self.sink {
+            Sink::Breaker(permit) => f.debug_struct("Done").field("permit", permit).finish(),
+            Sink::External(external) => f.debug_struct("Done").field("external", external).finish(),
+        }
     }
 }
 
@@ -174,13 +206,71 @@ impl fmt::Debug for Done<'_> {
 /// (a half-open probe gives its permit back).
 #[derive(Debug)]
 pub struct Deferred {
-    permit: Permit,
+    inner: DeferredSink,
+}
+
+#[derive(Debug)]
+enum DeferredSink {
+    Breaker(Permit),
+    External(External),
 }
 
 impl Deferred {
     /// Records the outcome.
-    pub fn complete(mut self, outcome: Outcome) {
-        self.permit.complete(outcome);
+    pub fn complete(self, outcome: Outcome) {
+        match self.inner {
+            DeferredSink::Breaker(mut permit) => permit.complete(outcome),
+            DeferredSink::External(mut external) => external.complete(outcome),
+        }
+    }
+}
+
+/// Where an [`External`] permit reports its call's outcome.
+pub(crate) trait Record: Send + Sync {
+    /// Records one call's outcome, with the tag its permit was given.
+    fn record(&self, outcome: Outcome, tag: u8);
+}
+
+/// A call's permit for another recorder than a breaker: reports the outcome to its
+/// [`Record`] once, with a tag of the recorder's own; records nothing if dropped unused.
+#[derive(Default)]
+pub(crate) struct External {
+    sink: Option<std::sync::Arc<dyn Record>>,
+    tag: u8,
+}
+
+impl fmt::Debug for External {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("External")
+            .field("pending", &self.sink.is_some())
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
+#[cfg_attr(not(feature = "health"), allow(dead_code))]
+impl External {
+    /// A permit reporting to `sink`, with tag 0.
+    #[inline]
+    pub(crate) fn new(sink: std::sync::Arc<dyn Record>) -> Self {
+        External {
+            sink: Some(sink),
+            tag: 0,
+        }
+    }
+
+    /// Sets the tag the outcome is reported with.
+    #[inline]
+    pub(crate) fn set_tag(&mut self, tag: u8) {
+        self.tag = tag;
+    }
+
+    /// Reports the outcome (once; later calls do nothing).
+    #[inline]
+    pub(crate) fn complete(&mut self, outcome: Outcome) {
+        if let Some(sink) = self.sink.take() {
+            sink.record(outcome, self.tag);
+        }
     }
 }
 

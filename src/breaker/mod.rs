@@ -174,6 +174,10 @@ pub type GrpcCircuitBreakerLayer = CircuitBreakerLayer<GrpcClassifier>;
 /// The [`CircuitBreaker`] a [`GrpcCircuitBreakerLayer`] makes around a service `S`.
 pub type GrpcCircuitBreaker<S> = CircuitBreaker<S, GrpcClassifier>;
 
+// For outlier detection (`health`), which reuses the classifiers with a recorder of its own.
+#[cfg(feature = "health")]
+pub(crate) use self::classify::{External, Record};
+
 #[cfg(all(test, not(loom)))]
 mod model_tests;
 #[cfg(all(test, not(loom)))]

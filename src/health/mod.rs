@@ -2,12 +2,56 @@
 //! self-registration guard for a service process, and passive outlier detection fed by real
 //! traffic (feature `health`; the gRPC check also needs `tonic`).
 //!
+//! # Parts
+//!
+//! * [`outlier`]: passive outlier detection (Envoy's semantics): consecutive failures,
+//!   consecutive gateway failures, success rate and failure percentage, with growing
+//!   ejection times, a cap on the share ejected, dry runs, and optional publication of
+//!   ejections to the registry.
 //! * [`SelfRegistration`] keeps a service process's own instance registered: a TTL lease,
 //!   heartbeats, retries through registry outages, registration again after being reaped,
 //!   and deregistration first on shutdown.
 //! * An instance declares its check ([`Check`](crate::instance::Check)) when it registers;
-//!   every process sees it, and [`report::service_health`] reports a service's instances by
-//!   status with each one's last check output and time.
+//!   every process sees it, and [`service_health`] reports a service's instances by status
+//!   with each one's last check output and time.
+//!
+//! Passive detection, in a client's stack:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//! use tower_mesh::balance::{BalanceLayer, P2c};
+//! use tower_mesh::breaker::HttpClassifier;
+//! use tower_mesh::discover::{HttpEndpoints, MakeEndpoint, RegistryDiscover};
+//! use tower_mesh::health::outlier::{HttpGateway, OutlierLayer, PublishToRegistry};
+//! use tower_mesh::instance::InstanceId;
+//! use tower_mesh::registry::MemoryRegistry;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = MemoryRegistry::new();
+//! // 5xx and gateway failures of real traffic eject an instance of "orders" from this
+//! // process's balancer, and the ejection is published to the registry as `Warning`.
+//! let outlier = OutlierLayer::builder()
+//!     .name("orders")
+//!     .classifier(HttpClassifier::server_errors())
+//!     .gateway(HttpGateway)
+//!     .enforcing_consecutive_gateway_failure(100)
+//!     .on_ejection(PublishToRegistry::new(registry.clone(), "orders".parse()?))
+//!     .build::<InstanceId>()?;
+//! let endpoints = outlier.endpoints(HttpEndpoints::new()).weighted();
+//! let discover = RegistryDiscover::new(registry, "orders", endpoints).spawn();
+//! let client = ServiceBuilder::new()
+//!     .buffer(1024)
+//!     .timeout(Duration::from_secs(2))
+//!     .layer(BalanceLayer::new(P2c::pending_requests()))
+//!     .service(discover);
+//! # drop(client);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A service registering itself with a declared check, and the service's health report:
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,6 +82,7 @@
 //! # }
 //! ```
 
+pub mod outlier;
 pub mod report;
 mod self_registration;
 pub use self::report::{service_health, ServiceHealth};
