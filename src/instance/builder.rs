@@ -10,13 +10,14 @@ use super::validate::{
     check_weight, check_zone, validate_host, validate_metadata, validate_version,
 };
 use super::{
-    Field, Health, Instance, InstanceId, InvalidInput, Scheme, ServiceName, DEFAULT_WEIGHT,
+    Check, Field, Health, Instance, InstanceId, InvalidInput, LastCheck, Scheme, ServiceName,
+    DEFAULT_WEIGHT,
 };
 
 impl Instance {
     /// Starts building an instance of `service` with id `id`. Defaults: host `127.0.0.1`,
     /// no port (required), scheme `http`, version `0.0.0`, weight 100, no zone, no metadata,
-    /// health `passing`.
+    /// health `passing`, no health check.
     pub fn builder(service: impl Into<String>, id: impl Into<String>) -> InstanceBuilder {
         InstanceBuilder {
             service: service.into(),
@@ -29,6 +30,8 @@ impl Instance {
             zone: None,
             metadata: BTreeMap::new(),
             health: Health::Passing,
+            check: None,
+            last_check: None,
         }
     }
 
@@ -45,6 +48,8 @@ impl Instance {
             zone: self.inner.zone.as_deref().map(str::to_owned),
             metadata: self.inner.metadata.clone(),
             health: self.inner.health,
+            check: self.inner.check.clone(),
+            last_check: self.inner.last_check.clone(),
         }
     }
 }
@@ -71,6 +76,10 @@ pub struct InstanceBuilder {
     metadata: BTreeMap<String, String>,
     #[serde(default)]
     health: Health,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<Check>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_check: Option<LastCheck>,
 }
 
 fn default_version() -> String {
@@ -137,6 +146,18 @@ impl InstanceBuilder {
         self
     }
 
+    /// Declares a health check (validated when it was built): see [`Check`].
+    pub fn check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// Removes the health check.
+    pub fn no_check(mut self) -> Self {
+        self.check = None;
+        self
+    }
+
     /// Validates every field and builds the instance.
     pub fn build(self) -> Result<Instance, InvalidInput> {
         let service = ServiceName::new(&self.service).map_err(|e| e.for_instance(&self.id))?;
@@ -174,6 +195,8 @@ impl InstanceBuilder {
                 zone: self.zone,
                 metadata: self.metadata,
                 health: self.health,
+                check: self.check,
+                last_check: self.last_check,
             }),
         })
     }

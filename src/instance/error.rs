@@ -30,6 +30,32 @@ pub enum Field {
     Ttl,
     /// An endpoint URL of a [`Microservice`](super::Microservice).
     Endpoint,
+    /// A health check's port.
+    CheckPort,
+    /// A health check's interval.
+    CheckInterval,
+    /// A health check's jitter.
+    CheckJitter,
+    /// A health check's timeout.
+    CheckTimeout,
+    /// A health check's interval while critical.
+    CheckUnhealthyInterval,
+    /// A health check's `healthy_threshold`.
+    CheckHealthyThreshold,
+    /// A health check's `unhealthy_threshold`.
+    CheckUnhealthyThreshold,
+    /// An HTTP check's method.
+    CheckMethod,
+    /// An HTTP check's path.
+    CheckPath,
+    /// An HTTP check's accepted status ranges.
+    CheckStatus,
+    /// An HTTP check's body substring.
+    CheckBody,
+    /// A gRPC check's service name.
+    CheckService,
+    /// A check's output, as stored.
+    CheckOutput,
 }
 
 impl Field {
@@ -48,6 +74,19 @@ impl Field {
             Field::Health => "health",
             Field::Ttl => "ttl",
             Field::Endpoint => "endpoint",
+            Field::CheckPort => "check port",
+            Field::CheckInterval => "check interval",
+            Field::CheckJitter => "check jitter",
+            Field::CheckTimeout => "check timeout",
+            Field::CheckUnhealthyInterval => "check unhealthy_interval",
+            Field::CheckHealthyThreshold => "check healthy_threshold",
+            Field::CheckUnhealthyThreshold => "check unhealthy_threshold",
+            Field::CheckMethod => "check method",
+            Field::CheckPath => "check path",
+            Field::CheckStatus => "check status range",
+            Field::CheckBody => "check body substring",
+            Field::CheckService => "check grpc service",
+            Field::CheckOutput => "check output",
         }
     }
 }
@@ -121,10 +160,18 @@ impl InvalidInput {
 impl fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.field {
-            // Numbers read better unquoted: `invalid port 0`.
-            Field::Port | Field::Weight | Field::Ttl => {
-                write!(f, "invalid {} {}", self.field, self.value)?
-            }
+            // Numbers and durations read better unquoted: `invalid port 0`.
+            Field::Port
+            | Field::Weight
+            | Field::Ttl
+            | Field::CheckPort
+            | Field::CheckInterval
+            | Field::CheckJitter
+            | Field::CheckTimeout
+            | Field::CheckUnhealthyInterval
+            | Field::CheckHealthyThreshold
+            | Field::CheckUnhealthyThreshold
+            | Field::CheckStatus => write!(f, "invalid {} {}", self.field, self.value)?,
             _ => write!(f, "invalid {} {:?}", self.field, self.value)?,
         }
         if let Some(instance) = &self.instance {

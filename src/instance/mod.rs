@@ -44,6 +44,7 @@
 //! ```
 
 mod builder;
+mod check;
 mod error;
 mod health;
 mod microservice;
@@ -53,6 +54,11 @@ mod scheme;
 pub(crate) mod validate;
 
 pub use self::builder::InstanceBuilder;
+pub use self::check::{
+    Check, CheckBuilder, CheckKind, GrpcCheck, HttpCheck, LastCheck, StatusRange,
+    CHECK_BODY_READ_LIMIT, MAX_CHECK_BODY_LEN, MAX_CHECK_INTERVAL, MAX_CHECK_OUTPUT,
+    MAX_CHECK_PATH_LEN, MAX_CHECK_STATUS_RANGES, MAX_CHECK_THRESHOLD, MAX_GRPC_SERVICE_LEN,
+};
 pub use self::error::{Field, InvalidInput};
 pub use self::health::Health;
 pub use self::microservice::Microservice;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::validate::check_weight;
-use super::{Health, InstanceBuilder, InstanceId, InvalidInput, Scheme, ServiceName};
+use super::{
+    Check, Health, InstanceBuilder, InstanceId, InvalidInput, LastCheck, Scheme, ServiceName,
+};
 
 /// One running copy of a service: where it is, how to reach it, and how it is doing.
 ///
@@ -33,6 +35,8 @@ pub(super) struct InstanceInner {
     pub(super) zone: Option<String>,
     pub(super) metadata: BTreeMap<String, String>,
     pub(super) health: Health,
+    pub(super) check: Option<Check>,
+    pub(super) last_check: Option<LastCheck>,
 }
 
 impl fmt::Debug for Instance {
@@ -49,6 +53,8 @@ impl fmt::Debug for Instance {
             .field("zone", &self.inner.zone)
             .field("metadata", &self.inner.metadata)
             .field("health", &self.inner.health)
+            .field("check", &self.inner.check)
+            .field("last_check", &self.inner.last_check)
             .finish()
     }
 }
@@ -104,6 +110,17 @@ impl Instance {
         self.inner.health
     }
 
+    /// The health check declared with the instance, if any: what a checker runs against it.
+    pub fn check(&self) -> Option<&Check> {
+        self.inner.check.as_ref()
+    }
+
+    /// The output and time of the check that last set the instance's health, if one did
+    /// (see [`LastCheck`]). A plain health write without one clears it.
+    pub fn last_check(&self) -> Option<&LastCheck> {
+        self.inner.last_check.as_ref()
+    }
+
     /// `host:port`, with an IPv6 host in brackets: what goes in a URI's authority.
     pub fn authority(&self) -> String {
         if self.inner.host.contains(':') {
@@ -125,6 +142,12 @@ impl Instance {
         self
     }
 
+    /// A copy with another last check output (or none).
+    pub fn with_last_check(mut self, last_check: Option<LastCheck>) -> Self {
+        Arc::make_mut(&mut self.inner).last_check = last_check;
+        self
+    }
+
     /// A copy with another weight; fails past [`MAX_WEIGHT`](super::MAX_WEIGHT).
     pub fn with_weight(mut self, weight: u32) -> Result<Self, InvalidInput> {
         check_weight(weight).map_err(|e| e.for_instance(&self.inner.id))?;
@@ -132,8 +155,9 @@ impl Instance {
         Ok(self)
     }
 
-    /// Whether two versions of one instance differ in anything but health: address, scheme,
-    /// version, weight, zone or metadata.
+    /// Whether two versions of one instance differ in how it is reached or weighed: address,
+    /// scheme, version, weight, zone or metadata. Health, the last check's output and the check
+    /// spec are not compared: they change whether an endpoint is used, not the endpoint.
     pub fn differs_besides_health(&self, other: &Instance) -> bool {
         self.inner.host != other.inner.host
             || self.inner.port != other.inner.port

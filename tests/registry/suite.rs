@@ -8,6 +8,8 @@ use tower_mesh::registry::{
     Error, Event, LeaseConfig, ManualClock, Registration, Registry, Revision, Watch,
 };
 
+pub use super::checks::checks_round_trip;
+
 /// A registry under test and the way to move its lease clock.
 pub struct Ctx<R> {
     pub registry: R,

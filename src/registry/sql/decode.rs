@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Executor, Row};
 
 use super::SqlRegistry;
-use crate::instance::{Field, Health, Instance, Scheme, ServiceName};
+use crate::instance::{Check, Field, Health, Instance, LastCheck, Scheme, ServiceName};
 use crate::registry::{CorruptRecord, Error, Revision, Snapshot};
 
 impl SqlRegistry {
@@ -104,6 +104,9 @@ pub(super) struct Columns {
     zone: usize,
     metadata: usize,
     health: usize,
+    check: usize,
+    check_output: usize,
+    checked_at: usize,
     pub(super) revision: usize,
 }
 
@@ -122,6 +125,9 @@ impl Columns {
             zone: at("zone")?,
             metadata: at("metadata")?,
             health: at("health")?,
+            check: at("health_check")?,
+            check_output: at("check_output")?,
+            checked_at: at("checked_at_ms")?,
             revision: at("revision")?,
         })
     }
@@ -181,6 +187,14 @@ pub(super) fn decode_instance(
     let health = text("health", columns.health)?;
     let health = Health::from_str(health)
         .map_err(|e| corrupt("health", health.to_owned(), e.reason().to_owned()))?;
+    let check = long_text(row, columns.check)
+        .map_err(|e| corrupt("health_check", text_at(row, columns.check), e))?
+        .map(|text| {
+            serde_json::from_str::<Check>(&text)
+                .map_err(|e| corrupt("health_check", text, e.to_string()))
+        })
+        .transpose()?;
+    let last_check = decode_last_check(row, columns, &corrupt)?;
     let port = u32::try_from(port)
         .map_err(|_| corrupt("port", port.to_string(), "must be in 1..=65535".to_owned()))?;
     let weight = u32::try_from(weight).map_err(|_| {
@@ -201,7 +215,10 @@ pub(super) fn decode_instance(
     if let Some(zone) = zone {
         builder = builder.zone(zone);
     }
-    builder.build().map_err(|e| {
+    if let Some(check) = check {
+        builder = builder.check(check);
+    }
+    let built = builder.build().map_err(|e| {
         let field = match e.field() {
             Field::Service => "service",
             Field::Id => "instance_id",
@@ -214,7 +231,58 @@ pub(super) fn decode_instance(
             _ => "instance",
         };
         corrupt(field, e.value().to_owned(), e.reason().to_owned())
-    })
+    })?;
+    Ok(built.with_last_check(last_check))
+}
+
+/// The last check's output and time: both or neither.
+fn decode_last_check(
+    row: &AnyRow,
+    columns: &Columns,
+    corrupt: &impl Fn(&'static str, String, String) -> CorruptRecord,
+) -> Result<Option<LastCheck>, CorruptRecord> {
+    let output = long_text(row, columns.check_output)
+        .map_err(|e| corrupt("check_output", text_at(row, columns.check_output), e))?;
+    let at = row
+        .try_get::<Option<i64>, _>(columns.checked_at)
+        .map_err(|e| {
+            corrupt(
+                "checked_at_ms",
+                text_at(row, columns.checked_at),
+                e.to_string(),
+            )
+        })?;
+    match (output, at) {
+        (None, None) => Ok(None),
+        (Some(output), Some(at)) => LastCheck::stored(output, at)
+            .map(Some)
+            .map_err(|e| corrupt("check_output", e.value().to_owned(), e.reason().to_owned())),
+        (Some(output), None) => Err(corrupt(
+            "checked_at_ms",
+            "NULL".to_owned(),
+            format!("missing while check_output is {}", truncate(output)),
+        )),
+        (None, Some(at)) => Err(corrupt(
+            "check_output",
+            "NULL".to_owned(),
+            format!("missing while checked_at_ms is {at}"),
+        )),
+    }
+}
+
+/// A nullable `TEXT` column. MySQL's `TEXT` reaches sqlx's `Any` driver as a blob (the
+/// protocol's type for both), so bytes are accepted too, if they are UTF-8.
+fn long_text(row: &AnyRow, index: usize) -> Result<Option<String>, String> {
+    match row.try_get::<Option<String>, _>(index) {
+        Ok(text) => Ok(text),
+        Err(text_err) => match row.try_get::<Option<Vec<u8>>, _>(index) {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| format!("not UTF-8: {}", e.utf8_error())),
+            Err(_) => Err(text_err.to_string()),
+        },
+    }
 }
 
 /// A column's value as text, for error reports.
@@ -224,7 +292,10 @@ fn text_at(row: &AnyRow, index: usize) -> String {
         Ok(None) => "NULL".to_owned(),
         Err(_) => match row.try_get::<i64, _>(index) {
             Ok(n) => n.to_string(),
-            Err(_) => "<undecodable>".to_owned(),
+            Err(_) => match row.try_get::<Vec<u8>, _>(index) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(_) => "<undecodable>".to_owned(),
+            },
         },
     }
 }

@@ -6,6 +6,10 @@ use super::Backend;
 /// The effective health: `critical` while the lease is lapsed.
 const EFFECTIVE_HEALTH: &str = "CASE WHEN lease_expired = 1 THEN 'critical' ELSE health END";
 
+/// The health-check columns, in the order `bind_instance` binds them: the spec
+/// (JSON), and the last check's output and time.
+const CHECK_COLUMNS: &str = "health_check, check_output, checked_at_ms";
+
 /// The lease time in SQL, with one parameter: on SQLite the client's clock (one machine); on
 /// PostgreSQL and MySQL the server's clock in epoch milliseconds (UTC, immune to the session's
 /// time zone) plus an offset that only a test's manual clock makes non-zero. Every machine
@@ -77,13 +81,14 @@ impl Statements {
         };
         let select_instance = format!(
             "SELECT service, instance_id, host, port, scheme, version, weight, zone, metadata, \
-             {EFFECTIVE_HEALTH} AS health, revision FROM mesh_instances"
+             {EFFECTIVE_HEALTH} AS health, {CHECK_COLUMNS}, revision FROM mesh_instances"
         );
         // The compaction mark rides along, read in the same statement (one snapshot).
-        let select_event = "SELECT revision, kind, service, instance_id, host, port, scheme, \
-                            version, weight, zone, metadata, health, \
-                            (SELECT compacted FROM mesh_state WHERE id = 1) AS compacted \
-                            FROM mesh_events";
+        let select_event = format!(
+            "SELECT revision, kind, service, instance_id, host, port, scheme, version, weight, \
+             zone, metadata, health, {CHECK_COLUMNS}, \
+             (SELECT compacted FROM mesh_state WHERE id = 1) AS compacted FROM mesh_events"
+        );
         let mysql = backend == Backend::MySql;
         let now = lease_now(backend);
         Statements {
@@ -96,10 +101,10 @@ impl Statements {
                 .then(|| "UPDATE mesh_state SET revision = ? WHERE id = 1".to_owned()),
             copy_events: p(&format!(
                 "INSERT INTO mesh_events (revision, kind, service, instance_id, host, port, \
-                 scheme, version, weight, zone, metadata, health) \
+                 scheme, version, weight, zone, metadata, health, {CHECK_COLUMNS}) \
                  SELECT revision, 'put', service, instance_id, host, port, scheme, version, \
-                 weight, zone, metadata, {EFFECTIVE_HEALTH} FROM mesh_instances \
-                 WHERE revision > ? AND revision <= ?"
+                 weight, zone, metadata, {EFFECTIVE_HEALTH}, {CHECK_COLUMNS} \
+                 FROM mesh_instances WHERE revision > ? AND revision <= ?"
             )),
             delete_event: p(
                 "INSERT INTO mesh_events (revision, kind, service, instance_id) \
@@ -124,7 +129,7 @@ impl Statements {
             // The service is the one asked for: not read back in every row.
             snapshot_service: p(&format!(
                 "SELECT instance_id, host, port, scheme, version, weight, zone, metadata, \
-                 {EFFECTIVE_HEALTH} AS health, revision FROM mesh_instances \
+                 {EFFECTIVE_HEALTH} AS health, {CHECK_COLUMNS}, revision FROM mesh_instances \
                  WHERE service = ? ORDER BY instance_id"
             )),
             snapshot_all: format!("{select_instance} ORDER BY service, instance_id"),
@@ -168,19 +173,20 @@ impl Statements {
                     "WITH r AS (UPDATE mesh_state SET revision = revision + 1 WHERE id = 1 \
                      RETURNING revision), \
                      i AS (INSERT INTO mesh_instances (service, instance_id, host, port, scheme, \
-                     version, weight, zone, metadata, health, ttl_ms, expires_at_ms, \
-                     lease_expired, critical_since_ms, revision) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 + {now}, 0, \
-                     NULL, r.revision \
+                     version, weight, zone, metadata, health, {CHECK_COLUMNS}, ttl_ms, \
+                     expires_at_ms, lease_expired, critical_since_ms, revision) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                     $15 + {now}, 0, NULL, r.revision \
                      FROM r {conflict} RETURNING service, instance_id, host, port, scheme, \
-                     version, weight, zone, metadata, health, lease_expired, revision), \
+                     version, weight, zone, metadata, health, {CHECK_COLUMNS}, lease_expired, \
+                     revision), \
                      e AS (INSERT INTO mesh_events (revision, kind, service, instance_id, host, \
-                     port, scheme, version, weight, zone, metadata, health) \
+                     port, scheme, version, weight, zone, metadata, health, {CHECK_COLUMNS}) \
                      SELECT revision, 'put', service, instance_id, host, port, scheme, version, \
-                     weight, zone, metadata, {EFFECTIVE_HEALTH} FROM i) \
+                     weight, zone, metadata, {EFFECTIVE_HEALTH}, {CHECK_COLUMNS} FROM i) \
                      SELECT r.revision FROM r, pg_notify('tower_mesh', '') AS n",
                     conflict = Self::on_conflict(Backend::Postgres),
-                    now = lease_now(Backend::Postgres).replace('?', "$13"),
+                    now = lease_now(Backend::Postgres).replace('?', "$16"),
                 )
             }),
             snapshot_isolation: (backend == Backend::Postgres)
@@ -194,14 +200,14 @@ impl Statements {
     pub(super) fn upsert(&self, rows: usize) -> String {
         let mut sql = String::from(
             "INSERT INTO mesh_instances (service, instance_id, host, port, scheme, version, \
-             weight, zone, metadata, health, ttl_ms, expires_at_ms, lease_expired, \
-             critical_since_ms, revision) VALUES ",
+             weight, zone, metadata, health, health_check, check_output, checked_at_ms, ttl_ms, \
+             expires_at_ms, lease_expired, critical_since_ms, revision) VALUES ",
         );
         for i in 0..rows {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + ");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + ");
             sql.push_str(lease_now(self.backend));
             sql.push_str(", 0, NULL, ?)");
         }
@@ -224,6 +230,9 @@ impl Statements {
             "zone",
             "metadata",
             "health",
+            "health_check",
+            "check_output",
+            "checked_at_ms",
             "ttl_ms",
             "expires_at_ms",
             "lease_expired",
@@ -254,8 +263,8 @@ mod tests {
     fn placeholders_become_numbered_for_postgres() {
         assert_eq!(dollar("a = ? AND b = ?"), "a = $1 AND b = $2");
         let s = Statements::new(Backend::Postgres);
-        assert!(s.upsert(2).contains("$28"));
-        assert!(s.register_one.as_deref().unwrap().contains("$13"));
+        assert!(s.upsert(2).contains("$34") && !s.upsert(2).contains("$35"));
+        assert!(s.register_one.as_deref().unwrap().contains("$16"));
         assert!(!s.upsert(2).contains('?'));
         let m = Statements::new(Backend::MySql);
         assert!(m.upsert(1).contains("VALUES(host)"));

@@ -281,11 +281,16 @@ impl SqlRegistry {
     }
 }
 
-/// Binds the instance columns up to `expires_at_ms` (thirteen parameters: the lease deadline is
+/// Binds the instance columns up to `expires_at_ms` (sixteen parameters: the lease deadline is
 /// `ttl + lease time`, see [`SqlRegistry::lease_time`]).
 fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQuery<'q> {
     let i = &reg.instance;
     let metadata = serde_json::to_string(i.metadata()).unwrap_or_default();
+    // A validated check always serializes: every field is a plain number or string.
+    let check = i
+        .check()
+        .map(|c| serde_json::to_string(c).unwrap_or_default());
+    let last = i.last_check();
     let ttl = reg.ttl_ms();
     query
         .bind(i.service().as_str().to_owned())
@@ -298,6 +303,9 @@ fn bind_instance<'q>(query: AnyQuery<'q>, reg: &Registration, now: i64) -> AnyQu
         .bind(i.zone().map(str::to_owned))
         .bind(metadata)
         .bind(i.health().as_str())
+        .bind(check)
+        .bind(last.map(|l| l.output().to_owned()))
+        .bind(last.map(|l| l.checked_at_ms()))
         .bind(ttl)
         .bind(ttl)
         .bind(now)
