@@ -8,8 +8,13 @@
 //! # let _ = stack;
 //! ```
 
+mod checker;
 mod self_registration;
 pub use self::self_registration::{
     SelfRegistration, SelfRegistrationBuilder, SelfRegistrationError, SelfRegistrationState,
     SelfRegistrationStatus,
+};
+pub use self::checker::{
+    Assignment, HealthChecker, HealthCheckerBuilder, HealthCheckerError, HealthCheckerStats,
+    CHECKERS_SERVICE,
 };
