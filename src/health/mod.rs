@@ -18,3 +18,5 @@ pub use self::checker::{
     Assignment, HealthChecker, HealthCheckerBuilder, HealthCheckerError, HealthCheckerStats,
     CHECKERS_SERVICE,
 };
+pub mod report;
+pub use self::report::{service_health, ServiceHealth};

@@ -6,8 +6,8 @@ use super::error::ConfigError;
 #[cfg(feature = "sql")]
 use super::sql::{SqlRegistry, SqlRegistryBuilder};
 use super::{
-    Clock, Error, LeaseConfig, MemoryRegistry, ReapReport, Registration, Registry, Revision,
-    Snapshot, Watch,
+    Clock, Error, HealthUpdate, LeaseConfig, MemoryRegistry, ReapReport, Registration, Registry,
+    Revision, Snapshot, Watch,
 };
 
 /// A registry whose backend is chosen at run time from a URL, for programs that read it from
@@ -257,6 +257,15 @@ impl Registry for AnyRegistry {
         health: Health,
     ) -> Result<Revision, Error> {
         dispatch!(self, r => r.set_health(service, id, health).await)
+    }
+
+    async fn set_health_with(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        update: HealthUpdate,
+    ) -> Result<Revision, Error> {
+        dispatch!(self, r => r.set_health_with(service, id, update).await)
     }
 
     async fn snapshot(&self, service: &ServiceName) -> Result<Snapshot, Error> {

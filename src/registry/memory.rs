@@ -11,7 +11,8 @@ use crate::instance::{Health, Instance, InstanceId, ServiceName};
 use super::error::ConfigError;
 use super::lease::Sweep;
 use super::{
-    Clock, Error, Event, LeaseConfig, ReapReport, Registration, Registry, Revision, Snapshot, Watch,
+    Clock, Error, Event, HealthUpdate, LeaseConfig, ReapReport, Registration, Registry, Revision,
+    Snapshot, Watch,
 };
 
 /// A registry in this process's memory: the default for tests and single-process use.
@@ -360,10 +361,24 @@ impl Registry for MemoryRegistry {
         id: &InstanceId,
         health: Health,
     ) -> Result<Revision, Error> {
+        self.set_health_with(service, id, HealthUpdate::new(health))
+            .await
+    }
+
+    async fn set_health_with(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        update: HealthUpdate,
+    ) -> Result<Revision, Error> {
         let rev = {
             let mut state = self.lock();
             let record = state.record(service, id)?;
-            record.instance = record.instance.clone().with_health(health);
+            record.instance = record
+                .instance
+                .clone()
+                .with_health(update.health())
+                .with_last_check(update.into_last_check());
             let instance = record.effective();
             state.next(Change::Put(instance), self.shared.retention)
         };

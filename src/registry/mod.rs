@@ -94,7 +94,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::instance::{Field, Health, Instance, InstanceId, InvalidInput, ServiceName};
+use crate::instance::{Field, Health, Instance, InstanceId, InvalidInput, LastCheck, ServiceName};
 
 /// The position of a change in the registry's history. Strictly increasing: every mutation
 /// gets a larger one than all before it. `Revision::ZERO` is before the first change.
@@ -177,6 +177,62 @@ impl Registration {
 impl From<Instance> for Registration {
     fn from(instance: Instance) -> Self {
         Registration::new(instance)
+    }
+}
+
+/// A health write: the new health and, when a check set it, what the check said and when
+/// ([`LastCheck`]); see [`Registry::set_health_with`].
+///
+/// ```
+/// use tower_mesh::instance::{Health, LastCheck};
+/// use tower_mesh::registry::HealthUpdate;
+///
+/// let update = HealthUpdate::new(Health::Critical)
+///     .with_last_check(LastCheck::new("connect: connection refused", 1_800_000_000_000));
+/// assert_eq!(update.health(), Health::Critical);
+/// assert_eq!(update.last_check().unwrap().output(), "connect: connection refused");
+/// assert_eq!(HealthUpdate::from(Health::Passing).last_check(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthUpdate {
+    health: Health,
+    last_check: Option<LastCheck>,
+}
+
+impl HealthUpdate {
+    /// A health write with no check output: it clears the instance's [`LastCheck`].
+    pub fn new(health: Health) -> Self {
+        HealthUpdate {
+            health,
+            last_check: None,
+        }
+    }
+
+    /// Adds what the check said and when (a [`LastCheck`]); it replaces the instance's.
+    pub fn with_last_check(mut self, last_check: LastCheck) -> Self {
+        self.last_check = Some(last_check);
+        self
+    }
+
+    /// The new health.
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// The check's output and time, if any.
+    pub fn last_check(&self) -> Option<&LastCheck> {
+        self.last_check.as_ref()
+    }
+
+    /// Takes the check's output and time out.
+    pub fn into_last_check(self) -> Option<LastCheck> {
+        self.last_check
+    }
+}
+
+impl From<Health> for HealthUpdate {
+    fn from(health: Health) -> Self {
+        HealthUpdate::new(health)
     }
 }
 
@@ -336,13 +392,32 @@ pub trait Registry: Clone + Send + Sync + 'static {
         id: &InstanceId,
     ) -> impl Future<Output = Result<Option<Revision>, Error>> + Send;
 
-    /// Sets an instance's registered health.
+    /// Sets an instance's registered health, clearing its [`LastCheck`]: the same as
+    /// [`set_health_with`](Registry::set_health_with) with [`HealthUpdate::new`].
     fn set_health(
         &self,
         service: &ServiceName,
         id: &InstanceId,
         health: Health,
     ) -> impl Future<Output = Result<Revision, Error>> + Send;
+
+    /// Sets an instance's registered health and its [`LastCheck`] (the output and time of the
+    /// check that decided it, or none) in one write, which watchers see as one
+    /// [`Event::Put`]. [`Error::NotFound`] if the instance is not registered.
+    ///
+    /// Every call is a write with its own revision, even when the health does not change, so a
+    /// health checker should call it when the health changes, not after every check.
+    ///
+    /// Every registry of this crate stores the output. The provided implementation, for
+    /// registries of your own, calls [`set_health`](Registry::set_health) and drops it.
+    fn set_health_with(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        update: HealthUpdate,
+    ) -> impl Future<Output = Result<Revision, Error>> + Send {
+        self.set_health(service, id, update.health())
+    }
 
     /// A service's instances and the revision they are consistent at. An unknown service has
     /// no instances.

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tower_mesh::instance::{Check, Health, Instance, LastCheck};
+use tower_mesh::instance::{Check, Health, Instance, LastCheck, MAX_CHECK_OUTPUT};
 use tower_mesh::registry::sql::SqlRegistry;
-use tower_mesh::registry::{Error, Event, Registration, Registry};
+use tower_mesh::registry::{Error, Event, HealthUpdate, Registration, Registry};
 
 use super::suite::{id, inst, next_event, svc, Ctx};
 
@@ -96,6 +96,77 @@ pub async fn checks_round_trip<R: Registry>(ctx: Ctx<R>) {
     );
 }
 
+const T0: i64 = 1_800_000_000_000;
+
+fn put(event: Event) -> Instance {
+    match event {
+        Event::Put { instance, .. } => instance,
+        e => panic!("expected a put, got {e:?}"),
+    }
+}
+
+/// A health write with a check's output keeps the output and time with the instance, in
+/// snapshots and watch events, next to the check spec; a later write replaces them, and a plain
+/// `set_health` clears them.
+pub async fn health_output_round_trips<R: Registry>(ctx: Ctx<R>) {
+    let r = &ctx.registry;
+    let (orders, o1) = (svc("orders"), id("o-1"));
+    r.register(checked(inst("orders", "o-1", 8001), http_check()).into())
+        .await
+        .unwrap();
+    let mut watch = r.watch(&orders, r.revision().await.unwrap());
+
+    let refused = LastCheck::new("connect: connection refused", T0);
+    let update = HealthUpdate::new(Health::Critical).with_last_check(refused.clone());
+    let rev = r.set_health_with(&orders, &o1, update).await.unwrap();
+    let snap = r.snapshot(&orders).await.unwrap();
+    assert_eq!(snap.revision(), rev);
+    let stored = &snap.instances()[0];
+    assert_eq!(stored.health(), Health::Critical);
+    assert_eq!(stored.last_check(), Some(&refused));
+    assert_eq!(stored.check(), Some(&http_check()), "the spec is untouched");
+    let seen = put(next_event(&mut watch).await);
+    assert_eq!(&seen, stored);
+
+    // The same health with a new output is still a write: the output and time are replaced.
+    let again = LastCheck::new("connect: timed out after 1.5s", T0 + 5_000);
+    let update = HealthUpdate::new(Health::Critical).with_last_check(again.clone());
+    let rev2 = r.set_health_with(&orders, &o1, update).await.unwrap();
+    assert!(rev2 > rev);
+    let seen = put(next_event(&mut watch).await);
+    assert_eq!(
+        (seen.health(), seen.last_check()),
+        (Health::Critical, Some(&again))
+    );
+
+    // The longest output there is (multi-byte characters included) is stored whole.
+    let long = LastCheck::new("é".repeat(MAX_CHECK_OUTPUT), T0 + 10_000);
+    let update = HealthUpdate::new(Health::Passing).with_last_check(long.clone());
+    r.set_health_with(&orders, &o1, update).await.unwrap();
+    let snap = r.snapshot(&orders).await.unwrap();
+    assert_eq!(snap.instances()[0].last_check(), Some(&long));
+    assert_eq!(put(next_event(&mut watch).await).last_check(), Some(&long));
+
+    // A plain health write clears the output: no check set that health.
+    r.set_health(&orders, &o1, Health::Maintenance)
+        .await
+        .unwrap();
+    let snap = r.snapshot(&orders).await.unwrap();
+    assert_eq!(snap.instances()[0].health(), Health::Maintenance);
+    assert_eq!(snap.instances()[0].last_check(), None);
+    assert_eq!(put(next_event(&mut watch).await).last_check(), None);
+
+    // An update for an unknown instance takes no revision.
+    let before = r.revision().await.unwrap();
+    let update = HealthUpdate::new(Health::Passing).with_last_check(refused);
+    let err = r
+        .set_health_with(&orders, &id("ghost"), update)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_eq!(r.revision().await.unwrap(), before);
+}
+
 /// Stored check specs (and outputs) that do not decode are [`CorruptRecord`]s naming the
 /// column, in snapshots and in watches; the instance is never served without its check.
 ///
@@ -110,6 +181,7 @@ async fn corrupt_checks_are_reported(ctx: Ctx<SqlRegistry>) {
     let mut watch = r.watch(&svc("orders"), from);
     let cols = "service, instance_id, host, port, scheme, version, weight, zone, metadata, \
                 health, health_check, check_output, checked_at_ms, lease_expired, revision";
+    let too_long = format!("'{}'", "x".repeat(MAX_CHECK_OUTPUT + 1));
     let rows = [
         ("bad-json", "'{not json'", "NULL", "NULL"),
         (
@@ -119,6 +191,7 @@ async fn corrupt_checks_are_reported(ctx: Ctx<SqlRegistry>) {
             "NULL",
         ),
         ("no-time", "NULL", "'HTTP 200 OK'", "NULL"),
+        ("long-output", "NULL", too_long.as_str(), "1"),
     ];
     for (n, (iid, check, output, at)) in rows.iter().enumerate() {
         let rev = from.get() + 1 + n as u64;
@@ -144,7 +217,7 @@ async fn corrupt_checks_are_reported(ctx: Ctx<SqlRegistry>) {
         .execute(
             format!(
                 "UPDATE mesh_state SET revision = {} WHERE id = 1",
-                from.get() + 3
+                from.get() + rows.len() as u64
             )
             .as_str(),
         )
@@ -172,6 +245,11 @@ async fn corrupt_checks_are_reported(ctx: Ctx<SqlRegistry>) {
                 "health_check",
                 "{not json".to_owned()
             ),
+            (
+                "long-output".to_owned(),
+                "check_output",
+                format!("{}...", "x".repeat(117))
+            ),
             ("no-time".to_owned(), "checked_at_ms", "NULL".to_owned()),
             (
                 "zero-interval".to_owned(),
@@ -191,7 +269,7 @@ async fn corrupt_checks_are_reported(ctx: Ctx<SqlRegistry>) {
     );
 
     // The same rows as events: each is reported once, and the watch goes on.
-    for expected in ["bad-json", "zero-interval", "no-time"] {
+    for expected in ["bad-json", "zero-interval", "no-time", "long-output"] {
         match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
             Ok(Some(Err(Error::Corrupt(c)))) => assert_eq!(c.id(), expected, "{c}"),
             other => panic!("expected a corrupt event for {expected}, got {other:?}"),

@@ -142,7 +142,8 @@ macro_rules! conformance {
                 heartbeat_and_ttl self_preservation outage_never_empties
                 grace_counts_from_critical watch_from_zero watch_from_middle
                 watch_after_compaction concurrent_writers batch_registration
-                bad_input_is_rejected checks_round_trip);
+                bad_input_is_rejected checks_round_trip
+                health_output_round_trips);
         }
     };
     (@each [$attr:meta] $make:path; $($test:ident)*) => { $(

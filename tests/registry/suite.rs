@@ -8,7 +8,7 @@ use tower_mesh::registry::{
     Error, Event, LeaseConfig, ManualClock, Registration, Registry, Revision, Watch,
 };
 
-pub use super::checks::checks_round_trip;
+pub use super::checks::{checks_round_trip, health_output_round_trips};
 
 /// A registry under test and the way to move its lease clock.
 pub struct Ctx<R> {

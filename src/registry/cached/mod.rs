@@ -20,7 +20,8 @@ use self::state::{Entry, State};
 use self::supervise::supervise;
 use super::error::DatabaseError;
 use super::{
-    Clock, Error, Event, LeaseConfig, ReapReport, Registration, Registry, Revision, Snapshot, Watch,
+    Clock, Error, Event, HealthUpdate, LeaseConfig, ReapReport, Registration, Registry, Revision,
+    Snapshot, Watch,
 };
 
 /// A read-through in-memory cache in front of any [`Registry`]: the seed's ServiceStore
@@ -281,6 +282,21 @@ impl<R: Registry> Registry for Cached<R> {
         health: Health,
     ) -> Result<Revision, Error> {
         let rev = self.shared.inner.set_health(service, id, health).await?;
+        self.wait_for(rev).await;
+        Ok(rev)
+    }
+
+    async fn set_health_with(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        update: HealthUpdate,
+    ) -> Result<Revision, Error> {
+        let rev = self
+            .shared
+            .inner
+            .set_health_with(service, id, update)
+            .await?;
         self.wait_for(rev).await;
         Ok(rev)
     }

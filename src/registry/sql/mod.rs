@@ -75,7 +75,8 @@ use crate::instance::{Health, InstanceId, ServiceName};
 use self::redact::Redactor;
 use self::statements::Statements;
 use super::{
-    Clock, Error, LeaseConfig, ReapReport, Registration, Registry, Revision, Snapshot, Watch,
+    Clock, Error, HealthUpdate, LeaseConfig, ReapReport, Registration, Registry, Revision,
+    Snapshot, Watch,
 };
 
 /// A registry in SQLite, PostgreSQL or MySQL/MariaDB; see the [module docs](self).
@@ -234,7 +235,17 @@ impl Registry for SqlRegistry {
         id: &InstanceId,
         health: Health,
     ) -> Result<Revision, Error> {
-        self.set_instance_health(service, id, health).await
+        self.set_instance_health(service, id, HealthUpdate::new(health))
+            .await
+    }
+
+    async fn set_health_with(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        update: HealthUpdate,
+    ) -> Result<Revision, Error> {
+        self.set_instance_health(service, id, update).await
     }
 
     async fn snapshot(&self, service: &ServiceName) -> Result<Snapshot, Error> {

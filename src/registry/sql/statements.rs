@@ -123,8 +123,8 @@ impl Statements {
                  expires_at_ms = {now} + ttl_ms, revision = ? \
                  WHERE service = ? AND instance_id = ? AND lease_expired = 1"
             )),
-            set_health: p("UPDATE mesh_instances SET health = ?, revision = ? \
-                 WHERE service = ? AND instance_id = ?"),
+            set_health: p("UPDATE mesh_instances SET health = ?, check_output = ?, \
+                 checked_at_ms = ?, revision = ? WHERE service = ? AND instance_id = ?"),
             state: "SELECT revision, compacted FROM mesh_state WHERE id = 1".to_owned(),
             // The service is the one asked for: not read back in every row.
             snapshot_service: p(&format!(

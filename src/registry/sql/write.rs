@@ -4,8 +4,8 @@
 use sqlx::{Executor, Row};
 
 use super::SqlRegistry;
-use crate::instance::{Health, InstanceId, ServiceName};
-use crate::registry::{Error, Registration, Revision};
+use crate::instance::{InstanceId, ServiceName};
+use crate::registry::{Error, HealthUpdate, Registration, Revision};
 
 pub(super) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
@@ -155,12 +155,18 @@ impl SqlRegistry {
         &self,
         service: &ServiceName,
         id: &InstanceId,
-        health: Health,
+        update: HealthUpdate,
     ) -> Result<Revision, Error> {
         let set_health = &self.shared.statements.set_health;
+        let health = update.health();
+        let last = update.into_last_check();
+        let at = last.as_ref().map(|l| l.checked_at_ms());
+        let output = last.map(|l| l.output().to_owned());
         self.change("set_health", Logged::Put, |rev| {
             sqlx::query(set_health)
                 .bind(health.as_str())
+                .bind(output)
+                .bind(at)
                 .bind(rev)
                 .bind(service.as_str().to_owned())
                 .bind(id.as_str().to_owned())
