@@ -10,13 +10,13 @@
 
 mod checker;
 mod self_registration;
-pub use self::self_registration::{
-    SelfRegistration, SelfRegistrationBuilder, SelfRegistrationError, SelfRegistrationState,
-    SelfRegistrationStatus,
-};
 pub use self::checker::{
     Assignment, HealthChecker, HealthCheckerBuilder, HealthCheckerError, HealthCheckerStats,
     CHECKERS_SERVICE,
+};
+pub use self::self_registration::{
+    SelfRegistration, SelfRegistrationBuilder, SelfRegistrationError, SelfRegistrationState,
+    SelfRegistrationStatus,
 };
 pub mod report;
 pub use self::report::{service_health, ServiceHealth};

@@ -44,13 +44,23 @@ mod tests {
     use super::*;
 
     fn ids(n: usize) -> Vec<InstanceId> {
-        let mut v: Vec<InstanceId> = (0..n).map(|i| format!("checker-{i}").parse().unwrap()).collect();
+        let mut v: Vec<InstanceId> = (0..n)
+            .map(|i| format!("checker-{i}").parse().unwrap())
+            .collect();
         v.sort();
         v
     }
 
-    fn owners(live: &[InstanceId], replicas: usize, service: &ServiceName, id: &InstanceId) -> Vec<InstanceId> {
-        live.iter().filter(|c| is_owner(c, live, replicas, service, id)).cloned().collect()
+    fn owners(
+        live: &[InstanceId],
+        replicas: usize,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> Vec<InstanceId> {
+        live.iter()
+            .filter(|c| is_owner(c, live, replicas, service, id))
+            .cloned()
+            .collect()
     }
 
     #[test]
@@ -61,7 +71,10 @@ mod tests {
             for replicas in 1..4 {
                 for i in 0..200 {
                     let id: InstanceId = format!("orders-{i}").parse().unwrap();
-                    assert_eq!(owners(&live, replicas, &service, &id).len(), replicas.min(n));
+                    assert_eq!(
+                        owners(&live, replicas, &service, &id).len(),
+                        replicas.min(n)
+                    );
                 }
             }
         }

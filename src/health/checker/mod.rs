@@ -57,7 +57,9 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 ///   `healthy_threshold` successes in a row turn the instance `Passing`, `unhealthy_threshold`
 ///   failures in a row `Critical`.
 /// - **Writes only on transitions.** A check task starts from the instance's registered health
-///   and writes with [`Registry::set_health`] only when its verdict changes, so writes count
+///   and writes with [`Registry::set_health_with`] (the health, the probe's output and the
+///   registry clock's time, as a [`LastCheck`](crate::instance::LastCheck)) only when its
+///   verdict changes, so writes count
 ///   transitions, not checks. A failed write is retried after the next check. Every
 ///   transition is an `info` tracing event (`health transition`, with `from`, `to` and the
 ///   output); with the `metrics` feature, `tower_mesh_health_checks_total{kind, result}` and

@@ -145,7 +145,9 @@ impl<R: Registry> Run<R> {
 
     fn put(&mut self, instance: Instance) {
         if instance.service().as_str() == CHECKERS_SERVICE {
-            let before = self.checkers.insert(instance.id().clone(), instance.health());
+            let before = self
+                .checkers
+                .insert(instance.id().clone(), instance.health());
             if before.map(is_live) != Some(is_live(instance.health())) {
                 self.membership_dirty = true;
             }
@@ -155,7 +157,8 @@ impl<R: Registry> Run<R> {
         let checkable = match instance.check() {
             None => false,
             Some(check) => {
-                if matches!(check.kind(), CheckKind::Http(_)) && instance.scheme() == Scheme::Https {
+                if matches!(check.kind(), CheckKind::Http(_)) && instance.scheme() == Scheme::Https
+                {
                     tracing::warn!(
                         service = %instance.service(),
                         instance = %instance.id(),
@@ -268,7 +271,10 @@ impl<R: Registry> Run<R> {
 
     fn spawn(&self, instance: Instance) -> AbortHandle {
         // `instances` only holds instances with a check.
-        let check = instance.check().cloned().expect("checked instances declare a check");
+        let check = instance
+            .check()
+            .cloned()
+            .expect("checked instances declare a check");
         let task = CheckTask {
             registry: self.registry.clone(),
             instance,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::probe::{authority, probe_tcp, HttpProber, Outcome};
-use crate::instance::{Check, CheckKind, Health, Instance, InstanceId};
-use crate::registry::Registry;
+use crate::instance::{Check, CheckKind, Health, Instance, InstanceId, LastCheck};
+use crate::registry::{HealthUpdate, Registry};
 
 /// Counters shared by a checker's tasks.
 #[derive(Debug, Default)]
@@ -148,7 +148,8 @@ impl<R: Registry> CheckTask<R> {
                     }
                 }
             }
-            next = started + check.interval_for(verdict == Health::Critical) + jitter(check.jitter());
+            next =
+                started + check.interval_for(verdict == Health::Critical) + jitter(check.jitter());
         }
     }
 }
@@ -160,10 +161,13 @@ async fn write<R: Registry>(
     health: Health,
     outcome: &Outcome,
 ) -> Result<(), crate::registry::Error> {
-    let last = crate::instance::LastCheck::new(outcome.output.clone(), registry.clock().now_ms());
-    let _ = last; // Kept by `set_health_with` once the registry has it (see the report).
+    let last = LastCheck::new(outcome.output.clone(), registry.clock().now_ms());
     registry
-        .set_health(instance.service(), instance.id(), health)
+        .set_health_with(
+            instance.service(),
+            instance.id(),
+            HealthUpdate::new(health).with_last_check(last),
+        )
         .await
         .map(drop)
 }
