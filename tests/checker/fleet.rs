@@ -3,7 +3,9 @@
 //! that disagree write.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::health::SelfRegistration;
+use crate::health::{SelfRegistration, SelfRegistrationStatus};
 use crate::instance::{Instance, InstanceId, InvalidInput, ServiceName};
 use crate::registry::{ConfigError, LeaseConfig, Reaper, Registry, Revision};
 
@@ -114,6 +114,7 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 ///     .replicas(1)
 ///     .reap(LeaseConfig::default()) // the fleet's leases need a reaper somewhere
 ///     .spawn(registry.clone())?;
+/// checker.registered().await;
 /// let mut assignment = checker.assignment();
 /// assignment.wait_for(|a| a.len() == 1).await?;
 /// assert_eq!(registry.snapshot(&CHECKERS_SERVICE.parse()?).await?.instances().len(), 1);
@@ -130,6 +131,7 @@ pub struct HealthChecker {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     assignment: watch::Receiver<Assignment>,
+    registration: Option<watch::Receiver<SelfRegistrationStatus>>,
     stats: Arc<Stats>,
 }
 
@@ -157,6 +159,24 @@ impl HealthChecker {
     /// shares them with), updated after every change.
     pub fn assignment(&self) -> watch::Receiver<Assignment> {
         self.assignment.clone()
+    }
+
+    /// Waits until this checker has registered itself under [`CHECKERS_SERVICE`] at least
+    /// once (the other checkers then count it); returns at once for a
+    /// [`standalone`](HealthCheckerBuilder::standalone) checker. Waits for as long as the
+    /// registry is unreachable.
+    pub async fn registered(&self) {
+        if let Some(status) = &self.registration {
+            let mut status = status.clone();
+            // An error means the registration task ended: nothing more to wait for.
+            let _ = status.wait_for(|s| s.registrations > 0).await;
+        }
+    }
+
+    /// The status of this checker's own registration under [`CHECKERS_SERVICE`] (its lease and
+    /// heartbeats), or `None` for a [`standalone`](HealthCheckerBuilder::standalone) checker.
+    pub fn registration_status(&self) -> Option<SelfRegistrationStatus> {
+        self.registration.as_ref().map(|s| s.borrow().clone())
     }
 
     /// Counters since the checker started.
@@ -323,6 +343,7 @@ impl HealthCheckerBuilder {
         } else {
             None
         };
+        let registration_status = registration.as_ref().map(SelfRegistration::status_updates);
         let reaper = self
             .reap
             .map(|config| Reaper::new(registry.clone(), config).spawn());
@@ -346,6 +367,7 @@ impl HealthCheckerBuilder {
             stop: Some(stop_tx),
             task: Some(task),
             assignment: assignment_rx,
+            registration: registration_status,
             stats,
         })
     }
