@@ -81,10 +81,10 @@ impl Check {
 /// Builds a validated [`Check`]; start with [`Check::http`], [`Check::tcp`] or
 /// [`Check::grpc`].
 ///
-/// Defaults, safe in production: interval 10 s, jitter a tenth of the interval, timeout 2 s
-/// (or half the interval if that is shorter), unhealthy interval equal to the interval,
-/// healthy threshold 2, unhealthy threshold 3 (Envoy's usual settings). Durations are kept to
-/// the millisecond: a finer one is refused rather than rounded.
+/// Defaults, safe in production: interval 10 s, unhealthy interval equal to the interval,
+/// timeout 2 s (or half the shorter interval if that is less), jitter a tenth of the shorter
+/// interval, healthy threshold 2, unhealthy threshold 3 (Envoy's usual settings). Durations are
+/// kept to the millisecond: a finer one is refused rather than rounded.
 ///
 /// Values are checked at [`build`](CheckBuilder::build), which names the first bad field
 /// and its value.
@@ -183,7 +183,7 @@ impl CheckBuilder {
         self
     }
 
-    /// Sets the time between probes: 1 ms ..= 24 h.
+    /// Sets the time between probes: 2 ms ..= 24 h.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
@@ -202,7 +202,7 @@ impl CheckBuilder {
         self
     }
 
-    /// Sets the time between probes while the instance is `Critical`: 1 ms ..= 24 h.
+    /// Sets the time between probes while the instance is `Critical`: 2 ms ..= 24 h.
     pub fn unhealthy_interval(mut self, interval: Duration) -> Self {
         self.unhealthy_interval = Some(interval);
         self
@@ -244,7 +244,7 @@ impl CheckBuilder {
         let shortest = interval.min(unhealthy_interval);
         let timeout = match self.timeout {
             Some(t) => t,
-            None => whole_ms(DEFAULT_TIMEOUT.min(interval / 2)),
+            None => whole_ms(DEFAULT_TIMEOUT.min(shortest / 2)),
         };
         check_ms(Field::CheckTimeout, timeout)?;
         if timeout.is_zero() {
@@ -264,7 +264,7 @@ impl CheckBuilder {
                 "must be less than the check unhealthy_interval",
             ));
         }
-        let jitter = self.jitter.unwrap_or_else(|| whole_ms(interval / 10));
+        let jitter = self.jitter.unwrap_or_else(|| whole_ms(shortest / 10));
         check_ms(Field::CheckJitter, jitter)?;
         if jitter >= shortest {
             return Err(dur(
@@ -372,6 +372,13 @@ fn interval(field: Field, d: Duration) -> Result<Duration, InvalidInput> {
     check_ms(field, d)?;
     if d.is_zero() {
         return Err(dur(field, d, "must be more than zero"));
+    }
+    if d < Duration::from_millis(2) {
+        return Err(dur(
+            field,
+            d,
+            "must be at least 2ms, to leave room for a timeout of at least 1ms",
+        ));
     }
     if d > MAX_CHECK_INTERVAL {
         return Err(dur(field, d, "must be at most 24h"));

@@ -42,6 +42,11 @@ fn defaults_are_resolved_at_build() {
     let c = Check::tcp().interval(ms(5)).build().unwrap();
     assert_eq!((c.timeout(), c.jitter()), (ms(2), ms(0)));
     assert_eq!(c.interval_for(true), ms(5));
+    let c = Check::tcp().interval(ms(2)).build().unwrap();
+    assert_eq!((c.timeout(), c.jitter()), (ms(1), ms(0)));
+    // ... and so does a short unhealthy interval.
+    let c = Check::tcp().unhealthy_interval(ms(1000)).build().unwrap();
+    assert_eq!((c.timeout(), c.jitter()), (ms(500), ms(100)));
 }
 
 #[test]
@@ -89,6 +94,11 @@ fn bad_timing_names_the_field_and_value() {
             Check::tcp().interval(ms(0)),
             Field::CheckInterval,
             "invalid check interval 0ns: must be more than zero",
+        ),
+        (
+            Check::tcp().interval(ms(1)),
+            Field::CheckInterval,
+            "invalid check interval 1ms: must be at least 2ms, to leave room for a timeout of at least 1ms",
         ),
         (
             Check::tcp().interval(Duration::from_micros(1500)),
