@@ -156,11 +156,11 @@ async fn share_and_take_over(url: &str, checkers: usize) {
     killed.kill();
     let after = until_split(&receivers[1..], checkers - 1, &all).await;
     let took = started.elapsed();
-    // The TTL, plus a reaper sweep and a poll of the watch, plus scheduling slack.
-    assert!(
-        took < TTL + Duration::from_millis(1_500),
-        "took over in {took:?}"
-    );
+    // Within the TTL of the last heartbeat (a third of a TTL before the kill, at most), plus a
+    // reaper sweep (100 ms) and a poll of the watch (100 ms); the bound leaves generous slack
+    // for a loaded machine.
+    eprintln!("{checkers} checkers: the killed checker's share taken over in {took:?}");
+    assert!(took < TTL + Duration::from_secs(3), "took over in {took:?}");
     for (before, now) in shares[1..].iter().zip(&after) {
         assert!(before.is_subset(now), "a survivor keeps its own share");
     }

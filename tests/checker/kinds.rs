@@ -240,9 +240,75 @@ async fn unreachable_and_unresolvable_targets_are_critical_with_the_reason() {
     let output = until_health(&registry, "nowhere", Health::Critical)
         .await
         .unwrap();
+    eprintln!("unresolvable host: {output}");
     assert!(
         output.contains("dns error") || output.starts_with("timed out"),
         "{output}"
     );
     checker.shutdown().await;
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn metrics_count_checks_by_result_and_latency() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A recorder for this thread only (a current-thread runtime): other tests do not count.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registry = MemoryRegistry::new();
+    let port = listener.local_addr().unwrap().port();
+    registry
+        .register(instance("up", port, quick(Check::tcp())).into())
+        .await
+        .unwrap();
+    registry
+        .register(instance("down", closed_port().await, quick(Check::tcp())).into())
+        .await
+        .unwrap();
+    let checker = HealthChecker::builder("c-1")
+        .standalone()
+        .spawn(registry.clone())
+        .unwrap();
+    until_health(&registry, "down", Health::Critical).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    checker.shutdown().await;
+    let recorded = {
+        let mut passes = 0;
+        let mut fails = 0;
+        let mut latencies = 0;
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let label = |name: &str| {
+                key.labels()
+                    .find(|l| l.key() == name)
+                    .map(|l| l.value().to_owned())
+            };
+            match (key.name(), value) {
+                ("tower_mesh_health_checks_total", DebugValue::Counter(n)) => {
+                    assert_eq!(label("kind").as_deref(), Some("tcp"));
+                    match label("result").as_deref() {
+                        Some("pass") => passes += n,
+                        Some("fail") => fails += n,
+                        other => panic!("unexpected result {other:?}"),
+                    }
+                }
+                ("tower_mesh_health_check_duration_seconds", DebugValue::Histogram(v)) => {
+                    assert_eq!(label("kind").as_deref(), Some("tcp"));
+                    latencies += v.len() as u64;
+                }
+                (name, _) => panic!("unexpected metric {name}"),
+            }
+        }
+        assert!(
+            passes >= 3 && fails >= 3,
+            "{passes} passes, {fails} failures"
+        );
+        assert_eq!(latencies, passes + fails);
+        passes + fails
+    };
+    assert!(recorded >= 6);
 }

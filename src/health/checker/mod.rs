@@ -81,8 +81,15 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 ///   and its instances are taken over: within the TTL plus one reaper sweep of its death.
 /// - **A checker joins or leaves.** Only the instances whose highest weights change move:
 ///   about 1/N of them with N checkers. A checker that shuts down deregisters first.
+/// - **A checker cut off from the registry** keeps checking its share (it counts itself live
+///   whatever its lease says) while the others take the same share over once its lease lapses;
+///   its writes fail until the registry is back, and are retried after each check.
 /// - **The new owner** starts from the registered health, so a takeover writes nothing until
 ///   its own results change the verdict.
+///
+/// [`shutdown`](HealthChecker::shutdown) stops the checks and leaves the fleet before it
+/// returns; dropping the checker does the same in the background, best effort (if the runtime
+/// stops first, the lease lapses instead).
 ///
 /// ## `replicas > 1`: when checkers disagree
 ///
