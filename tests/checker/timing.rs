@@ -156,3 +156,34 @@ async fn bad_specs_and_settings_are_refused() {
         .unwrap_err();
     assert!(matches!(err, HealthCheckerError::Lease(_)), "{err:?}");
 }
+
+/// Through a `Cached` registry: the checker's writes wait until the cache has seen them, so
+/// the process reads its own transitions at once.
+#[tokio::test(start_paused = true)]
+async fn works_through_a_cached_registry() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let registry = tower_mesh::registry::Cached::new(MemoryRegistry::new())
+        .await
+        .unwrap();
+    registry
+        .register(instance("o-1", port, crate::quick(Check::tcp())).into())
+        .await
+        .unwrap();
+    let checker = HealthChecker::builder("c-1")
+        .standalone()
+        .spawn(registry.clone())
+        .unwrap();
+    checker
+        .assignment()
+        .wait_for(|a| a.len() == 1)
+        .await
+        .unwrap();
+    drop(listener);
+    let output = until_health(&registry, "o-1", Health::Critical)
+        .await
+        .unwrap();
+    assert!(output.contains("refused"), "{output}");
+    assert_eq!(checker.stats().writes, 1);
+    checker.shutdown().await;
+}
