@@ -41,8 +41,10 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 ///   it is given, from the start of its history (or a reset with the whole state), and keeps
 ///   every instance that declares a check. It starts a check task for each instance it owns,
 ///   stops it when the instance leaves, goes into `Maintenance` or moves to another checker,
-///   and restarts it when its check or address changes. Give it the plain registry (or a
-///   [`Cached`](crate::registry::Cached) one: the checker's watch is then its only other one).
+///   and restarts it when its check or address changes. It may be given a
+///   [`Cached`](crate::registry::Cached) registry (its writes then wait until the cache has
+///   seen them), but `Cached` passes `watch_all` through to the registry behind it, so such a
+///   process holds two watches: the cache's and the checker's.
 /// - **Checks.** HTTP checks share one keep-alive hyper-util client (requests carry
 ///   `user-agent: tower-mesh-checker/<checker id>`), read at most
 ///   [`CHECK_BODY_READ_LIMIT`](crate::instance::CHECK_BODY_READ_LIMIT) bytes of the body when
