@@ -8,6 +8,11 @@
 //!   consecutive gateway failures, success rate and failure percentage, with growing
 //!   ejection times, a cap on the share ejected, dry runs, and optional publication of
 //!   ejections to the registry.
+//! * [`HealthChecker`] runs the declared active checks (HTTP, TCP, and the gRPC health
+//!   protocol with `tonic`) and writes a result to the registry only when an instance's
+//!   status changes. Checkers register under [`CHECKERS_SERVICE`] and share the instances
+//!   out by rendezvous hashing, each instance checked by exactly `replicas` of them, so the
+//!   fleet's check load does not grow with the number of client processes.
 //! * [`SelfRegistration`] keeps a service process's own instance registered: a TTL lease,
 //!   heartbeats, retries through registry outages, registration again after being reaped,
 //!   and deregistration first on shutdown.
@@ -82,9 +87,14 @@
 //! # }
 //! ```
 
+mod checker;
 pub mod outlier;
 pub mod report;
 mod self_registration;
+pub use self::checker::{
+    Assignment, HealthChecker, HealthCheckerBuilder, HealthCheckerError, HealthCheckerStats,
+    CHECKERS_SERVICE,
+};
 pub use self::report::{service_health, ServiceHealth};
 pub use self::self_registration::{
     SelfRegistration, SelfRegistrationBuilder, SelfRegistrationError, SelfRegistrationState,
