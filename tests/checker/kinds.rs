@@ -62,6 +62,37 @@ async fn http_turns_critical_on_503_and_back_writing_only_transitions() {
     checker.shutdown().await;
 }
 
+/// Outlier detection publishes an ejection as `Warning`; the next successful check clears
+/// it with one write, and the checker does not write again while nothing changes.
+#[tokio::test(start_paused = true)]
+async fn a_successful_check_clears_a_published_warning() {
+    let server = HttpServer::start(Answer::ok("ok")).await;
+    let registry = Counting::new();
+    registry
+        .register(instance("o-1", server.addr.port(), quick(Check::http("/"))).into())
+        .await
+        .unwrap();
+    let checker = HealthChecker::builder("c-1")
+        .standalone()
+        .spawn(registry.clone())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(registry.writes(), 0);
+
+    // What `health::outlier::PublishToRegistry` writes for an ejection.
+    registry
+        .set_health(&crate::svc(), &"o-1".parse().unwrap(), Health::Warning)
+        .await
+        .unwrap();
+    let published = registry.writes();
+    let output = until_health(&registry, "o-1", Health::Passing).await;
+    assert_eq!(output.as_deref(), Some("HTTP 200 OK"));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(registry.writes(), published + 1, "one write clears it");
+    assert_eq!(health_of(&registry, "o-1").await.0, Health::Passing);
+    checker.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn http_body_is_read_up_to_the_limit() {
     // The substring sits past the first 64 KiB: not found.

@@ -235,6 +235,23 @@ async fn http_server_answering_503_is_ejected_published_and_readmitted() {
         sleep(Duration::from_millis(10)).await;
     }
 
+    // The service's health report shows the ejection beside the published `Warning`.
+    let report = tower_mesh::health::service_health(&registry, &orders(), handle.clone())
+        .await
+        .unwrap();
+    let c_report = report.instances().iter().find(|i| *i.id() == c_id).unwrap();
+    assert_eq!(c_report.health(), Health::Warning);
+    let why = c_report.ejection().expect("reported as ejected");
+    assert!(why.contains("consecutive gateway failures"), "{why}");
+    assert_eq!(
+        report
+            .instances()
+            .iter()
+            .filter(|i| i.ejection().is_some())
+            .count(),
+        1
+    );
+
     // The backend heals; its ejection ends without traffic, but the fleet-wide `Warning`
     // keeps it out while healthy endpoints are enough.
     c.failing.store(false, Ordering::SeqCst);

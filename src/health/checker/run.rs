@@ -22,6 +22,9 @@ type Key = (ServiceName, InstanceId);
 struct Running {
     instance: Instance,
     handle: AbortHandle,
+    /// The instance's health as registered, for the task (it clears a `Warning` that
+    /// someone else, outlier detection say, published, with its next successful check).
+    registered: watch::Sender<Health>,
 }
 
 pub(crate) struct Run<R> {
@@ -176,6 +179,13 @@ impl<R: Registry> Run<R> {
             }
             return;
         }
+        if let Some(running) = self.tasks.get(&key) {
+            running.registered.send_if_modified(|h| {
+                let changed = *h != instance.health();
+                *h = instance.health();
+                changed
+            });
+        }
         match self.instances.insert(key.clone(), instance) {
             Some(old) if !needs_restart(&old, &self.instances[&key]) => {}
             _ => {
@@ -244,8 +254,16 @@ impl<R: Registry> Run<R> {
                     if let Some(old) = self.tasks.remove(&key) {
                         old.handle.abort();
                     }
-                    let handle = self.spawn(instance.clone());
-                    self.tasks.insert(key, Running { instance, handle });
+                    let (registered, watch) = watch::channel(instance.health());
+                    let handle = self.spawn(instance.clone(), watch);
+                    self.tasks.insert(
+                        key,
+                        Running {
+                            instance,
+                            handle,
+                            registered,
+                        },
+                    );
                     changed = true;
                 }
                 (None, Some(_)) => {
@@ -269,7 +287,7 @@ impl<R: Registry> Run<R> {
         }
     }
 
-    fn spawn(&self, instance: Instance) -> AbortHandle {
+    fn spawn(&self, instance: Instance, registered: watch::Receiver<Health>) -> AbortHandle {
         // `instances` only holds instances with a check.
         let check = instance
             .check()
@@ -282,6 +300,7 @@ impl<R: Registry> Run<R> {
             http: self.http.clone(),
             stats: self.stats.clone(),
             checker: self.me.clone(),
+            registered,
         };
         tokio::spawn(task.run()).abort_handle()
     }

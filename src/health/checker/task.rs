@@ -28,6 +28,8 @@ pub(crate) struct CheckTask<R> {
     pub(crate) http: HttpProber,
     pub(crate) stats: Arc<Stats>,
     pub(crate) checker: InstanceId,
+    /// The instance's health as registered (updated by the checker's watch).
+    pub(crate) registered: tokio::sync::watch::Receiver<Health>,
 }
 
 /// The probe of one kind, made once per task.
@@ -51,6 +53,7 @@ impl<R: Registry> CheckTask<R> {
             http,
             stats,
             checker,
+            mut registered,
         } = self;
         let port = check.port().unwrap_or(instance.port());
         let target = authority(instance.host(), port);
@@ -70,6 +73,9 @@ impl<R: Registry> CheckTask<R> {
         // writes nothing until its own results change it.
         let mut verdict = instance.health();
         let (mut successes, mut failures) = (0u32, 0u32);
+        // A `Warning` published by someone else (outlier detection reporting an ejection)
+        // while this checker's verdict is `Passing`: the next successful check clears it.
+        let mut clear_warning = false;
         // The first probe comes after a random part of the jitter, so a checker that starts
         // with many instances does not probe them all at once.
         let mut next = Instant::now() + jitter(check.jitter());
@@ -113,6 +119,10 @@ impl<R: Registry> CheckTask<R> {
                 failures = failures.saturating_add(1);
                 successes = 0;
             }
+            if registered.has_changed().unwrap_or(false) {
+                let now = *registered.borrow_and_update();
+                clear_warning = now == Health::Warning && verdict == Health::Passing;
+            }
             let wanted = if outcome.ok && successes >= check.healthy_threshold() {
                 Health::Passing
             } else if !outcome.ok && failures >= check.unhealthy_threshold() {
@@ -120,9 +130,11 @@ impl<R: Registry> CheckTask<R> {
             } else {
                 verdict
             };
-            if wanted != verdict {
+            let clear = clear_warning && outcome.ok && wanted == Health::Passing;
+            if wanted != verdict || clear {
                 match write(&registry, &instance, wanted, &outcome).await {
                     Ok(()) => {
+                        clear_warning = false;
                         stats.writes.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
                             checker = %checker,

@@ -79,3 +79,16 @@ where
         self.detector.uneject(key)
     }
 }
+
+/// An outlier detector's ejections, for [`service_health`](crate::health::service_health):
+/// an instance this process ejected is reported with the reason and when it returns.
+impl crate::health::report::Ejections for OutlierHandle<crate::instance::InstanceId> {
+    fn ejection(&self, id: &crate::instance::InstanceId) -> Option<String> {
+        OutlierHandle::ejection(self, id).map(|e| {
+            let left = e
+                .until
+                .saturating_duration_since(tokio::time::Instant::now());
+            format!("{} (ejected {} times, back in {left:?})", e.reason, e.times)
+        })
+    }
+}
