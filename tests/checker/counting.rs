@@ -1,4 +1,5 @@
-//! A `Registry` that counts health writes on their way to a real `MemoryRegistry`.
+//! A `Registry` that counts health writes on their way to a real `MemoryRegistry`, and the
+//! watches opened on it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tower_mesh::registry::{
 pub struct Counting {
     pub inner: MemoryRegistry,
     writes: Arc<AtomicU64>,
+    watches: Arc<AtomicU64>,
 }
 
 impl Counting {
@@ -23,6 +25,11 @@ impl Counting {
     /// Health writes so far (`set_health` and `set_health_with`).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Watches opened so far (`watch` and `watch_all`).
+    pub fn watches(&self) -> u64 {
+        self.watches.load(Ordering::SeqCst)
     }
 }
 
@@ -71,9 +78,11 @@ impl Registry for Counting {
         self.inner.revision().await
     }
     fn watch(&self, service: &ServiceName, since: Revision) -> Watch {
+        self.watches.fetch_add(1, Ordering::SeqCst);
         self.inner.watch(service, since)
     }
     fn watch_all(&self, since: Revision) -> Watch {
+        self.watches.fetch_add(1, Ordering::SeqCst);
         self.inner.watch_all(since)
     }
     async fn compact(&self, up_to: Revision) -> Result<(), Error> {

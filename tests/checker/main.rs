@@ -5,6 +5,7 @@
 mod counting;
 mod fleet;
 mod kinds;
+mod one_watch;
 mod servers;
 #[path = "../support/mod.rs"]
 mod support;

@@ -10,6 +10,7 @@ mod corrupt;
 mod errors;
 mod leases;
 mod listener;
+mod one_watch;
 mod outage;
 mod restore;
 mod secrets;

@@ -42,9 +42,9 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 ///   every instance that declares a check. It starts a check task for each instance it owns,
 ///   stops it when the instance leaves, goes into `Maintenance` or moves to another checker,
 ///   and restarts it when its check or address changes. It may be given a
-///   [`Cached`](crate::registry::Cached) registry (its writes then wait until the cache has
-///   seen them), but `Cached` passes `watch_all` through to the registry behind it, so such a
-///   process holds two watches: the cache's and the checker's.
+///   [`Cached`](crate::registry::Cached) registry: its writes then wait until the cache has
+///   seen them, and its watch is served from the cache's one watch, so the process holds one
+///   watch on the registry however many services it also discovers through the cache.
 /// - **Checks.** HTTP checks share one keep-alive hyper-util client (requests carry
 ///   `user-agent: tower-mesh-checker/<checker id>`), read at most
 ///   [`CHECK_BODY_READ_LIMIT`](crate::instance::CHECK_BODY_READ_LIMIT) bytes of the body when

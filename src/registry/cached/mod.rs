@@ -5,6 +5,8 @@ mod state;
 mod supervise;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_all;
 mod watch;
 
 pub use self::options::CachedOptions;
@@ -31,8 +33,19 @@ use super::{
 ///   from memory with no database round trip.
 /// - One [`watch_all`](Registry::watch_all) on the inner registry keeps every cached service
 ///   fresh: a whole process costs one LISTEN connection (PostgreSQL) or one polling query,
-///   however many services it reads or watches. [`watch`](Registry::watch) on a `Cached` is
-///   served from that one watch.
+///   however many services it reads or watches. [`watch`](Registry::watch) and
+///   [`watch_all`](Registry::watch_all) on a `Cached` are served from that one watch (so a
+///   health checker, feature `health`, given a `Cached` adds no watch of its own),
+///   with the same guarantees as the registry's: every change after the revision asked for, in
+///   order, or an [`Event::Reset`] first when the cache's log (see
+///   [`CachedOptions::log_retention`]) no longer reaches back that far.
+/// - The first `watch_all` watcher that needs such a reset makes the cache load every service
+///   (one [`services`](Registry::services) call, then one snapshot per service); from then on
+///   the cache holds every service, including new ones as they appear. A reset that the
+///   registry sends to the cache's own watch brings every service at once. Records that did not
+///   decode are reported in such a reset only if the cache has seen them (in a snapshot, a
+///   reset, or as a corrupt event); a service whose only stored records are corrupt and that
+///   the cache never saw is missing from it.
 /// - While the inner registry is unreachable, reads keep answering the last known data, marked
 ///   [`stale`](Snapshot::is_stale), and watchers get the error as an `Err` item, then
 ///   [`Event::Progress`] when the watch recovers.
@@ -88,6 +101,8 @@ struct Shared<R> {
     /// The revision applied so far, for writers waiting for their change and for watchers.
     position: tokio::sync::watch::Sender<u64>,
     options: CachedOptions,
+    /// Held while the cache loads every service, so that only one such load runs.
+    load_all: tokio::sync::Mutex<()>,
     /// The supervisor of the cache's watch.
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -126,6 +141,7 @@ impl<R: Registry> Cached<R> {
             }),
             position,
             options,
+            load_all: tokio::sync::Mutex::new(()),
             task: Mutex::new(None),
         });
         let task = tokio::spawn(supervise(Arc::downgrade(&shared)));
@@ -207,6 +223,51 @@ impl<R: Registry> Cached<R> {
         let snapshot = entry.snapshot(state.position, state.stale);
         state.services.insert(service.clone(), entry);
         Ok(snapshot)
+    }
+
+    /// Caches every service, for a watcher of all services that needs a reset; from then on
+    /// the cache stays complete (a change to a new service caches it). The services the
+    /// registry lists are loaded one by one; meanwhile the changes to services not cached are
+    /// collected, and those the list left out (they had no instances when it was read) are
+    /// rebuilt from them.
+    async fn load_all(&self) -> Result<(), Error> {
+        let _one = self.shared.load_all.lock().await;
+        {
+            let mut state = self.lock();
+            if state.complete {
+                return Ok(());
+            }
+            state.collect = Some(Default::default());
+            state.orphans.clear();
+        }
+        // Dropped with this future, so a cancelled or failed load stops collecting.
+        let _collecting = Collecting(&self.shared);
+        for service in self.shared.inner.services().await? {
+            self.load(&service).await?;
+        }
+        let mut state = self.lock();
+        let collected = state.collect.take().unwrap_or_default();
+        for (service, items) in collected {
+            if let std::collections::hash_map::Entry::Vacant(vacant) = state.services.entry(service)
+            {
+                let entry = vacant.insert(Entry::default());
+                for item in &items {
+                    entry.apply_item(item);
+                }
+            }
+        }
+        state.complete = true;
+        Ok(())
+    }
+}
+
+/// A load of every service in flight: while it exists, changes to services not cached are
+/// collected.
+struct Collecting<'a, R>(&'a Shared<R>);
+
+impl<R> Drop for Collecting<'_, R> {
+    fn drop(&mut self) {
+        self.0.lock().collect = None;
     }
 }
 
@@ -333,7 +394,7 @@ impl<R: Registry> Registry for Cached<R> {
     }
 
     fn watch_all(&self, since: Revision) -> Watch {
-        self.shared.inner.watch_all(since)
+        watch::watch_all(self.clone(), since)
     }
 
     async fn compact(&self, up_to: Revision) -> Result<(), Error> {

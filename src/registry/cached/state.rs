@@ -29,6 +29,14 @@ pub(super) struct State {
     /// Bumped when a reset takes the cache back to an earlier revision (the database was
     /// restored or replaced): watchers ahead of it then get a reset too.
     pub(super) epoch: u64,
+    /// Every service is cached (set once a watcher of all services needed a reset): a change
+    /// to a service not cached yet caches it.
+    pub(super) complete: bool,
+    /// While the cache loads every service: the changes to services not cached, to rebuild
+    /// those that the registry's list of services leaves out.
+    pub(super) collect: Option<HashMap<ServiceName, Vec<LogItem>>>,
+    /// Once complete: corrupt records whose service name is itself corrupt (no entry holds them).
+    pub(super) orphans: BTreeMap<(String, String), CorruptRecord>,
 }
 
 /// The loaders of one service in flight, and the events that arrived meanwhile.
@@ -90,6 +98,17 @@ impl Entry {
         self.revision = rev;
     }
 
+    /// Applies an item of the log: a change, or a corrupt record replacing its instance.
+    pub(super) fn apply_item(&mut self, item: &LogItem) {
+        match item {
+            LogItem::Event(event) => self.apply(event),
+            LogItem::Corrupt(record) => {
+                self.instances.retain(|id, _| id.as_str() != record.id());
+                self.corrupt.insert(record.id().to_owned(), record.clone());
+            }
+        }
+    }
+
     pub(super) fn snapshot(&self, position: u64, stale: bool) -> Snapshot {
         Snapshot {
             revision: Revision::new(self.revision.max(position)),
@@ -119,6 +138,63 @@ impl State {
         buffered
     }
 
+    /// A change (or corrupt record) for `service`, which is not cached: buffered for its
+    /// loaders and for a load of every service, or cached at once if the cache is complete.
+    fn uncached(&mut self, service: &ServiceName, item: &LogItem) {
+        if self.complete {
+            let mut entry = Entry::default();
+            entry.apply_item(item);
+            self.services.insert(service.clone(), entry);
+            return;
+        }
+        if let (Some(load), LogItem::Event(event)) = (self.loading.get_mut(service), item) {
+            load.buffered.push(event.clone());
+        }
+        if let Some(collect) = self.collect.as_mut() {
+            collect
+                .entry(service.clone())
+                .or_default()
+                .push(item.clone());
+        }
+    }
+
+    /// A corrupt record for a service that is not cached.
+    fn uncached_corrupt(&mut self, record: &CorruptRecord) {
+        match record.service().parse::<ServiceName>() {
+            Ok(service) => self.uncached(&service, &LogItem::Corrupt(record.clone())),
+            Err(_) if self.complete || self.collect.is_some() => {
+                let key = (record.service().to_owned(), record.id().to_owned());
+                self.orphans.insert(key, record.clone());
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The whole cached state as one snapshot at `position`, for a watcher of all services.
+    /// `None` while some service was loaded at a later revision than the cache has reached
+    /// (the snapshot would mix revisions): the caller waits for the watch to catch up.
+    pub(super) fn snapshot_all(&self) -> Option<Snapshot> {
+        if self.services.values().any(|e| e.revision > self.position) {
+            return None;
+        }
+        let mut names: Vec<&ServiceName> = self.services.keys().collect();
+        names.sort();
+        let mut instances = Vec::new();
+        let mut corrupt = Vec::new();
+        for name in names {
+            let entry = &self.services[name];
+            instances.extend(entry.instances.values().cloned());
+            corrupt.extend(entry.corrupt.values().cloned());
+        }
+        corrupt.extend(self.orphans.values().cloned());
+        Some(Snapshot {
+            revision: Revision::new(self.position),
+            instances,
+            corrupt,
+            stale: self.stale,
+        })
+    }
+
     pub(super) fn push_log(&mut self, rev: u64, item: LogItem, retention: usize) {
         self.log.push_back((rev, item));
         while self.log.len() > retention {
@@ -145,14 +221,15 @@ impl<R> Shared<R> {
                 match &event {
                     Event::Put { .. } | Event::Delete { .. } => {
                         let service = event.service().cloned();
+                        let item = LogItem::Event(event);
                         if let Some(service) = service {
                             if let Some(entry) = state.services.get_mut(&service) {
-                                entry.apply(&event);
-                            } else if let Some(load) = state.loading.get_mut(&service) {
-                                load.buffered.push(event.clone());
+                                entry.apply_item(&item);
+                            } else {
+                                state.uncached(&service, &item);
                             }
                         }
-                        state.push_log(rev, LogItem::Event(event), retention);
+                        state.push_log(rev, item, retention);
                     }
                     Event::Reset(snapshot) => {
                         let mut by_service: HashMap<ServiceName, Vec<Instance>> = HashMap::new();
@@ -191,6 +268,31 @@ impl<R> Shared<R> {
                             let entry = entry_of(name, &mut by_service, &mut corrupt);
                             state.services.insert(name.clone(), entry);
                         }
+                        // A reset holds every service: a cache that is (or is becoming)
+                        // complete caches the rest of them from it.
+                        if state.complete || state.collect.is_some() {
+                            let mut rest: Vec<ServiceName> = by_service.keys().cloned().collect();
+                            state.orphans.clear();
+                            for service in corrupt.keys() {
+                                match service.parse::<ServiceName>() {
+                                    Ok(name) if !by_service.contains_key(&name) => rest.push(name),
+                                    Ok(_) => {}
+                                    Err(_) => {
+                                        state.orphans.extend(corrupt[service].iter().map(|c| {
+                                            ((c.service().to_owned(), c.id().to_owned()), c.clone())
+                                        }))
+                                    }
+                                }
+                            }
+                            for name in rest {
+                                let entry = entry_of(&name, &mut by_service, &mut corrupt);
+                                state.services.insert(name, entry);
+                            }
+                            if let Some(collect) = state.collect.as_mut() {
+                                collect.clear();
+                            }
+                            state.complete = true;
+                        }
                         // Watchers of the cache behind this point must reset too.
                         state.log.clear();
                         state.log_floor = rev;
@@ -216,13 +318,15 @@ impl<R> Shared<R> {
             }
             Err(Error::Corrupt(record)) => {
                 tracing::warn!(%record, "registry cache: corrupt event");
+                let item = LogItem::Corrupt(record.clone());
                 if let Some(entry) = state.services.get_mut(record.service()) {
-                    entry.instances.retain(|id, _| id.as_str() != record.id());
-                    entry.corrupt.insert(record.id().to_owned(), record.clone());
+                    entry.apply_item(&item);
+                } else {
+                    state.uncached_corrupt(&record);
                 }
                 let rev = record.revision().map_or(state.position, Revision::get);
                 state.position = state.position.max(rev);
-                state.push_log(rev, LogItem::Corrupt(record), retention);
+                state.push_log(rev, item, retention);
             }
             Err(error) => {
                 tracing::warn!(%error, "registry cache watch failed; serving cached data as stale");

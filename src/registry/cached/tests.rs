@@ -12,11 +12,11 @@ use super::*;
 use crate::instance::Instance;
 use crate::registry::{Event, MemoryRegistry};
 
-fn orders() -> ServiceName {
+pub(super) fn orders() -> ServiceName {
     "orders".parse().unwrap()
 }
 
-fn inst(id: &str, port: u32) -> Registration {
+pub(super) fn inst(id: &str, port: u32) -> Registration {
     Instance::builder("orders", id)
         .port(port)
         .build()
@@ -24,7 +24,7 @@ fn inst(id: &str, port: u32) -> Registration {
         .into()
 }
 
-fn ids(snapshot: &Snapshot) -> Vec<String> {
+pub(super) fn ids(snapshot: &Snapshot) -> Vec<String> {
     snapshot
         .instances()
         .iter()
@@ -33,7 +33,7 @@ fn ids(snapshot: &Snapshot) -> Vec<String> {
 }
 
 /// How a watch from [`Gated::watch_all`] misbehaves.
-enum Fault {
+pub(super) enum Fault {
     /// Panics when first polled.
     Panic,
     /// Ends at once.
@@ -45,14 +45,14 @@ enum Fault {
 /// A memory registry whose snapshots wait, once taken, until the gate opens, and whose
 /// `watch_all` streams misbehave as scripted.
 #[derive(Clone)]
-struct Gated {
-    inner: MemoryRegistry,
+pub(super) struct Gated {
+    pub(super) inner: MemoryRegistry,
     gate: Arc<watch::Sender<bool>>,
-    faults: Arc<Mutex<VecDeque<Fault>>>,
+    pub(super) faults: Arc<Mutex<VecDeque<Fault>>>,
 }
 
 impl Gated {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Gated {
             inner: MemoryRegistry::new(),
             gate: Arc::new(watch::channel(true).0),
@@ -60,7 +60,7 @@ impl Gated {
         }
     }
 
-    fn gate(&self, open: bool) {
+    pub(super) fn gate(&self, open: bool) {
         self.gate.send_replace(open);
     }
 }
@@ -127,7 +127,7 @@ impl Registry for Gated {
 }
 
 /// The watch's next item, within a minute (of paused time).
-async fn next(watch: &mut Watch) -> Result<Event, Error> {
+pub(super) async fn next(watch: &mut Watch) -> Result<Event, Error> {
     tokio::time::timeout(Duration::from_secs(60), watch.next())
         .await
         .expect("the watch yields within a minute")
@@ -135,7 +135,7 @@ async fn next(watch: &mut Watch) -> Result<Event, Error> {
 }
 
 /// Lets the cache's watch task run until the cache has applied `rev`.
-async fn applied<R: Registry>(cache: &Cached<R>, rev: Revision) {
+pub(super) async fn applied<R: Registry>(cache: &Cached<R>, rev: Revision) {
     for _ in 0..1000 {
         if cache.lock().position >= rev.get() {
             return;

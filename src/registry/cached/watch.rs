@@ -1,5 +1,5 @@
-//! Watching a [`Cached`] registry: each watcher reads the cache's log (or gets a reset from
-//! its entry), never the inner registry's.
+//! Watching a [`Cached`] registry: each watcher, of one service or of all of them, reads the
+//! cache's log (or gets a reset from what the cache holds), never the inner registry's.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,21 +14,18 @@ use super::Cached;
 
 /// A watch of `service` on `cache` from `since`.
 pub(super) fn watch<R: Registry>(cache: Cached<R>, service: ServiceName, since: Revision) -> Watch {
-    let (health_generation, epoch) = {
-        let state = cache.lock();
-        (state.health_generation, state.epoch)
-    };
-    let state = CacheWatch {
-        cache: cache.clone(),
-        service,
-        last: since.get(),
-        health_generation,
-        epoch,
-        rx: cache.shared.position.subscribe(),
-        pending: VecDeque::new(),
-        load_failed: false,
-        loaded: false,
-    };
+    stream(CacheWatch::new(cache, Some(service), since))
+}
+
+/// A watch of every service on `cache` from `since`. Unlike a watch of one service, it loads
+/// nothing until it needs a reset; then the cache loads, and from then on keeps, every service.
+pub(super) fn watch_all<R: Registry>(cache: Cached<R>, since: Revision) -> Watch {
+    let mut state = CacheWatch::new(cache, None, since);
+    state.loaded = true;
+    stream(state)
+}
+
+fn stream<R: Registry>(state: CacheWatch<R>) -> Watch {
     Watch::new(futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(item) = st.pending.pop_front() {
@@ -41,7 +38,11 @@ pub(super) fn watch<R: Registry>(cache: Cached<R>, service: ServiceName, since: 
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 st.load_failed = false;
-                if let Err(error) = st.cache.load(&st.service).await {
+                let loaded = match &st.service {
+                    Some(service) => st.cache.load(service).await.map(drop),
+                    None => st.cache.load_all().await,
+                };
+                if let Err(error) = loaded {
                     st.load_failed = true;
                     return Some((Err(error), st));
                 }
@@ -57,7 +58,8 @@ pub(super) fn watch<R: Registry>(cache: Cached<R>, service: ServiceName, since: 
 
 struct CacheWatch<R> {
     cache: Cached<R>,
-    service: ServiceName,
+    /// `None` for a watch of every service.
+    service: Option<ServiceName>,
     last: u64,
     health_generation: u64,
     epoch: u64,
@@ -68,26 +70,56 @@ struct CacheWatch<R> {
 }
 
 impl<R: Registry> CacheWatch<R> {
-    /// Moves what is new into `pending`; `false` if the service must be loaded first.
+    fn new(cache: Cached<R>, service: Option<ServiceName>, since: Revision) -> Self {
+        let (health_generation, epoch) = {
+            let state = cache.lock();
+            (state.health_generation, state.epoch)
+        };
+        let rx = cache.shared.position.subscribe();
+        CacheWatch {
+            cache,
+            service,
+            last: since.get(),
+            health_generation,
+            epoch,
+            rx,
+            pending: VecDeque::new(),
+            load_failed: false,
+            loaded: false,
+        }
+    }
+
+    /// Moves what is new into `pending`; `false` if the service (or, watching every service,
+    /// every service) must be loaded first.
     fn fill(&mut self) -> bool {
         let state = self.cache.lock();
         // Ahead of a cache that went back to an earlier revision: that history is gone.
         let went_back = state.epoch != self.epoch && self.last > state.position;
         if went_back || (self.last < state.position && self.last < state.log_floor) {
-            let Some(entry) = state.services.get(&self.service) else {
-                return false;
+            let snapshot = match &self.service {
+                Some(service) => match state.services.get(service) {
+                    Some(entry) => entry.snapshot(state.position, state.stale),
+                    None => return false,
+                },
+                None if !state.complete => return false,
+                // A service was loaded ahead of the cache's watch: the reset (and any
+                // `Progress`) waits for the watch to get there.
+                None => match state.snapshot_all() {
+                    Some(snapshot) => snapshot,
+                    None => return true,
+                },
             };
-            let snapshot = entry.snapshot(state.position, state.stale);
             self.last = snapshot.revision.get();
             self.pending.push_back(Ok(Event::Reset(snapshot)));
         } else if self.last < state.position {
             let start = state.log.partition_point(|(rev, _)| *rev <= self.last);
+            let service = self.service.as_ref();
             for (_, item) in state.log.range(start..) {
                 match item {
-                    LogItem::Event(e) if e.service() == Some(&self.service) => {
+                    LogItem::Event(e) if service.is_none_or(|s| e.service() == Some(s)) => {
                         self.pending.push_back(Ok(e.clone()))
                     }
-                    LogItem::Corrupt(c) if c.service() == self.service.as_str() => {
+                    LogItem::Corrupt(c) if service.is_none_or(|s| c.service() == s.as_str()) => {
                         self.pending.push_back(Err(Error::Corrupt(c.clone())))
                     }
                     _ => {}
