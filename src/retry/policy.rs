@@ -1,0 +1,181 @@
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::balance::Avoid;
+use tower::BoxError;
+
+pub(crate) struct Config {
+    pub(crate) max_retries: usize,
+    pub(crate) statuses: Vec<StatusCode>,
+    pub(crate) grpc: bool,
+}
+
+/// The retry policy of a [`Retry`](super::Retry) service (a `tower::retry::Policy`): which
+/// requests are retried, on which outcomes, within the shared budget; each retry adds
+/// the endpoint that failed to the request's [`Avoid`] set.
+///
+/// Made by a [`RetryLayer`](super::RetryLayer); each request works on a clone of it.
+pub struct Policy {
+    pub(crate) config: Arc<Config>,
+    pub(crate) budget: Arc<TpsBudget>,
+    /// Retries of the current request (the policy is cloned per request).
+    pub(crate) retries: usize,
+}
+
+impl Clone for Policy {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            budget: self.budget.clone(),
+            retries: self.retries,
+        }
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("max_retries", &self.config.max_retries)
+            .field("statuses", &self.config.statuses)
+            .field("grpc", &self.config.grpc)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+/// What kind of request, as far as retrying goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An idempotent method: retried on connection errors and the configured statuses.
+    Idempotent,
+    /// gRPC: retried only when it got no response.
+    Grpc,
+    /// Not retried.
+    Never,
+}
+
+impl Policy {
+    fn kind<B>(&self, req: &Request<B>) -> Kind {
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            return if self.config.grpc {
+                Kind::Grpc
+            } else {
+                Kind::Never
+            };
+        }
+        match *req.method() {
+            Method::GET
+            | Method::HEAD
+            | Method::OPTIONS
+            | Method::PUT
+            | Method::DELETE
+            | Method::TRACE => Kind::Idempotent,
+            _ => Kind::Never,
+        }
+    }
+
+    /// Whether the request may be retried (it then needs an [`Avoid`] set).
+    pub(crate) fn is_retryable<B>(&self, req: &Request<B>) -> bool {
+        self.kind(req) != Kind::Never
+    }
+
+    /// Counts a request in the budget.
+    pub(crate) fn deposit(&self) {
+        self.budget.deposit();
+    }
+
+    fn failed<B, ResB>(&self, req: &Request<B>, result: &Result<Response<ResB>, BoxError>) -> bool {
+        match (self.kind(req), result) {
+            (Kind::Never, _) => false,
+            (Kind::Idempotent, Ok(rsp)) => self.config.statuses.contains(&rsp.status()),
+            (Kind::Grpc, Ok(rsp)) => {
+                // Trailers-only `UNAVAILABLE` (14): the server sent no response message.
+                rsp.headers()
+                    .get("grpc-status")
+                    .is_some_and(|v| v.as_bytes() == b"14")
+            }
+            (Kind::Idempotent, Err(e)) => is_connection_error(&**e, false),
+            (Kind::Grpc, Err(e)) => is_connection_error(&**e, true),
+        }
+    }
+}
+
+/// Whether `e` (or an error in its chain) is a failure to reach the endpoint: connecting
+/// failed, or, unless `connect_only`, the connection failed during the exchange.
+fn is_connection_error(e: &(dyn StdError + 'static), connect_only: bool) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if e.is_connect() || !connect_only {
+                return true;
+            }
+        } else if let Some(e) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match e.kind() {
+                ConnectionRefused => return true,
+                ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
+                    if !connect_only =>
+                {
+                    return true
+                }
+                _ => {}
+            }
+        } else if !connect_only && e.downcast_ref::<hyper::Error>().is_some() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+impl<B, ResB> tower::retry::Policy<Request<B>, Response<ResB>, BoxError> for Policy
+where
+    B: Clone,
+{
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<ResB>, BoxError>,
+    ) -> Option<Self::Future> {
+        if !self.failed(req, result) || self.retries >= self.config.max_retries {
+            return None;
+        }
+        let avoid = req.extensions_mut().get_mut::<Avoid>()?;
+        let Some(failed) = avoid.served() else {
+            // It never reached the balancer (failed in front of it): nothing to avoid, and
+            // no reason to think another try goes better.
+            return None;
+        };
+        if !self.budget.withdraw() {
+            tracing::debug!("retry budget exhausted; not retrying");
+            return None;
+        }
+        self.retries += 1;
+        avoid.insert(failed);
+        Some(ready(()))
+    }
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        if !self.is_retryable(req) {
+            return None;
+        }
+        let mut clone = Request::new(req.body().clone());
+        *clone.method_mut() = req.method().clone();
+        *clone.uri_mut() = req.uri().clone();
+        *clone.version_mut() = req.version();
+        *clone.headers_mut() = req.headers().clone();
+        *clone.extensions_mut() = req.extensions().clone();
+        Some(clone)
+    }
+}
