@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -27,7 +27,8 @@ use tower_mesh::retry::{Builder, RetryLayer};
 
 type Req = Request<Full<Bytes>>;
 
-/// A server on loopback answering 200, or 503 while failing, recording request ids.
+/// A server on loopback answering 200, or 503 while failing (gRPC: `grpc-status` 0, or
+/// 14 `UNAVAILABLE` while failing), recording request ids.
 struct Backend {
     addr: SocketAddr,
     failing: bool,
@@ -58,15 +59,18 @@ async fn backend(failing: bool) -> Arc<Backend> {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let id = req.headers()["x-id"].to_str().unwrap().parse().unwrap();
                     b.seen.lock().unwrap().push(id);
-                    let status = if b.failing {
-                        StatusCode::SERVICE_UNAVAILABLE
+                    let grpc = req.headers().get("content-type")
+                        == Some(&HeaderValue::from_static("application/grpc"));
+                    let rsp = if grpc {
+                        // Trailers-only: the status in the headers, no message.
+                        let code = if b.failing { "14" } else { "0" };
+                        Response::builder().header("grpc-status", code)
+                    } else if b.failing {
+                        Response::builder().status(StatusCode::SERVICE_UNAVAILABLE)
                     } else {
-                        StatusCode::OK
+                        Response::builder()
                     };
-                    let rsp = Response::builder()
-                        .status(status)
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
+                    let rsp = rsp.body(Full::new(Bytes::new())).unwrap();
                     async move { Ok::<_, Infallible>(rsp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -302,6 +306,35 @@ async fn post_is_not_retried() {
     assert_eq!(attempts, N as usize, "a POST was sent twice");
     assert_eq!(unavailable, bad.seen().len());
     assert!(unavailable > 0);
+}
+
+#[tokio::test]
+async fn grpc_unavailable_without_a_response_is_retried_elsewhere() {
+    let (good1, good2, bad) = (
+        backend(false).await,
+        backend(false).await,
+        backend(true).await,
+    );
+    let (svc, _) = client(
+        [bad.addr, good1.addr, good2.addr],
+        hasher(),
+        RetryLayer::builder(),
+    )
+    .await;
+    const N: u64 = 30;
+    for n in 0..N {
+        let mut req = request(Method::POST, n);
+        req.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        let rsp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(rsp.headers()["grpc-status"], "0");
+    }
+    let bad_seen = bad.seen();
+    assert!(!bad_seen.is_empty());
+    assert!(counts(&bad_seen, N).iter().all(|&c| c <= 1), "{bad_seen:?}");
+    let mut good = good1.seen();
+    good.extend(good2.seen());
+    assert!(counts(&good, N).iter().all(|&c| c == 1), "{good:?}");
 }
 
 #[tokio::test]
