@@ -19,9 +19,11 @@
 //!   answer is a trailers-only `UNAVAILABLE` (`grpc-status: 14`).
 //! * Nothing else: `POST` and `PATCH` are never retried.
 //!
-//! Requests are retried by clone, so the body must be `Clone` (`Full<Bytes>`,
-//! `Empty<Bytes>`, `String`, tonic's request bodies are not): the service is only a
-//! `Service<http::Request<B>>` for `B: Clone`. Retries happen at once (another endpoint is
+//! Requests are retried by clone, so the body must be `Clone`: `Full<Bytes>`,
+//! `Empty<Bytes>` and `String` are; streaming bodies (hyper's `Incoming`, tonic's
+//! `tonic::body::Body`) are not, and must be buffered into a `Full<Bytes>` first. The
+//! service is only a `Service<http::Request<B>>` for `B: Clone`; requests that may not be
+//! retried (by method) are sent without keeping a clone. Retries happen at once (another endpoint is
 //! tried, so there is no backoff), at most [`Builder::max_retries`] per request, and only
 //! while the budget allows: every request deposits into a
 //! [`TpsBudget`](tower::retry::budget::TpsBudget) (Finagle's) shared by every service the

@@ -179,3 +179,68 @@ where
         Some(clone)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        crate::retry::RetryLayer::builder().build().unwrap().policy
+    }
+
+    fn req(method: Method, content_type: Option<&'static str>) -> Request<()> {
+        let mut b = Request::builder().method(method);
+        if let Some(ct) = content_type {
+            b = b.header(http::header::CONTENT_TYPE, ct);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn idempotent_methods_and_grpc_are_retryable() {
+        let p = policy();
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+            Method::TRACE,
+        ] {
+            assert!(p.is_retryable(&req(m, None)));
+        }
+        assert!(!p.is_retryable(&req(Method::POST, None)));
+        assert!(!p.is_retryable(&req(Method::PATCH, None)));
+        assert!(p.is_retryable(&req(Method::POST, Some("application/grpc+proto"))));
+        let no_grpc = crate::retry::RetryLayer::builder()
+            .grpc(false)
+            .build()
+            .unwrap()
+            .policy;
+        assert!(!no_grpc.is_retryable(&req(Method::POST, Some("application/grpc"))));
+    }
+
+    #[test]
+    fn grpc_is_retried_only_without_a_response() {
+        let p = policy();
+        let grpc = req(Method::POST, Some("application/grpc"));
+        let reset: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        let refused: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert!(!p.failed::<_, ()>(&grpc, &Err(reset)));
+        assert!(p.failed::<_, ()>(&grpc, &Err(refused)));
+        let internal = Response::builder()
+            .header("grpc-status", "13")
+            .body(())
+            .unwrap();
+        assert!(!p.failed(&grpc, &Ok(internal)));
+        let get = req(Method::GET, None);
+        let reset: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        assert!(p.failed::<_, ()>(&get, &Err(reset)));
+        let timeout: BoxError = std::io::Error::from(std::io::ErrorKind::TimedOut).into();
+        assert!(!p.failed::<_, ()>(&get, &Err(timeout)));
+        let bad_gateway = Response::builder().status(502).body(()).unwrap();
+        assert!(p.failed(&get, &Ok(bad_gateway)));
+        let server_error = Response::builder().status(500).body(()).unwrap();
+        assert!(!p.failed(&get, &Ok(server_error)));
+    }
+}
