@@ -72,6 +72,10 @@ pub mod breaker;
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod balance;
 
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry;
+
 #[cfg(feature = "health")]
 #[cfg_attr(docsrs, doc(cfg(feature = "health")))]
 pub mod health;

@@ -92,6 +92,18 @@
 //! tokio's blocking pool, never on a runtime thread. The balancer needs a tokio runtime
 //! with time enabled (for the no-endpoints bound).
 //!
+//! # Avoiding endpoints
+//!
+//! An `http::Request` may carry an [`Avoid`] extension listing endpoints ([`EndpointId`],
+//! a hash of the key) it should
+//! not go to (the [`retry`](crate::retry) layer adds the endpoint that failed each
+//! attempt). A strategy wrapped in [`Avoiding`] honours it: when its pick is avoided and a
+//! usable endpoint is not, the request goes to such an endpoint (the strategy is asked
+//! twice more, then the usable endpoints are scanned in index order from the pick); when
+//! every usable endpoint is avoided, it goes to the pick anyway. The balancer records the
+//! endpoint each such request went to in the set ([`Avoid::served`]). Requests
+//! through unwrapped strategies, and other request types, never look for the extension.
+//!
 //! # Panic threshold
 //!
 //! As in Envoy, when fewer than
@@ -121,6 +133,7 @@
 //! made for an older endpoint set survives a change (tower issue #856). A discovery stream
 //! that ends leaves the last endpoint set in place.
 
+mod avoid;
 mod build;
 mod endpoints;
 mod handle;
@@ -144,6 +157,7 @@ mod weighted;
 pub mod error;
 pub mod future;
 
+pub use self::avoid::{Avoid, Avoiding, EndpointId};
 pub use self::dynamic::{AnyPick, KeyFn, Strategy};
 pub use self::endpoints::{Endpoints, SlowStart};
 pub use self::handle::{BalanceHandle, EndpointState};
@@ -213,6 +227,15 @@ pub trait Pick<Req> {
     /// previous one, or another way, meanwhile). The default is `false`.
     fn is_rebuilding(&self) -> bool {
         false
+    }
+
+    /// The endpoints `req` asks not to go to ([`Avoid`]), if it carries a set and this
+    /// strategy honours them. The default is `None` and costs nothing;
+    /// [`Avoiding`] reads the set from an `http::Request`'s extensions.
+    #[inline]
+    fn avoid<'r>(&self, req: &'r Req) -> Option<&'r Avoid> {
+        let _ = req;
+        None
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 use tower::discover::Discover;
 use tower_service::Service;
 
+use crate::balance::avoid::choose as choose_avoiding;
 use crate::balance::endpoints::Endpoints;
 use crate::balance::error;
 use crate::balance::future::{ResponseFuture, NO_START};
@@ -20,7 +21,7 @@ use crate::balance::handle::{self, BalanceHandle, Inspect};
 use crate::balance::layer::Config;
 use crate::balance::state::{State, FAILED, NONE, PANIC, USABLE};
 use crate::balance::wake::{Notify, Wakes};
-use crate::balance::{BoxError, Pick, Tracking, Weight};
+use crate::balance::{BoxError, EndpointId, Pick, Tracking, Weight};
 
 /// A load balancer over the endpoints of discovery stream `D`, picking with strategy `P`.
 ///
@@ -348,7 +349,15 @@ where
         } else {
             None
         };
-        let i = st.strategy.pick(&st.set, &req);
+        let mut i = st.strategy.pick(&st.set, &req);
+        if let Some(avoid) = st.strategy.avoid(&req) {
+            let mut id = EndpointId::of(&st.set.keys[i]);
+            if avoid.contains(id) {
+                i = choose_avoiding(&mut st.strategy, &st.set, &req, i, avoid);
+                id = EndpointId::of(&st.set.keys[i]);
+            }
+            avoid.record(id);
+        }
         debug_assert!(st.set.is_usable(i), "strategy picked an unusable endpoint");
         // The endpoint is polled ready again (below) before its next request.
         st.set.set_flags(i, 0);

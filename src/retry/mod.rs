@@ -1,0 +1,159 @@
+//! Budgeted retries that go to another endpoint: tower's `Retry` with a policy for HTTP
+//! and gRPC that never sends a retry back to the endpoint that just failed while another
+//! is ready.
+//!
+//! [`RetryLayer`] wraps a balanced service (tower-mesh's [`Balance`](crate::balance::Balance)
+//! with an [`Avoiding`](crate::balance::Avoiding) strategy, behind tower's `Buffer` so that
+//! it is `Clone`). Each retryable request carries an [`Avoid`](crate::balance::Avoid) set;
+//! the balancer records the endpoint each attempt went to, and a failed attempt adds that
+//! endpoint to the set, so the next attempt goes to another usable endpoint (or, when every
+//! usable endpoint has failed it, to the balancer's pick).
+//!
+//! # What is retried
+//!
+//! * Idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`): on a
+//!   connection error (hyper-util's client errors, refused or reset connections) and on
+//!   the configured statuses ([`Builder::statuses`], default 502, 503, 504).
+//! * gRPC requests (`content-type: application/grpc…`, with [`Builder::grpc`], the
+//!   default): only when they got no response: the connection failed to open, or the
+//!   answer is a trailers-only `UNAVAILABLE` (`grpc-status: 14`).
+//! * Nothing else: `POST` and `PATCH` are never retried.
+//!
+//! Requests are retried by clone, so the body must be `Clone`: `Full<Bytes>`,
+//! `Empty<Bytes>` and `String` are; streaming bodies (hyper's `Incoming`, tonic's
+//! `tonic::body::Body`) are not, and must be buffered into a `Full<Bytes>` first. The
+//! service is only a `Service<http::Request<B>>` for `B: Clone`; requests that may not be
+//! retried (by method) are sent without keeping a clone. Retries happen at once (another endpoint is
+//! tried, so there is no backoff), at most [`Builder::max_retries`] per request, and only
+//! while the budget allows: every request deposits into a
+//! [`TpsBudget`](tower::retry::budget::TpsBudget) (Finagle's) shared by every service the
+//! layer builds, and every retry withdraws from it, so that under a total outage retries
+//! add at most [`retry_ratio`](Builder::retry_ratio) of the traffic plus
+//! [`min_per_sec`](Builder::min_per_sec). The inner service's error must be tower's
+//! `BoxError` (as `Balance`'s and `Buffer`'s are).
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{discover::ServiceList, service_fn, ServiceBuilder, ServiceExt};
+//! use tower_mesh::balance::{Avoiding, BalanceLayer, RoundRobin, WithWeight};
+//! use tower_mesh::retry::RetryLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! // Endpoint 0 is down (503); the others answer with their index.
+//! let endpoints = (0..3).map(|i| {
+//!     WithWeight::new(service_fn(move |_req: Request<String>| async move {
+//!         let status = if i == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!         Ok::<_, Infallible>(Response::builder().status(status).body(i).unwrap())
+//!     }), 1)
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(RetryLayer::builder().build()?)
+//!     .buffer(64)
+//!     .layer(BalanceLayer::builder(Avoiding::new(RoundRobin::new())).build()?)
+//!     .service(ServiceList::new(endpoints.collect::<Vec<_>>()));
+//! for _ in 0..6 {
+//!     let rsp = svc.clone().oneshot(Request::new(String::new())).await?;
+//!     assert_eq!(rsp.status(), StatusCode::OK);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod layer;
+mod policy;
+
+pub mod error;
+
+pub use self::layer::{Builder, RetryLayer};
+pub use self::policy::Policy;
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::BoxError;
+use tower_service::Service;
+
+use crate::balance::Avoid;
+
+/// Response futures of [`Retry`].
+pub mod future {
+    /// The response future of [`Retry`](super::Retry): tower's retry future.
+    pub type ResponseFuture<S, Req> = tower::retry::future::ResponseFuture<super::Policy, S, Req>;
+}
+
+/// Retries failed requests on another endpoint, within a budget; see the
+/// [module documentation](self). Made by [`RetryLayer`].
+pub struct Retry<S> {
+    inner: tower::retry::Retry<Policy, S>,
+    /// A clone of the inner `Retry`'s policy (tower does not lend it out): decides which
+    /// requests get an avoid set, and deposits into the shared budget.
+    policy: Policy,
+}
+
+impl<S> Retry<S> {
+    pub(crate) fn new(inner: S, policy: Policy) -> Self {
+        Self {
+            inner: tower::retry::Retry::new(policy.clone(), inner),
+            policy,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// Unwrap the service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S: Clone> Clone for Retry<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry").field("inner", &self.inner).finish()
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error = BoxError> + Clone,
+    B: Clone,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S, Request<B>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let policy = &self.policy;
+        policy.deposit();
+        if policy.is_retryable(&req) && req.extensions().get::<Avoid>().is_none() {
+            req.extensions_mut().insert(Avoid::new());
+        }
+        self.inner.call(req)
+    }
+}
