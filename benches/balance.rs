@@ -123,8 +123,10 @@ impl<P: Pick<u64>> Bench for Ours<P> {
 
 fn ours<P: Pick<u64> + Clone + Send + 'static>(p: P, n: usize) -> Ours<P> {
     // tower's balancer keeps no metrics either.
-    let mut b = BalanceLayer::builder(p)
-        .metrics(false)
+    let builder = BalanceLayer::builder(p);
+    #[cfg(feature = "metrics")]
+    let builder = builder.metrics(false);
+    let mut b = builder
         .build()
         .expect("valid balancer settings")
         .build(ServiceList::new(eps(n)));

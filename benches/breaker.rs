@@ -86,15 +86,14 @@ fn drive_failsafe<C: failsafe::futures::CircuitBreaker>(cb: &C, ok: bool) -> boo
 }
 
 fn ours() -> tower_mesh::breaker::CircuitBreaker<Inner> {
-    CircuitBreakerLayer::builder()
+    let builder = CircuitBreakerLayer::builder()
         .consecutive_failures(FAILURES)
         .open_duration(OPEN)
-        .backoff_multiplier(1.0)
-        // failsafe keeps no metrics either (the handle's counters are kept).
-        .metrics(false)
-        .build()
-        .unwrap()
-        .layer(inner())
+        .backoff_multiplier(1.0);
+    // failsafe keeps no metrics either (the handle's counters are kept).
+    #[cfg(feature = "metrics")]
+    let builder = builder.metrics(false);
+    builder.build().unwrap().layer(inner())
 }
 
 fn failsafe_cb() -> impl failsafe::futures::CircuitBreaker + Clone + Send + 'static {
