@@ -41,7 +41,7 @@ const NOT_SERVED: u64 = 0;
 /// The balancer records the endpoint it sends the request to in a slot shared by every
 /// clone of this value ([`served`](Avoid::served)), so that a retry policy holding a
 /// clone of the request learns where the attempt went, whether it failed with a response
-/// or an error. The [`retry`](crate::retry) layer manages the set for you.
+/// or an error. The layer of the `retry` module (feature `retry`) manages the set for you.
 ///
 /// ```
 /// use tower_mesh::balance::{Avoid, EndpointId};

@@ -96,7 +96,7 @@
 //!
 //! An `http::Request` may carry an [`Avoid`] extension listing endpoints ([`EndpointId`],
 //! a hash of the key) it should
-//! not go to (the [`retry`](crate::retry) layer adds the endpoint that failed each
+//! not go to (the layer of the `retry` module, feature `retry`, adds the endpoint that failed each
 //! attempt). A strategy wrapped in [`Avoiding`] honours it: when its pick is avoided and a
 //! usable endpoint is not, the request goes to such an endpoint (the strategy is asked
 //! twice more, then the usable endpoints are scanned in index order from the pick); when

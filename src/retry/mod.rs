@@ -4,7 +4,7 @@
 //!
 //! [`RetryLayer`] wraps a balanced service (tower-mesh's [`Balance`](crate::balance::Balance)
 //! with an [`Avoiding`](crate::balance::Avoiding) strategy, behind tower's `Buffer` so that
-//! it is `Clone`). Each retryable request carries an [`Avoid`](crate::balance::Avoid) set;
+//! it is `Clone`). Each retryable request carries an [`Avoid`] set;
 //! the balancer records the endpoint each attempt went to, and a failed attempt adds that
 //! endpoint to the set, so the next attempt goes to another usable endpoint (or, when every
 //! usable endpoint has failed it, to the balancer's pick).
