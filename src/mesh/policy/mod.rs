@@ -81,8 +81,8 @@ impl Policies {
         Ok(self.timeout)
     }
 
-    /// Converts every policy (building and dropping the parts; no runtime needed), so that a
-    /// configuration is refused before anything is built from it. The error names the field
+    /// Converts every policy (building and dropping the parts, with `metrics` off; no runtime
+    /// needed), so that a configuration is refused before anything is built from it. The error names the field
     /// (`retry.max_retries`).
     pub fn check(&self) -> Result<(), PolicyError> {
         self.strategy
@@ -91,10 +91,10 @@ impl Policies {
         self.timeout()?;
         self.retry.layer().map_err(|e| e.within("retry"))?;
         self.endpoint_breaker
-            .endpoint_breaker("check")
+            .check(true)
             .map_err(|e| e.within("endpoint_breaker"))?;
         self.service_breaker
-            .service_breaker("check")
+            .check(false)
             .map_err(|e| e.within("service_breaker"))?;
         self.outlier
             .builder("check")

@@ -358,6 +358,19 @@ impl BreakerPolicy {
         Ok(b)
     }
 
+    /// Builds and drops a breaker of these settings (without metrics), for the error.
+    pub(super) fn check(&self, endpoint: bool) -> Result<(), PolicyError> {
+        let b = self.builder("check")?;
+        #[cfg(feature = "metrics")]
+        let b = b.metrics(false);
+        let built = if endpoint {
+            b.build_endpoint().map(drop)
+        } else {
+            b.build().map(drop)
+        };
+        built.map_err(|e| PolicyError::new(breaker_field(&e), e))
+    }
+
     /// The service-level breaker named `name`, or the error naming the field.
     pub fn service_breaker(&self, name: &str) -> Result<breaker::CircuitBreakerLayer, PolicyError> {
         self.builder(name)?
@@ -509,8 +522,11 @@ impl OutlierPolicy {
     /// do not fail. A refusal names the field.
     pub fn builder(&self, name: &str) -> Result<outlier::Builder, PolicyError> {
         // The builder checks at `build_pair`, which makes a detector and a worker that are
-        // dropped unused (nothing is spawned).
-        if let Err(e) = self.unchecked(name).build_pair::<()>() {
+        // dropped unused (nothing is spawned, nothing reported to `metrics`).
+        let throwaway = self.unchecked(name);
+        #[cfg(feature = "metrics")]
+        let throwaway = throwaway.metrics(false);
+        if let Err(e) = throwaway.build_pair::<()>() {
             return Err(PolicyError::new(outlier_field(&e), e));
         }
         Ok(self.unchecked(name))
