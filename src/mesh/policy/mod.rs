@@ -4,7 +4,8 @@
 //! name, and every value is checked when it is converted into its part, the error naming the
 //! field by its path ([`PolicyError`]). [`MeshConfig`] holds the default [`Policies`] and
 //! per-service [`PolicyOverrides`]; an override replaces only the fields it names, section
-//! by section and field by field, and every other field keeps the defaults' value.
+//! by section and field by field, and every other field keeps the defaults' value (one
+//! exception: naming a strategy replaces its hash header too, see [`StrategyOverride`]).
 //!
 //! ```toml
 //! [defaults]

@@ -64,13 +64,32 @@ impl Default for StrategyPolicy {
     }
 }
 
-overrides! {
-    /// The fields of a [`StrategyPolicy`] that a service replaces.
-    StrategyOverride for StrategyPolicy {
-        /// Replaces [`StrategyPolicy::name`].
-        name: String,
-        /// Replaces [`StrategyPolicy::hash_header`].
-        hash_header: String,
+/// The fields of a [`StrategyPolicy`] that a service replaces.
+///
+/// The hash header belongs to the strategy: an override that names a strategy replaces the
+/// header too (with its own, or none), so a service can move from the defaults' `ring_hash`
+/// to `p2c` without inheriting a header `p2c` refuses. An override naming only the header
+/// keeps the defaults' strategy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyOverride {
+    /// Replaces [`StrategyPolicy::name`], and the hash header with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Replaces [`StrategyPolicy::hash_header`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_header: Option<String>,
+}
+
+impl StrategyOverride {
+    /// Replaces the fields of `base` that this override names (see [`StrategyOverride`]).
+    pub fn apply_to(&self, base: &mut StrategyPolicy) {
+        if let Some(name) = &self.name {
+            base.name = name.clone();
+            base.hash_header = self.hash_header.clone();
+        } else if let Some(header) = &self.hash_header {
+            base.hash_header = Some(header.clone());
+        }
     }
 }
 

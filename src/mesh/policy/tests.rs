@@ -163,6 +163,27 @@ fn overrides_replace_only_the_fields_they_name() {
 }
 
 #[test]
+fn a_strategy_override_brings_its_own_hash_header() {
+    let c: MeshConfig = toml::from_str(
+        r#"
+        [defaults]
+        strategy = { name = "maglev", hash_header = "x-user-id" }
+        [services.a]
+        strategy = { name = "p2c" }
+        [services.b]
+        strategy = { hash_header = "x-tenant" }
+        "#,
+    )
+    .unwrap();
+    let a = c.policies("a").unwrap();
+    assert_eq!(a.strategy.name, "p2c");
+    assert_eq!(a.strategy.hash_header, None);
+    let b = c.policies("b").unwrap();
+    assert_eq!(b.strategy.name, "maglev");
+    assert_eq!(b.strategy.hash_header.as_deref(), Some("x-tenant"));
+}
+
+#[test]
 fn an_override_can_turn_a_rate_rule_on() {
     let c: MeshConfig =
         toml::from_str("[services.a]\nservice_breaker = { failure_rate = 0.25 }").unwrap();
