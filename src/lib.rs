@@ -14,6 +14,7 @@
 //! | `balance` | `balance` | `Balance<D, P>` and its picking strategies |
 //! | `breaker` | `breaker` | service-level and per-endpoint circuit breakers |
 //! | `health` | `health` | active checks shared out across checkers, self-registration, outlier detection |
+//! | `mesh` | `mesh` | serde policies for a whole stack and the mesh's error type |
 //!
 //! ```
 //! # #[cfg(all(feature = "discover", feature = "registry-sqlite"))]
@@ -79,3 +80,7 @@ pub mod retry;
 #[cfg(feature = "health")]
 #[cfg_attr(docsrs, doc(cfg(feature = "health")))]
 pub mod health;
+
+#[cfg(feature = "mesh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mesh")))]
+pub mod mesh;
