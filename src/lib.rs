@@ -57,6 +57,8 @@ mod builder;
 mod chain;
 pub mod instance;
 pub mod registry;
+#[cfg(feature = "balance")]
+mod setting;
 mod sync;
 
 pub use self::builder::ServiceBuilderExt;

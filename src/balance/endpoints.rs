@@ -46,6 +46,7 @@ impl SlowStart {
         use crate::balance::error::BuildError;
         if self.window.is_zero() {
             return Err(BuildError::new(
+                crate::balance::error::COMPONENT,
                 "slow_start.window",
                 self.window,
                 "must be positive",
@@ -53,6 +54,7 @@ impl SlowStart {
         }
         if !(1..=100).contains(&self.min_weight_percent) {
             return Err(BuildError::new(
+                crate::balance::error::COMPONENT,
                 "slow_start.min_weight_percent",
                 self.min_weight_percent,
                 "must be 1 to 100",

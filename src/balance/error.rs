@@ -141,34 +141,7 @@ impl UnknownStrategy {
 
 /// A balancer setting that [`Builder::build`](super::Builder::build) (or a strategy's
 /// setter) refuses: the setting's name, the value given and what is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid load balancer setting {setting}: {value} ({expected})")]
-pub struct BuildError {
-    setting: &'static str,
-    value: String,
-    expected: &'static str,
-}
+pub type BuildError = crate::setting::InvalidSetting;
 
-impl BuildError {
-    pub(crate) fn new(
-        setting: &'static str,
-        value: impl std::fmt::Debug,
-        expected: &'static str,
-    ) -> Self {
-        Self {
-            setting,
-            value: format!("{value:?}"),
-            expected,
-        }
-    }
-
-    /// The setting's name, as the builder method that takes it (`"panic_threshold_percent"`).
-    pub fn setting(&self) -> &'static str {
-        self.setting
-    }
-
-    /// The value given, as written by `Debug` (`"150"`, `"0ns"`).
-    pub fn value(&self) -> &str {
-        &self.value
-    }
-}
+/// The balancer's component name in [`BuildError`]'s message.
+pub(crate) const COMPONENT: &str = "load balancer";

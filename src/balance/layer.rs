@@ -218,6 +218,7 @@ impl<P> Builder<P> {
         let c = &self.config;
         if c.panic_threshold_percent > 100 {
             return Err(BuildError::new(
+                crate::balance::error::COMPONENT,
                 "panic_threshold_percent",
                 c.panic_threshold_percent,
                 "must be 0 to 100",
@@ -225,13 +226,19 @@ impl<P> Builder<P> {
         }
         if c.default_rtt.is_zero() {
             return Err(BuildError::new(
+                crate::balance::error::COMPONENT,
                 "default_rtt",
                 c.default_rtt,
                 "must be positive",
             ));
         }
         if c.decay.is_zero() {
-            return Err(BuildError::new("decay", c.decay, "must be positive"));
+            return Err(BuildError::new(
+                crate::balance::error::COMPONENT,
+                "decay",
+                c.decay,
+                "must be positive",
+            ));
         }
         if let Some(slow_start) = &c.slow_start {
             slow_start.validate()?;

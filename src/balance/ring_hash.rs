@@ -141,7 +141,12 @@ impl<E, F> RingHash<E, F> {
     /// [`BuildError`] for 0.
     pub fn vnodes(mut self, vnodes: u32) -> Result<Self, BuildError> {
         if vnodes == 0 {
-            return Err(BuildError::new("vnodes", vnodes, "must be at least 1"));
+            return Err(BuildError::new(
+                crate::balance::error::COMPONENT,
+                "vnodes",
+                vnodes,
+                "must be at least 1",
+            ));
         }
         self.table.kind.vnodes = vnodes;
         Ok(self)
@@ -157,6 +162,7 @@ impl<E, F> RingHash<E, F> {
     pub fn max_ring_size(mut self, points: usize) -> Result<Self, BuildError> {
         if !(1..=MAX_RING).contains(&points) {
             return Err(BuildError::new(
+                crate::balance::error::COMPONENT,
                 "max_ring_size",
                 points,
                 "must be 1 to 268435456",

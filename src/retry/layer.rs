@@ -121,10 +121,16 @@ impl Builder {
     /// The layer, or the first invalid setting.
     pub fn build(self) -> Result<RetryLayer, BuildError> {
         if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(60) {
-            return Err(BuildError::new("ttl", self.ttl, "must be 1 to 60 seconds"));
+            return Err(BuildError::new(
+                crate::retry::error::COMPONENT,
+                "ttl",
+                self.ttl,
+                "must be 1 to 60 seconds",
+            ));
         }
         if self.min_per_sec >= i32::MAX as u32 {
             return Err(BuildError::new(
+                crate::retry::error::COMPONENT,
                 "min_per_sec",
                 self.min_per_sec,
                 "must be below 2147483647",
@@ -132,6 +138,7 @@ impl Builder {
         }
         if !(0.0..=1000.0).contains(&self.retry_ratio) {
             return Err(BuildError::new(
+                crate::retry::error::COMPONENT,
                 "retry_ratio",
                 self.retry_ratio,
                 "must be 0.0 to 1000.0",
@@ -139,6 +146,7 @@ impl Builder {
         }
         if self.max_retries == 0 {
             return Err(BuildError::new(
+                crate::retry::error::COMPONENT,
                 "max_retries",
                 self.max_retries,
                 "must be at least 1",
@@ -146,6 +154,7 @@ impl Builder {
         }
         if self.statuses.is_empty() {
             return Err(BuildError::new(
+                crate::retry::error::COMPONENT,
                 "statuses",
                 &self.statuses,
                 "must list at least one status",
@@ -156,7 +165,12 @@ impl Builder {
             .iter()
             .find(|s| !(s.is_client_error() || s.is_server_error()))
         {
-            return Err(BuildError::new("statuses", s, "must be 400 to 599"));
+            return Err(BuildError::new(
+                crate::retry::error::COMPONENT,
+                "statuses",
+                s,
+                "must be 400 to 599",
+            ));
         }
         let budget = TpsBudget::new(self.ttl, self.min_per_sec, self.retry_ratio);
         Ok(RetryLayer {

@@ -270,6 +270,15 @@ impl SqlRegistryBuilder {
     }
 }
 
+// With the internal `sql` feature alone no backend is compiled in and every arm is gone.
+#[cfg_attr(
+    not(any(
+        feature = "registry-sqlite",
+        feature = "registry-postgres",
+        feature = "registry-mysql"
+    )),
+    allow(unused_variables, unreachable_code)
+)]
 async fn migrate(backend: Backend, pool: &AnyPool) -> Result<(), sqlx::Error> {
     match backend {
         #[cfg(feature = "registry-sqlite")]
