@@ -257,7 +257,7 @@ impl Service<MeshRequest> for Client {
     }
 }
 
-/// The response future of a [`Client`] (and a [`GrpcClient`](super::GrpcClient)): `Send`
+/// The response future of a [`Client`] (and of a `GrpcClient`, feature `tonic`): `Send`
 /// and `'static`, failing with the mesh's [`Error`].
 pub struct ResponseFuture {
     inner: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>,

@@ -12,7 +12,7 @@
 //! * [`Mesh::client`] is that stack as a cloneable, `Send + Sync` tower `Service` taking
 //!   `http::Request<Full<Bytes>>` (a path only: the mesh picks the endpoint) and answering
 //!   `http::Response<`[`Body`]`>` (streamed), or the mesh's one [`Error`].
-//!   [`Mesh::grpc`] (feature `tonic`) is the same stack for generated tonic clients.
+//!   [`Mesh::grpc`][grpc] (feature `tonic`) is the same stack for generated tonic clients.
 //! * The seed sketch's operations: [`register_service`](Mesh::register_service) (with a
 //!   lease: [`register_service_with_ttl`](Mesh::register_service_with_ttl)),
 //!   [`unregister_service`](Mesh::unregister_service),
@@ -58,6 +58,12 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![cfg_attr(feature = "tonic", doc = "[grpc]: Mesh::grpc")]
+#![cfg_attr(
+    not(feature = "tonic"),
+    doc = "[grpc]: https://docs.rs/tower-mesh/latest/tower_mesh/mesh/struct.Mesh.html#method.grpc"
+)]
 
 mod builder;
 mod client;
