@@ -14,7 +14,8 @@
 //! | `balance` | `balance` | `Balance<D, P>` and its picking strategies |
 //! | `breaker` | `breaker` | service-level and per-endpoint circuit breakers |
 //! | `health` | `health` | active checks shared out across checkers, self-registration, outlier detection |
-//! | `mesh` | `mesh` | serde policies for a whole stack and the mesh's error type |
+//! | `retry` | `retry` | budgeted retries on another endpoint than the one that failed |
+//! | `mesh` | `mesh` | `Mesh`: the registry, per-service policies and one whole client stack per service, for hyper, axum and tonic clients |
 //!
 //! ```
 //! # #[cfg(all(feature = "discover", feature = "registry-sqlite"))]

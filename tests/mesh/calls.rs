@@ -332,3 +332,59 @@ async fn set_strategy_switches_without_dropping_requests_in_flight() {
         "clients made later use it too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_keep_flowing_through_two_thousand_instances_churned() {
+    use tower_mesh::instance::Instance;
+    use tower_mesh::registry::{Registration, Registry};
+
+    let servers = [server("a").await, server("b").await, server("c").await];
+    let mesh = mesh(r#"defaults = { strategy = { name = "least_requests" } }"#).await;
+    let registry = mesh.registry().clone();
+    let pod = |n: usize| -> Registration {
+        let s = &servers[n % 3];
+        Instance::builder("orders", format!("pod-{n}"))
+            .host("127.0.0.1")
+            .port(u32::from(s.addr.port()))
+            .build()
+            .unwrap()
+            .into()
+    };
+    registry.register(pod(0)).await.unwrap();
+    let client = ready_client(&mesh, "orders", 1).await;
+
+    // Pods come and go, 2,000 of them, ten alive at a time, while calls flow.
+    let mut failed = 0;
+    for n in 1..=2000 {
+        registry.register(pod(n)).await.unwrap();
+        if n > 10 {
+            registry
+                .deregister(
+                    &"orders".parse().unwrap(),
+                    &format!("pod-{}", n - 10).parse().unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        if n % 20 == 0 && send(&client, get("/orders/42", n)).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "no call failed during the churn");
+    // Everything that left is released: the balancer and the outlier detector hold the
+    // pods alive now (pod-0 and the last ten), nothing more.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while client.balance().len() != 11 || client.outlier().endpoints() != 11 {
+            let _ = send(&client, get("/orders/42", 0)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "balancer {} and detector {} shrink to the eleven pods alive",
+            client.balance().len(),
+            client.outlier().endpoints()
+        )
+    });
+}
