@@ -4,16 +4,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::health::report::{service_health, ServiceHealth};
 use crate::health::{SelfRegistration, SelfRegistrationError};
 use crate::instance::{Instance, InstanceId, Microservice, ServiceName};
+use crate::mesh::body::{Body, RequestBody};
 use crate::mesh::builder::MeshBuilder;
-use crate::mesh::client::{self, Body, Client, HyperClient, MeshRequest};
+use crate::mesh::client::{self, Client, HyperClient, MeshRequest};
 use crate::mesh::policy::{MeshConfig, Policies, PolicyError, StrategyOverride, StrategyPolicy};
 use crate::mesh::search::ServiceFilter;
 use crate::mesh::Error;
@@ -244,7 +244,7 @@ impl<R: Registry> Mesh<R> {
             .parse()
             .map_err(|e| PolicyError::new("service", e))?;
         let pick = strategy
-            .pick::<Full<Bytes>>()
+            .pick::<RequestBody>()
             .map_err(|e| e.within("strategy"))?;
         {
             let mut config = crate::sync::lock(&self.inner.config);
@@ -337,7 +337,7 @@ impl<R: Registry> Mesh<R> {
         let client = self.client(service).map_err(|e| bad(e.into()))?;
         let (head, body) = req.into_parts();
         let body = body.collect().await.map_err(|e| bad(e.into()))?.to_bytes();
-        let req: MeshRequest = Request::from_parts(head, Full::new(body));
+        let req: MeshRequest = Request::from_parts(head, RequestBody::whole(body));
         client.oneshot(req).await
     }
 }

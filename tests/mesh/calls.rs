@@ -5,9 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use http_body_util::Full;
 use tower_mesh::mesh::policy::{MeshConfig, StrategyPolicy};
-use tower_mesh::mesh::{Client, Error, Mesh};
+use tower_mesh::mesh::{Client, Error, Mesh, RequestBody};
 
 use crate::{get, refusing, send, server, service, tally};
 
@@ -131,7 +130,7 @@ async fn a_failed_get_is_retried_on_another_server_and_a_post_is_not() {
             .method(Method::POST)
             .uri("/orders")
             .header("x-id", i.to_string())
-            .body(Full::from("new order"))
+            .body(RequestBody::from("new order"))
             .unwrap();
         post_statuses.push(send(&client, req).await.unwrap().0);
     }
@@ -321,7 +320,7 @@ async fn set_strategy_switches_without_dropping_requests_in_flight() {
         let req = http::Request::get("/orders/42")
             .header("x-user", "user-7")
             .header("x-id", (200 + i).to_string())
-            .body(Full::default())
+            .body(RequestBody::empty())
             .unwrap();
         bodies.push(send(&client, req).await.unwrap().1);
     }
@@ -387,4 +386,63 @@ async fn calls_keep_flowing_through_two_thousand_instances_churned() {
             client.outlier().endpoints()
         )
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_passed_through_and_sent_once() {
+    let a = server("a").await;
+    let mesh = mesh(
+        r#"
+        [defaults]
+        endpoint_breaker = { consecutive_failures = 1000 }
+        outlier = { consecutive_5xx = 1000 }
+        "#,
+    )
+    .await;
+    mesh.register_service(&service("orders", &[&a]))
+        .await
+        .unwrap();
+    let client = ready_client(&mesh, "orders", 1).await;
+
+    // Three chunks arrive as one body.
+    let chunks =
+        futures_util::stream::iter(["one ", "two ", "three"].map(|c| {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(c)))
+        }));
+    let req = Request::put("/orders/42")
+        .header("x-id", "1")
+        .body(RequestBody::stream(http_body_util::StreamBody::new(chunks)))
+        .unwrap();
+    let (status, body) = send(&client, req).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a one two three"));
+
+    // A failed PUT with a whole body is tried again (here on the only server); a streamed
+    // one cannot be, and is sent once.
+    a.fail_with(503);
+    let whole = Request::put("/orders/42")
+        .header("x-id", "2")
+        .body(RequestBody::from("whole"))
+        .unwrap();
+    assert_eq!(
+        send(&client, whole).await.unwrap().0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        http_body::Frame::data(bytes::Bytes::from("streamed")),
+    )]);
+    let streamed = Request::put("/orders/42")
+        .header("x-id", "3")
+        .body(RequestBody::stream(http_body_util::StreamBody::new(chunks)))
+        .unwrap();
+    assert_eq!(
+        send(&client, streamed).await.unwrap().0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let seen = a.seen();
+    assert_eq!(
+        seen.iter().filter(|id| *id == "2").count(),
+        3,
+        "1 + 2 retries"
+    );
+    assert_eq!(seen.iter().filter(|id| *id == "3").count(), 1, "sent once");
 }

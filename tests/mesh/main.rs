@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_mesh::instance::Microservice;
-use tower_mesh::mesh::{Client, Error};
+use tower_mesh::mesh::{Client, Error, RequestBody};
 
 /// A server on loopback that answers with its name and the request's body, or with the
 /// status it is set to; it can hold every request until permits are added.
@@ -121,17 +121,17 @@ pub(crate) fn service(name: &str, servers: &[&Arc<Server>]) -> Microservice {
         })
 }
 
-pub(crate) fn get(path: &str, id: usize) -> Request<Full<Bytes>> {
+pub(crate) fn get(path: &str, id: usize) -> Request<RequestBody> {
     Request::get(path)
         .header("x-id", id.to_string())
-        .body(Full::default())
+        .body(RequestBody::empty())
         .unwrap()
 }
 
 /// Sends `req`; the status and body text.
 pub(crate) async fn send(
     client: &Client,
-    req: Request<Full<Bytes>>,
+    req: Request<RequestBody>,
 ) -> Result<(StatusCode, String), Error> {
     let rsp = client.clone().oneshot(req).await?;
     let status = rsp.status();
