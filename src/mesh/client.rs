@@ -25,6 +25,7 @@ use crate::discover::{HttpEndpoint, HttpEndpoints, InstanceEndpoint, MakeEndpoin
 use crate::health::outlier::{HttpGateway, OutlierEndpoint, OutlierHandle};
 use crate::instance::InstanceId;
 use crate::mesh::body::{Body, RequestBody};
+use crate::mesh::endpoints::{EndpointBreakers, Recorded};
 use crate::mesh::policy::{Policies, PolicyError};
 use crate::mesh::Error;
 use crate::registry::Registry;
@@ -57,6 +58,7 @@ pub(crate) struct Parts {
     pub(crate) balance: BalanceHandle<InstanceId>,
     pub(crate) outlier: OutlierHandle<InstanceId>,
     pub(crate) breaker: breaker::Handle,
+    pub(crate) endpoint_breakers: Arc<EndpointBreakers>,
     pub(crate) switch: StrategySwitch<MeshRequest>,
 }
 
@@ -105,9 +107,12 @@ where
     let strategy = Switchable::new(pick);
     let switch = strategy.switch();
 
-    let endpoints = outlier
-        .endpoints(HttpEndpoints::with_client(http).layered(endpoint_breaker))
-        .weighted();
+    let breakers = Arc::new(EndpointBreakers::default());
+    let recorded = Recorded {
+        inner: HttpEndpoints::with_client(http).layered(endpoint_breaker),
+        breakers: breakers.clone(),
+    };
+    let endpoints = outlier.endpoints(recorded).weighted();
     let discover = policies
         .health_filter
         .discover_builder()
@@ -126,6 +131,7 @@ where
         balance: balance.handle(),
         outlier: outlier.handle(),
         breaker: service_breaker.handle(),
+        endpoint_breakers: breakers,
         switch,
     });
     let buffered = Buffer::new(balance, BUFFER);
@@ -191,6 +197,16 @@ impl Client {
     /// The outlier detector's handle (ejections by instance).
     pub fn outlier(&self) -> &OutlierHandle<InstanceId> {
         &self.parts.outlier
+    }
+
+    /// The breaker of each endpoint the balancer holds, by instance id (sorted).
+    pub fn endpoint_breakers(&self) -> Vec<(InstanceId, breaker::Handle)> {
+        self.parts.endpoint_breakers.live()
+    }
+
+    /// The strategy the client balances with now.
+    pub fn strategy(&self) -> crate::balance::Strategy {
+        self.parts.switch.strategy()
     }
 }
 

@@ -269,6 +269,23 @@ impl<R: Registry> Mesh<R> {
         Ok(())
     }
 
+    /// The HTTP clients built so far, by service name (for an admin API: breakers,
+    /// endpoints, ejections).
+    pub fn clients(&self) -> Vec<Client> {
+        let mut clients: Vec<Client> = crate::sync::lock(&self.inner.clients)
+            .values()
+            .cloned()
+            .collect();
+        clients.sort_by(|a, b| a.service().cmp(b.service()));
+        clients
+    }
+
+    /// The HTTP client of `service` if it was built.
+    pub fn existing_client(&self, service: &str) -> Option<Client> {
+        let name: ServiceName = service.parse().ok()?;
+        crate::sync::lock(&self.inner.clients).get(&name).cloned()
+    }
+
     /// The HTTP client of `service`: built on first use with the service's policies, then
     /// shared by every caller (see [`Client`]). The name is checked; the service need not
     /// be registered yet (calls wait for an instance up to the timeout).

@@ -68,6 +68,7 @@
 mod body;
 mod builder;
 mod client;
+mod endpoints;
 mod error;
 #[cfg(feature = "tonic")]
 mod grpc;

@@ -373,7 +373,10 @@ async fn calls_keep_flowing_through_two_thousand_instances_churned() {
     // Everything that left is released: the balancer and the outlier detector hold the
     // pods alive now (pod-0 and the last ten), nothing more.
     tokio::time::timeout(Duration::from_secs(10), async {
-        while client.balance().len() != 11 || client.outlier().endpoints() != 11 {
+        while client.balance().len() != 11
+            || client.outlier().endpoints() != 11
+            || client.endpoint_breakers().len() != 11
+        {
             let _ = send(&client, get("/orders/42", 0)).await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -381,9 +384,10 @@ async fn calls_keep_flowing_through_two_thousand_instances_churned() {
     .await
     .unwrap_or_else(|_| {
         panic!(
-            "balancer {} and detector {} shrink to the eleven pods alive",
+            "balancer {}, detector {} and breakers {} shrink to the eleven pods alive",
             client.balance().len(),
-            client.outlier().endpoints()
+            client.outlier().endpoints(),
+            client.endpoint_breakers().len()
         )
     });
 }
