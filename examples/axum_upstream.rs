@@ -160,7 +160,10 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
     // 1. Through the upstream.
     let ok = call(&http, frontend).await?;
     show("1. greeter answers", &ok);
-    assert_eq!((ok.0, ok.2.as_str()), (StatusCode::OK, "hello from greeter"));
+    assert_eq!(
+        (ok.0, ok.2.as_str()),
+        (StatusCode::OK, "hello from greeter")
+    );
 
     // 2. Later than the greeter's timeout.
     mode.store(SLOW, Ordering::Relaxed);

@@ -147,10 +147,8 @@ async fn load(client: &Client, n: usize, concurrency: usize) -> Tally {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let db = std::env::temp_dir().join(format!(
-        "tower-mesh-hyper-client-{}.db",
-        std::process::id()
-    ));
+    let db =
+        std::env::temp_dir().join(format!("tower-mesh-hyper-client-{}.db", std::process::id()));
     let result = run(&db).await;
     remove_sqlite(&db);
     result
@@ -196,7 +194,11 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
     let slow = load(&client, 300, 8).await;
     slow.print("2. b answers 200 ms late (p2c)", &servers);
     assert_eq!(slow.failed, 0);
-    assert!(slow.of("b") <= 15, "b got {} of 300 while slow", slow.of("b"));
+    assert!(
+        slow.of("b") <= 15,
+        "b got {} of 300 while slow",
+        slow.of("b")
+    );
 
     // 3. `b` is killed; it stays registered (a crash deregisters nothing).
     b.kill().await;

@@ -112,7 +112,10 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
     let mut greeted = Vec::new();
     for _ in 0..4 {
         let rsp = mesh
-            .call_service("greeter", Request::get("/hello").body(Empty::<Bytes>::new())?)
+            .call_service(
+                "greeter",
+                Request::get("/hello").body(Empty::<Bytes>::new())?,
+            )
             .await?;
         assert_eq!(rsp.status(), StatusCode::OK);
         let body = rsp.into_body().collect().await?.to_bytes();

@@ -51,12 +51,13 @@ async fn calls(mesh: &Mesh, n: usize) -> Result<BTreeMap<String, usize>, BoxErro
     let mut seen = BTreeMap::new();
     for _ in 0..n {
         let rsp = mesh
-            .call_service("orders", Request::get("/orders").body(Empty::<Bytes>::new())?)
+            .call_service(
+                "orders",
+                Request::get("/orders").body(Empty::<Bytes>::new())?,
+            )
             .await?;
         let body = rsp.into_body().collect().await?.to_bytes();
-        *seen
-            .entry(String::from_utf8(body.to_vec())?)
-            .or_default() += 1;
+        *seen.entry(String::from_utf8(body.to_vec())?).or_default() += 1;
     }
     Ok(seen)
 }
@@ -208,7 +209,9 @@ async fn run(url: String) -> Result<(), BoxError> {
 
     checker.shutdown().await;
     lease.shutdown().await?;
-    println!("shared_postgres: both meshes saw the leased instance and stopped calling the critical one");
+    println!(
+        "shared_postgres: both meshes saw the leased instance and stopped calling the critical one"
+    );
     Ok(())
 }
 

@@ -120,10 +120,8 @@ fn show(phase: &str, names: &[&str], (seen, failed): &(BTreeMap<String, usize>, 
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let db = std::env::temp_dir().join(format!(
-        "tower-mesh-tonic-client-{}.db",
-        std::process::id()
-    ));
+    let db =
+        std::env::temp_dir().join(format!("tower-mesh-tonic-client-{}.db", std::process::id()));
     let result = run(&db).await;
     remove_sqlite(&db);
     result
@@ -166,7 +164,9 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
     assert_eq!(after.1, 0, "no call fails");
     assert_eq!(after.0.get("b"), None, "b takes no call once stopped");
 
-    println!("tonic_client: 120 calls through mesh.grpc(\"echo\"), 0 failed; b took none once stopped");
+    println!(
+        "tonic_client: 120 calls through mesh.grpc(\"echo\"), 0 failed; b took none once stopped"
+    );
     drop((a, c));
     Ok(())
 }

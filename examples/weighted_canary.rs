@@ -159,7 +159,11 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
     );
     wait_for_weights(&client, &[("stable", 90), ("canary", 10)]).await?;
     let first = split(&client, 1000).await?;
-    check("1. weights 90/10", &first, [("1.0.0", 90.0), ("2.0.0", 10.0)]);
+    check(
+        "1. weights 90/10",
+        &first,
+        [("1.0.0", 90.0), ("2.0.0", 10.0)],
+    );
 
     // 50/50: the same instances, registered again with new weights.
     for (id, addr, version) in [
@@ -172,7 +176,11 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
     }
     wait_for_weights(&client, &[("stable", 50), ("canary", 50)]).await?;
     let second = split(&client, 1000).await?;
-    check("2. weights 50/50", &second, [("1.0.0", 50.0), ("2.0.0", 50.0)]);
+    check(
+        "2. weights 50/50",
+        &second,
+        [("1.0.0", 50.0), ("2.0.0", 50.0)],
+    );
 
     println!("weighted_canary: the split followed the weights, 90/10 then 50/50");
     Ok(())
