@@ -240,6 +240,10 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
         .find(|e| name_of(e.key.as_str()) == "b")
         .ok_or("b is still registered, so still discovered")?;
     assert!(!b_state.ready, "b's endpoint should be out of the rotation");
+    match client.outlier().ejection(&b_state.key) {
+        Some(e) => println!("   outlier detection: b ejected ({})", e.reason),
+        None => println!("   outlier detection: b not ejected (its endpoint breaker is open)"),
+    }
 
     let total = even.failed + slow.failed + killed.failed + rr.failed;
     println!("hyper_client: 1200 calls, {total} failed; b took no call after it was killed");
