@@ -149,9 +149,9 @@ async fn load(client: &Client, n: usize, concurrency: usize) -> Tally {
 async fn main() -> Result<(), BoxError> {
     let db =
         std::env::temp_dir().join(format!("tower-mesh-hyper-client-{}.db", std::process::id()));
-    let result = run(&db).await;
-    remove_sqlite(&db);
-    result
+    // Removed when dropped, also when a check below fails and panics.
+    let db = TempDb(db);
+    run(&db.0).await
 }
 
 async fn run(db: &std::path::Path) -> Result<(), BoxError> {
@@ -250,11 +250,15 @@ async fn run(db: &std::path::Path) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Removes the SQLite file and its WAL companions.
-fn remove_sqlite(db: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.as_os_str().to_owned();
-        path.push(suffix);
-        let _ = std::fs::remove_file(path);
+/// The SQLite file, removed with its WAL companions when dropped.
+struct TempDb(std::path::PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.as_os_str().to_owned();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
