@@ -247,6 +247,10 @@ impl Gateway {
         let call = route.client.clone().oneshot(req);
         let result = match tokio::time::timeout(route.timeout, call).await {
             Ok(r) => r,
+            // Waiting the whole time for an endpoint is "no endpoints", as in the mesh.
+            Err(_) if route.client.balance().ready_len() == 0 => Err(Error::NoEndpoints {
+                service: route.service.clone(),
+            }),
             Err(_) => Err(Error::Timeout {
                 service: route.service.clone(),
                 after: Some(route.timeout),

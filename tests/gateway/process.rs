@@ -1,0 +1,1 @@
+//! The `tower-mesh` binary as a process.
