@@ -29,6 +29,9 @@ enum Command {
     },
     /// Operate on the registry: list, show, register, deregister, health.
     Registry(RegistryArgs),
+    /// Show the mesh at work: an embedded registry, four backends, health checks, the
+    /// gateway and a load generator, with a live table; exits 0.
+    Demo(gateway::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,10 @@ fn main() -> ExitCode {
             Command::Serve { config } => {
                 let config = Config::load(&config)?;
                 gateway::serve(config, gateway::signal(), |_| {}).await?;
+            }
+            Command::Demo(args) => {
+                let mut out = std::io::stdout();
+                gateway::demo::run(args, &mut out).await?;
             }
             Command::Registry(args) => {
                 let mut out = std::io::stdout();

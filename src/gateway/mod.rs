@@ -33,6 +33,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod proxy;
 mod serve;

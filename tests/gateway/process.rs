@@ -188,3 +188,44 @@ async fn sigterm_drains_the_request_in_flight_and_deregisters() {
         "what it registered is deregistered"
     );
 }
+
+#[test]
+fn the_demo_runs_its_five_phases_and_summarizes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tower-mesh"))
+        .args(["demo", "--duration", "5s"])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the tower-mesh binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for phase in 1..=5 {
+        assert!(stdout.contains(&format!("phase {phase}/5")), "{stdout}");
+    }
+    assert!(stdout.contains("b4 stopped: deregistered: yes"), "{stdout}");
+    assert!(
+        stdout.contains("b3 failing: endpoint breaker opened: yes"),
+        "{stdout}"
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("demo finished: "), "{stdout}");
+    let requests: u64 = last["demo finished: ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(requests > 100, "{last}");
+
+    // Too short for five phases: a clear error, exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_tower-mesh"))
+        .args(["demo", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 5s"));
+}
