@@ -189,6 +189,11 @@ where
     }
 
     #[inline]
+    fn needs_rebuild(&self) -> bool {
+        self.inner.needs_rebuild()
+    }
+
+    #[inline]
     fn avoid<'r>(&self, req: &'r http::Request<B>) -> Option<&'r Avoid> {
         req.extensions().get::<Avoid>()
     }

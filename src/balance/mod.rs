@@ -16,6 +16,7 @@
 //! | [`RingHash`] | consistent hashing on a ring of weighted virtual nodes | ketama (libketama, last.fm) |
 //! | [`Maglev`] | consistent hashing through a Maglev lookup table | Eisenbud et al., *Maglev*, NSDI 2016 |
 //! | [`AnyPick`] | any of the above, chosen at run time by [`Strategy`] name | |
+//! | [`Switchable`] | an [`AnyPick`] replaced while the balancer runs ([`StrategySwitch`]) | |
 //!
 //! Endpoint services implement [`Weight`] to give their weight (and optionally a health
 //! signal for the panic threshold); wrap plain services in [`WithWeight`].
@@ -152,6 +153,7 @@ mod p2c;
 mod random;
 mod ring_hash;
 mod round_robin;
+mod switch;
 mod weighted;
 
 pub mod error;
@@ -170,6 +172,7 @@ pub use self::random::Random;
 pub use self::ring_hash::RingHash;
 pub use self::round_robin::RoundRobin;
 pub use self::service::{Balance, Ref, Worker};
+pub use self::switch::{StrategySwitch, Switchable};
 pub use self::weighted::Weighted;
 
 use std::hash::Hash;
@@ -226,6 +229,14 @@ pub trait Pick<Req> {
     /// Whether a table is being built in the background (the strategy picks from the
     /// previous one, or another way, meanwhile). The default is `false`.
     fn is_rebuilding(&self) -> bool {
+        false
+    }
+
+    /// Whether the strategy must be [rebuilt](Pick::rebuild) before its next pick although
+    /// the endpoint set did not change: [`Switchable`] was given a new strategy. The balancer
+    /// checks it at each catch-up; the default is `false`.
+    #[inline]
+    fn needs_rebuild(&self) -> bool {
         false
     }
 

@@ -288,7 +288,7 @@ where
                 self.dirty = true;
             }
         }
-        if self.dirty {
+        if self.dirty || self.strategy.needs_rebuild() {
             self.strategy.rebuild(&self.set);
             self.dirty = false;
         }

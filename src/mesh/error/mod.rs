@@ -24,6 +24,7 @@ use crate::breaker::error::Open;
 /// | [`Timeout`](Error::Timeout) | 504 Gateway Timeout |
 /// | [`Discovery`](Error::Discovery) | 502 Bad Gateway |
 /// | [`Upstream`](Error::Upstream) | 502 Bad Gateway |
+/// | [`Request`](Error::Request) | 400 Bad Request |
 ///
 /// ```
 /// use http::StatusCode;
@@ -80,6 +81,17 @@ pub enum Error {
         /// The service called.
         service: Arc<str>,
         /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// The request could not be sent as given: an invalid service name, a request body that
+    /// could not be read or is over the limit (the source says which). Nothing was sent.
+    /// HTTP 400.
+    #[error("request to service {service:?} could not be sent")]
+    Request {
+        /// The service called.
+        service: Arc<str>,
+        /// What is wrong with the request.
         #[source]
         source: BoxError,
     },
@@ -149,7 +161,8 @@ impl Error {
             | Error::CircuitOpen { service, .. }
             | Error::Timeout { service, .. }
             | Error::Discovery { service, .. }
-            | Error::Upstream { service, .. } => service,
+            | Error::Upstream { service, .. }
+            | Error::Request { service, .. } => service,
         }
     }
 
@@ -178,10 +191,16 @@ impl Error {
         matches!(self, Error::Upstream { .. })
     }
 
+    /// Whether the request could not be sent as given.
+    pub fn is_request(&self) -> bool {
+        matches!(self, Error::Request { .. })
+    }
+
     /// The HTTP status a server answers with when this call failed: 503 Service Unavailable
     /// for no endpoints and an open circuit (send [`retry_after`](Self::retry_after) as
     /// `Retry-After`, rounded up to whole seconds), 504 Gateway Timeout for a timeout, 502
-    /// Bad Gateway for a discovery or upstream failure.
+    /// Bad Gateway for a discovery or upstream failure, 400 Bad Request for a request that
+    /// could not be sent.
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoEndpoints { .. } | Error::CircuitOpen { .. } => {
@@ -189,6 +208,7 @@ impl Error {
             }
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Discovery { .. } | Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Error::Request { .. } => StatusCode::BAD_REQUEST,
         }
     }
 

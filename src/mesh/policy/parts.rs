@@ -397,6 +397,32 @@ impl BreakerPolicy {
             .map_err(|e| PolicyError::new(breaker_field(&e), e))
     }
 
+    /// The service-level breaker named `name` judging outcomes with `classifier`, or the
+    /// error naming the field.
+    pub fn service_breaker_with<C>(
+        &self,
+        name: &str,
+        classifier: C,
+    ) -> Result<breaker::CircuitBreakerLayer<C>, PolicyError> {
+        self.builder(name)?
+            .classifier(classifier)
+            .build()
+            .map_err(|e| PolicyError::new(breaker_field(&e), e))
+    }
+
+    /// The endpoint breakers' layer, named after `name`, judging outcomes with
+    /// `classifier`, or the error naming the field.
+    pub fn endpoint_breaker_with<C>(
+        &self,
+        name: &str,
+        classifier: C,
+    ) -> Result<breaker::EndpointBreakerLayer<C>, PolicyError> {
+        self.builder(name)?
+            .classifier(classifier)
+            .build_endpoint()
+            .map_err(|e| PolicyError::new(breaker_field(&e), e))
+    }
+
     /// The endpoint breakers' layer, named after `name`, or the error naming the field.
     pub fn endpoint_breaker(
         &self,

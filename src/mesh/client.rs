@@ -1,0 +1,319 @@
+//! [`Client`]: one service's whole stack, built once and shared by every clone.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::buffer::Buffer;
+use tower::timeout::Timeout;
+use tower::util::MapErr;
+use tower::BoxError;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::balance::{
+    AnyPick, Avoiding, Balance, BalanceHandle, BalanceLayer, StrategySwitch, Switchable,
+};
+use crate::breaker::{self, CircuitBreaker, EndpointBreaker, HttpClassifier};
+use crate::discover::{HttpEndpoint, HttpEndpoints, InstanceEndpoint, MakeEndpoint, Spawned};
+use crate::health::outlier::{HttpGateway, OutlierEndpoint, OutlierHandle};
+use crate::instance::InstanceId;
+use crate::mesh::policy::{Policies, PolicyError};
+use crate::mesh::Error;
+use crate::registry::Registry;
+use crate::retry::{Retry, RetryLayer};
+use tower_http::classify::ServerErrorsAsFailures;
+
+/// The request a [`Client`] sends: a path (and query) only, the mesh fills in the scheme and
+/// address of the endpoint it picks. The body is whole, so that a failed request can be
+/// retried on another endpoint.
+pub type MeshRequest = Request<Full<Bytes>>;
+
+/// The hyper-util client the mesh's endpoints share (and with it one connection pool).
+pub(crate) type HyperClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// A response body from the mesh: the endpoint's body, streamed (not buffered), boxed so
+/// that its type does not spell out the stack.
+pub struct Body {
+    inner: UnsyncBoxBody<Bytes, BoxError>,
+}
+
+impl Body {
+    pub(crate) fn new<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self {
+            inner: body.map_err(Into::into).boxed_unsync(),
+        }
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Body").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One endpoint: hyper-util client ← endpoint breaker ← outlier detection, with the
+/// instance's weight and live health for the balancer.
+pub(crate) type Endpoint<C> = InstanceEndpoint<
+    OutlierEndpoint<EndpointBreaker<HttpEndpoint<Full<Bytes>>, C>, InstanceId, C, HttpGateway>,
+>;
+
+type Balanced<C> = Balance<Spawned<Endpoint<C>>, Avoiding<Switchable<MeshRequest>>>;
+type Buffered<C> = Buffer<MeshRequest, <Balanced<C> as Service<MeshRequest>>::Future>;
+type Broken<C> = MapErr<CircuitBreaker<Buffered<C>, C>, fn(breaker::error::Error) -> BoxError>;
+pub(crate) type Stack<C> = Timeout<Retry<Broken<C>>>;
+
+/// What the stack of one service shares with its clients and the mesh.
+pub(crate) struct Parts {
+    pub(crate) service: Arc<str>,
+    pub(crate) timeout: Duration,
+    pub(crate) balance: BalanceHandle<InstanceId>,
+    pub(crate) outlier: OutlierHandle<InstanceId>,
+    pub(crate) breaker: breaker::Handle,
+    pub(crate) switch: StrategySwitch<MeshRequest>,
+}
+
+/// The classifier of one protocol's stack (HTTP statuses, or gRPC statuses).
+pub(crate) trait Protocol: Clone + Send + Sync + Unpin + 'static {}
+impl<C: Clone + Send + Sync + Unpin + 'static> Protocol for C {}
+
+/// Builds the stack of `service` with `policies` over `registry`, its endpoints through
+/// `http` and judged by `classifier`.
+pub(crate) fn build<R, C>(
+    registry: R,
+    service: &str,
+    policies: &Policies,
+    http: HyperClient,
+    classifier: C,
+) -> Result<(Stack<C>, Arc<Parts>), PolicyError>
+where
+    R: Registry,
+    C: Protocol,
+    Endpoint<C>: Service<MeshRequest> + Send,
+    <Endpoint<C> as Service<MeshRequest>>::Error: Into<BoxError>,
+    <Endpoint<C> as Service<MeshRequest>>::Future: Send + 'static,
+    <Endpoint<C> as Service<MeshRequest>>::Response: Send + 'static,
+    CircuitBreaker<Buffered<C>, C>: Service<MeshRequest, Error = breaker::error::Error>,
+    Broken<C>: Service<MeshRequest> + Clone,
+{
+    let timeout = policies.timeout()?;
+    let endpoint_breaker = policies
+        .endpoint_breaker
+        .endpoint_breaker_with(service, classifier.clone())
+        .map_err(|e| e.within("endpoint_breaker"))?;
+    let outlier = policies
+        .outlier
+        .builder(service)
+        .map_err(|e| e.within("outlier"))?
+        .classifier(classifier.clone())
+        .gateway(HttpGateway)
+        .build::<InstanceId>()
+        .map_err(|e| PolicyError::new("outlier", e))?;
+    let service_breaker = policies
+        .service_breaker
+        .service_breaker_with(service, classifier)
+        .map_err(|e| e.within("service_breaker"))?;
+    let retry: RetryLayer = policies.retry.layer().map_err(|e| e.within("retry"))?;
+    let pick: AnyPick<MeshRequest> = policies.strategy.pick().map_err(|e| e.within("strategy"))?;
+    let strategy = Switchable::new(pick);
+    let switch = strategy.switch();
+
+    let endpoints = outlier
+        .endpoints(HttpEndpoints::with_client(http).layered(endpoint_breaker))
+        .weighted();
+    let discover = policies
+        .health_filter
+        .discover_builder()
+        .build(registry, service, endpoints)
+        .map_err(|e| PolicyError::new("service", e))?
+        .spawn();
+    // A client made before the service's first instance waits for one up to its timeout.
+    let balance: Balanced<C> = BalanceLayer::builder(Avoiding::new(strategy))
+        .no_endpoints_timeout(timeout)
+        .build()
+        .map_err(|e| PolicyError::new("timeout", e))?
+        .build(discover);
+    let parts = Arc::new(Parts {
+        service: Arc::from(service),
+        timeout,
+        balance: balance.handle(),
+        outlier: outlier.handle(),
+        breaker: service_breaker.handle(),
+        switch,
+    });
+    let buffered = Buffer::new(balance, BUFFER);
+    let broken: Broken<C> = MapErr::new(service_breaker.layer(buffered), box_breaker_error);
+    let stack = Timeout::new(retry.layer(broken), timeout);
+    Ok((stack, parts))
+}
+
+/// Requests waiting for the balancer, per service, beyond which callers wait for room.
+const BUFFER: usize = 1024;
+
+fn box_breaker_error(e: breaker::error::Error) -> BoxError {
+    e.into()
+}
+
+/// The client of one service: timeout → retry → service breaker → balance → outlier
+/// detection → endpoint breaker → load metric → hyper-util client; see the
+/// [module documentation](super).
+///
+/// Made by [`Mesh::client`](super::Mesh::client): built once per service, and every clone
+/// shares it (and the process's one registry watch). Cheap to clone, `Send + Sync`; its
+/// futures are `Send` and `'static`.
+pub struct Client {
+    pub(crate) inner: Stack<HttpClassifier<ServerErrorsAsFailures>>,
+    pub(crate) parts: Arc<Parts>,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            parts: self.parts.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("service", &self.parts.service)
+            .field("timeout", &self.parts.timeout)
+            .field("strategy", &self.parts.switch.strategy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// The service this client calls.
+    pub fn service(&self) -> &str {
+        &self.parts.service
+    }
+
+    /// The balancer's endpoint set (discovered, ready, ejected), for introspection.
+    pub fn balance(&self) -> &BalanceHandle<InstanceId> {
+        &self.parts.balance
+    }
+
+    /// The service breaker's handle (state, counters, forcing it open or closed).
+    pub fn breaker(&self) -> &breaker::Handle {
+        &self.parts.breaker
+    }
+
+    /// The outlier detector's handle (ejections by instance).
+    pub fn outlier(&self) -> &OutlierHandle<InstanceId> {
+        &self.parts.outlier
+    }
+}
+
+impl Service<MeshRequest> for Client {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| classify(&self.parts, e))
+    }
+
+    #[inline]
+    fn call(&mut self, req: MeshRequest) -> ResponseFuture {
+        ResponseFuture::new(boxed(self.inner.call(req)), self.parts.clone())
+    }
+}
+
+/// The response future of a [`Client`] (and a [`GrpcClient`](super::GrpcClient)): `Send`
+/// and `'static`, failing with the mesh's [`Error`].
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>,
+    parts: Arc<Parts>,
+}
+
+impl ResponseFuture {
+    pub(crate) fn new(
+        inner: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>,
+        parts: Arc<Parts>,
+    ) -> Self {
+        Self { inner, parts }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("service", &self.parts.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Body>, Error>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.inner.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(rsp)) => Poll::Ready(Ok(rsp)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(classify(&self.parts, e))),
+        }
+    }
+}
+
+/// The mesh's error for `e`; a timeout with no endpoint ready is "no endpoints" (the call
+/// waited for one the whole time).
+pub(crate) fn classify(parts: &Parts, e: BoxError) -> Error {
+    let err = Error::from_box(parts.service.clone(), e).with_timeout(parts.timeout);
+    if err.is_timeout() && parts.balance.ready_len() == 0 {
+        return Error::NoEndpoints {
+            service: parts.service.clone(),
+        };
+    }
+    err
+}
+
+/// Boxes the stack's future and body.
+pub(crate) fn boxed<F, B>(
+    fut: F,
+) -> Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>
+where
+    F: Future<Output = Result<Response<B>, BoxError>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Box::pin(async move { fut.await.map(|rsp| rsp.map(Body::new)) })
+}
