@@ -57,7 +57,8 @@ use tokio::time::Instant;
 use tower::buffer::Buffer;
 use tower::{Service, ServiceExt};
 use tower_mesh::discover::{p2c_pending, HttpEndpoints, RegistryDiscover};
-use tower_mesh::instance::Instance;
+use tower_mesh::instance::{Instance, Microservice};
+use tower_mesh::mesh::Mesh;
 use tower_mesh::registry::{MemoryRegistry, Registry};
 
 /// Sequential requests per client per round for the latency figures (after a warm-up).
@@ -215,7 +216,7 @@ enum Client {
         next: usize,
     },
     BufferP2c(Buffer<Request<Body>, P2cFuture>),
-    Mesh(mesh_api::Client),
+    Mesh(tower_mesh::mesh::Client),
 }
 
 /// What a client keeps alive besides itself (the mesh, discovery's registry).
@@ -223,7 +224,7 @@ enum Client {
 enum Keep {
     Nothing,
     Registry(MemoryRegistry),
-    Mesh(mesh_api::Mesh),
+    Mesh(Mesh),
 }
 
 impl Client {
@@ -267,38 +268,48 @@ impl Client {
 
     /// One `GET /`, its status checked and its body read.
     async fn send(&mut self) {
-        let response = match self {
+        match self {
             Client::Bare { client, uris, next } => {
                 let uri = uris[*next % uris.len()].clone();
                 *next = next.wrapping_add(1);
                 let request = Request::get(uri).body(Body::default()).unwrap();
-                client.request(request).await.expect("bare request")
+                read(client.request(request).await.expect("bare request")).await
             }
             Client::BufferP2c(service) => {
                 let request = Request::get("/").body(Body::default()).unwrap();
-                service
+                let response = service
                     .ready()
                     .await
                     .expect("buffer_p2c ready")
                     .call(request)
                     .await
-                    .expect("buffer_p2c request")
+                    .expect("buffer_p2c request");
+                read(response).await
             }
             Client::Mesh(service) => {
                 let request = Request::get("/").body(Body::default()).unwrap();
-                service
+                let response = service
                     .ready()
                     .await
                     .expect("mesh ready")
                     .call(request)
                     .await
-                    .expect("mesh request")
+                    .expect("mesh request");
+                read(response).await
             }
-        };
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"ok");
+        }
     }
+}
+
+/// Checks the status and reads the whole body (`ok`).
+async fn read<B>(response: Response<B>)
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok");
 }
 
 /// tonic's style of stack: registry-fed discovery, tower's P2C over pending requests, a buffer.
@@ -317,16 +328,23 @@ async fn buffer_p2c(addrs: &[SocketAddr]) -> (Buffer<Request<Body>, P2cFuture>, 
     (service, registry)
 }
 
-/// The `mesh` client. PLACEHOLDER until the `Mesh` facade lands on main: the `buffer_p2c`
-/// stack under the mesh's name, so the harness runs; the figures labelled `mesh` mean nothing.
-async fn mesh_client(addrs: &[SocketAddr]) -> (mesh_api::Client, mesh_api::Mesh) {
-    buffer_p2c(addrs).await
-}
-
-/// Stand-ins for `tower_mesh::mesh::{Client, Mesh}` until the facade lands.
-mod mesh_api {
-    pub(crate) type Client = tower::buffer::Buffer<http::Request<super::Body>, super::P2cFuture>;
-    pub(crate) type Mesh = tower_mesh::registry::MemoryRegistry;
+/// The `mesh` client: the whole stack from `Mesh` (default policies), over the in-memory
+/// registry, the service registered with the three servers as its endpoints.
+async fn mesh_client(addrs: &[SocketAddr]) -> (tower_mesh::mesh::Client, Mesh) {
+    let mesh = Mesh::builder()
+        .registry_url("memory:")
+        .build()
+        .await
+        .expect("a mesh over the memory registry");
+    let mut service = Microservice::new("bench", "1.0.0");
+    for addr in addrs {
+        service = service.endpoint(format!("http://{addr}"));
+    }
+    mesh.register_service(&service)
+        .await
+        .expect("the bench service registered");
+    let client = mesh.client("bench").expect("a client for bench");
+    (client, mesh)
 }
 
 // ---------------------------------------------------------------------------------------------
