@@ -23,10 +23,12 @@
 //! ```
 //!
 //! Criterion measures `e2e/latency/{bare,buffer_p2c,mesh}` (one request at a time). The report
-//! that follows alternates the clients over five rounds, each round measuring every client's
+//! that follows alternates the clients over seven rounds, each round measuring every client's
 //! latency (20,000 sequential requests: p50, p99) and then its throughput (32 tasks, each
-//! looping on a clone of the client, for 2 s), and prints the median over rounds and the
-//! `ratio ...` lines.
+//! looping on a clone of the client, for 1.5 s), and prints the medians over rounds and the
+//! `ratio ...` lines (the median of the per-round ratios, and the ratio of the medians).
+//! `E2E_ROUNDS` changes the number of rounds, `E2E_CLIENT_WORKERS` the client runtime's
+//! workers (2; `0` for a current-thread runtime). `E2E_REPORT=0` skips the report.
 //!
 //! `E2E_CALLGRIND=<bare|buffer_p2c|mesh>` with `E2E_REQUESTS=<n>` (2,000 unless set) runs only
 //! that client, on a current-thread runtime, for 200 warm-up requests and then `n` sequential
@@ -68,11 +70,11 @@ const LATENCY_WARM_UP: usize = 1_000;
 /// Concurrent tasks for the throughput figures.
 const CONCURRENCY: usize = 32;
 /// How long each client's throughput is measured in each round.
-const THROUGHPUT_TIME: Duration = Duration::from_secs(2);
+const THROUGHPUT_TIME: Duration = Duration::from_millis(1500);
 /// Concurrent warm-up before each throughput measurement (connections opened).
 const THROUGHPUT_WARM_UP: Duration = Duration::from_millis(300);
-/// Rounds of the report; the median over rounds is reported.
-const ROUNDS: usize = 5;
+/// Rounds of the report (`E2E_ROUNDS` changes it); medians over rounds are reported.
+const ROUNDS: usize = 7;
 /// Warm-up requests in callgrind mode, before the counted ones.
 const CALLGRIND_WARM_UP: usize = 200;
 
@@ -396,14 +398,21 @@ async fn throughput(client: &Client, time: Duration) -> f64 {
 }
 
 /// The client side's runtime for the criterion group and the report: multi-thread, two
-/// workers (the machine's cores).
+/// workers (the machine's cores) unless `E2E_CLIENT_WORKERS` says otherwise (`0`: a
+/// current-thread runtime).
 fn client_runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("e2e-client-worker")
-        .enable_all()
-        .build()
-        .unwrap()
+    match env_count("E2E_CLIENT_WORKERS", 2) {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        workers => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("e2e-client-worker")
+            .enable_all()
+            .build()
+            .unwrap(),
+    }
 }
 
 fn criterion_benches(c: &mut Criterion, runtime: &Runtime, clients: &[(Kind, Client)]) {
@@ -429,32 +438,44 @@ fn criterion_benches(c: &mut Criterion, runtime: &Runtime, clients: &[(Kind, Cli
     group.finish();
 }
 
+/// One client's figures, one entry per round.
 #[derive(Debug, Default, Clone)]
 struct Figures {
-    p50: Vec<Duration>,
-    p99: Vec<Duration>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
     throughput: Vec<f64>,
 }
 
-fn median_duration(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn median_f64(v: &[f64]) -> f64 {
+fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The median over rounds of `ours[i] / theirs[i]`: each round's clients ran minutes apart at
+/// most, seconds apart at best, so their ratio is less moved by the machine's load than the
+/// ratio of medians taken over the whole run.
+fn median_ratio(ours: &[f64], theirs: &[f64]) -> f64 {
+    let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
+    median(&ratios)
 }
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// A count from the environment, or `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a count")))
+        .unwrap_or(default)
+}
+
 fn report(runtime: &Runtime, clients: &[(Kind, Client)]) {
+    let rounds = env_count("E2E_ROUNDS", ROUNDS);
     let mut figures = vec![Figures::default(); clients.len()];
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         for ((kind, client), figures) in clients.iter().zip(&mut figures) {
             let mut times = runtime.block_on(latencies(client, LATENCY_WARM_UP, LATENCY_REQUESTS));
             times.sort();
@@ -465,8 +486,8 @@ fn report(runtime: &Runtime, clients: &[(Kind, Client)]) {
                 us(p50),
                 us(p99)
             );
-            figures.p50.push(p50);
-            figures.p99.push(p99);
+            figures.p50.push(us(p50));
+            figures.p99.push(us(p99));
         }
         for ((kind, client), figures) in clients.iter().zip(&mut figures) {
             runtime.block_on(throughput(client, THROUGHPUT_WARM_UP));
@@ -478,62 +499,70 @@ fn report(runtime: &Runtime, clients: &[(Kind, Client)]) {
             figures.throughput.push(rps);
         }
     }
-    let find = |kind: Kind| {
-        let i = clients.iter().position(|(k, _)| *k == kind).unwrap();
-        let f = &figures[i];
-        (
-            median_duration(&f.p50),
-            median_duration(&f.p99),
-            median_f64(&f.throughput),
-        )
-    };
+    let of = |kind: Kind| &figures[clients.iter().position(|(k, _)| *k == kind).unwrap()];
     for (kind, _) in clients {
-        let (p50, p99, rps) = find(*kind);
+        let f = of(*kind);
         println!(
-            "report {:<10} p50 {:7.1} us  p99 {:7.1} us  throughput {rps:9.0} req/s  (median of {ROUNDS} rounds)",
+            "report {:<10} p50 {:7.1} us  p99 {:7.1} us  throughput {:9.0} req/s  (medians of {rounds} rounds)",
             kind.name(),
-            us(p50),
-            us(p99)
+            median(&f.p50),
+            median(&f.p99),
+            median(&f.throughput)
         );
     }
-    let (bare_p50, bare_p99, bare_rps) = find(Kind::Bare);
-    let (p2c_p50, p2c_p99, p2c_rps) = find(Kind::BufferP2c);
-    let (mesh_p50, mesh_p99, mesh_rps) = find(Kind::Mesh);
-    println!(
-        "ratio mesh/bare throughput {:.3} ({mesh_rps:.0} vs {bare_rps:.0} req/s; target >= 0.9)",
-        mesh_rps / bare_rps
+    let (bare, p2c, mesh) = (of(Kind::Bare), of(Kind::BufferP2c), of(Kind::Mesh));
+    // Each line: the median of the per-round ratios, then the ratio of the medians.
+    let line = |name: &str, ours: &[f64], theirs: &[f64], unit: &str, target: &str| {
+        println!(
+            "ratio {name} {:.3} (median of {rounds} per-round ratios; ratio of medians {:.3}: {:.1} vs {:.1} {unit}; {target})",
+            median_ratio(ours, theirs),
+            median(ours) / median(theirs),
+            median(ours),
+            median(theirs),
+        );
+    };
+    line(
+        "mesh/bare throughput",
+        &mesh.throughput,
+        &bare.throughput,
+        "req/s",
+        "target >= 0.9",
     );
-    println!(
-        "ratio mesh/bare p50 {:.3} ({:.1} us vs {:.1} us; target <= 1.15)",
-        mesh_p50.as_secs_f64() / bare_p50.as_secs_f64(),
-        us(mesh_p50),
-        us(bare_p50)
+    line(
+        "mesh/bare p50",
+        &mesh.p50,
+        &bare.p50,
+        "us",
+        "target <= 1.15",
     );
-    println!(
-        "ratio mesh/bare p99 {:.3} ({:.1} us vs {:.1} us; informational)",
-        mesh_p99.as_secs_f64() / bare_p99.as_secs_f64(),
-        us(mesh_p99),
-        us(bare_p99)
+    line("mesh/bare p99", &mesh.p99, &bare.p99, "us", "informational");
+    line(
+        "mesh/buffer_p2c throughput",
+        &mesh.throughput,
+        &p2c.throughput,
+        "req/s",
+        "target >= 1.1",
     );
-    println!(
-        "ratio mesh/buffer_p2c throughput {:.3} ({mesh_rps:.0} vs {p2c_rps:.0} req/s; target >= 1.1)",
-        mesh_rps / p2c_rps
+    line(
+        "buffer_p2c/bare throughput",
+        &p2c.throughput,
+        &bare.throughput,
+        "req/s",
+        "informational",
     );
-    println!(
-        "ratio buffer_p2c/bare throughput {:.3}, p50 {:.3}, p99 {:.3} (informational)",
-        p2c_rps / bare_rps,
-        p2c_p50.as_secs_f64() / bare_p50.as_secs_f64(),
-        p2c_p99.as_secs_f64() / bare_p99.as_secs_f64()
+    line(
+        "buffer_p2c/bare p50",
+        &p2c.p50,
+        &bare.p50,
+        "us",
+        "informational",
     );
 }
 
 /// `E2E_CALLGRIND=<client>`: one client, `E2E_REQUESTS` sequential requests after a fixed
 /// warm-up, on a current-thread runtime, the servers in a child process.
 fn callgrind(kind: Kind) {
-    let n: usize = std::env::var("E2E_REQUESTS")
-        .ok()
-        .map(|v| v.parse().expect("E2E_REQUESTS is a request count"))
-        .unwrap_or(2_000);
+    let n = env_count("E2E_REQUESTS", 2_000);
     let (mut child, addrs) = spawn_server_process();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
