@@ -14,7 +14,9 @@
 //! | `balance` | `balance` | `Balance<D, P>` and its picking strategies |
 //! | `breaker` | `breaker` | service-level and per-endpoint circuit breakers |
 //! | `health` | `health` | active checks shared out across checkers, self-registration, outlier detection |
-//! | `mesh` | `mesh` | serde policies for a whole stack and the mesh's error type |
+//! | `retry` | `retry` | budgeted retries on another endpoint than the one that failed |
+//! | `gateway` | `gateway` | the `tower-mesh` binary's parts: API gateway, admin API and metrics, operator CLI, demo |
+//! | `mesh` | `mesh` | `Mesh`: the registry, per-service policies and one whole client stack per service, for hyper, axum and tonic clients |
 //!
 //! ```
 //! # #[cfg(all(feature = "discover", feature = "registry-sqlite"))]
@@ -78,6 +80,9 @@ pub mod balance;
 #[cfg(feature = "retry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub mod retry;
+#[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
+pub mod gateway;
 
 #[cfg(feature = "health")]
 #[cfg_attr(docsrs, doc(cfg(feature = "health")))]

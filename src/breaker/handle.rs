@@ -106,7 +106,25 @@ impl fmt::Debug for Handle {
     }
 }
 
+/// A handle that does not keep its breaker alive.
+#[derive(Clone)]
+pub(crate) struct WeakHandle(std::sync::Weak<Shared>);
+
+impl WeakHandle {
+    pub(crate) fn upgrade(&self) -> Option<Handle> {
+        self.0.upgrade().map(|shared| Handle { shared })
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 impl Handle {
+    pub(crate) fn downgrade(&self) -> WeakHandle {
+        WeakHandle(Arc::downgrade(&self.shared))
+    }
+
     /// The breaker's name.
     pub fn name(&self) -> &str {
         self.shared.name()

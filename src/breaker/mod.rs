@@ -119,7 +119,7 @@ mod admission;
 pub mod classify;
 pub mod error;
 pub mod future;
-mod handle;
+pub(crate) mod handle;
 mod hooks;
 mod layer;
 #[cfg(feature = "metrics")]

@@ -147,7 +147,7 @@ impl<R> MeshBuilder<R> {
         mut self,
         client: hyper_util::client::legacy::Client<
             hyper_util::client::legacy::connect::HttpConnector,
-            http_body_util::Full<bytes::Bytes>,
+            super::RequestBody,
         >,
     ) -> Self {
         self.http = Some(client);

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::buffer::Buffer;
 use tower::timeout::Timeout;
@@ -25,6 +24,8 @@ use crate::breaker::{self, CircuitBreaker, EndpointBreaker, HttpClassifier};
 use crate::discover::{HttpEndpoint, HttpEndpoints, InstanceEndpoint, MakeEndpoint, Spawned};
 use crate::health::outlier::{HttpGateway, OutlierEndpoint, OutlierHandle};
 use crate::instance::InstanceId;
+use crate::mesh::body::{Body, RequestBody};
+use crate::mesh::endpoints::{EndpointBreakers, Recorded};
 use crate::mesh::policy::{Policies, PolicyError};
 use crate::mesh::Error;
 use crate::registry::Registry;
@@ -32,62 +33,17 @@ use crate::retry::{Retry, RetryLayer};
 use tower_http::classify::ServerErrorsAsFailures;
 
 /// The request a [`Client`] sends: a path (and query) only, the mesh fills in the scheme and
-/// address of the endpoint it picks. The body is whole, so that a failed request can be
-/// retried on another endpoint.
-pub type MeshRequest = Request<Full<Bytes>>;
+/// address of the endpoint it picks. A whole body can be retried on another endpoint; a
+/// streamed one is sent once (see [`RequestBody`]).
+pub type MeshRequest = Request<RequestBody>;
 
 /// The hyper-util client the mesh's endpoints share (and with it one connection pool).
-pub(crate) type HyperClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
-
-/// A response body from the mesh: the endpoint's body, streamed (not buffered), boxed so
-/// that its type does not spell out the stack.
-pub struct Body {
-    inner: UnsyncBoxBody<Bytes, BoxError>,
-}
-
-impl Body {
-    pub(crate) fn new<B>(body: B) -> Self
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        Self {
-            inner: body.map_err(Into::into).boxed_unsync(),
-        }
-    }
-}
-
-impl fmt::Debug for Body {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Body").finish_non_exhaustive()
-    }
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    #[inline]
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
+pub(crate) type HyperClient = hyper_util::client::legacy::Client<HttpConnector, RequestBody>;
 
 /// One endpoint: hyper-util client ← endpoint breaker ← outlier detection, with the
 /// instance's weight and live health for the balancer.
 pub(crate) type Endpoint<C> = InstanceEndpoint<
-    OutlierEndpoint<EndpointBreaker<HttpEndpoint<Full<Bytes>>, C>, InstanceId, C, HttpGateway>,
+    OutlierEndpoint<EndpointBreaker<HttpEndpoint<RequestBody>, C>, InstanceId, C, HttpGateway>,
 >;
 
 type Balanced<C> = Balance<Spawned<Endpoint<C>>, Avoiding<Switchable<MeshRequest>>>;
@@ -102,6 +58,7 @@ pub(crate) struct Parts {
     pub(crate) balance: BalanceHandle<InstanceId>,
     pub(crate) outlier: OutlierHandle<InstanceId>,
     pub(crate) breaker: breaker::Handle,
+    pub(crate) endpoint_breakers: Arc<EndpointBreakers>,
     pub(crate) switch: StrategySwitch<MeshRequest>,
 }
 
@@ -150,9 +107,12 @@ where
     let strategy = Switchable::new(pick);
     let switch = strategy.switch();
 
-    let endpoints = outlier
-        .endpoints(HttpEndpoints::with_client(http).layered(endpoint_breaker))
-        .weighted();
+    let breakers = Arc::new(EndpointBreakers::default());
+    let recorded = Recorded {
+        inner: HttpEndpoints::with_client(http).layered(endpoint_breaker),
+        breakers: breakers.clone(),
+    };
+    let endpoints = outlier.endpoints(recorded).weighted();
     let discover = policies
         .health_filter
         .discover_builder()
@@ -171,6 +131,7 @@ where
         balance: balance.handle(),
         outlier: outlier.handle(),
         breaker: service_breaker.handle(),
+        endpoint_breakers: breakers,
         switch,
     });
     let buffered = Buffer::new(balance, BUFFER);
@@ -237,6 +198,16 @@ impl Client {
     pub fn outlier(&self) -> &OutlierHandle<InstanceId> {
         &self.parts.outlier
     }
+
+    /// The breaker of each endpoint the balancer holds, by instance id (sorted).
+    pub fn endpoint_breakers(&self) -> Vec<(InstanceId, breaker::Handle)> {
+        self.parts.endpoint_breakers.live()
+    }
+
+    /// The strategy the client balances with now.
+    pub fn strategy(&self) -> crate::balance::Strategy {
+        self.parts.switch.strategy()
+    }
 }
 
 impl Service<MeshRequest> for Client {
@@ -257,7 +228,7 @@ impl Service<MeshRequest> for Client {
     }
 }
 
-/// The response future of a [`Client`] (and a [`GrpcClient`](super::GrpcClient)): `Send`
+/// The response future of a [`Client`] (and of a `GrpcClient`, feature `tonic`): `Send`
 /// and `'static`, failing with the mesh's [`Error`].
 pub struct ResponseFuture {
     inner: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>,

@@ -6,17 +6,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
 use tower_service::Service;
 
 use crate::breaker::HttpClassifier;
 
 type GrpcClassifier = HttpClassifier<GrpcErrorsAsFailures>;
-use crate::mesh::client::{Body, Parts, ResponseFuture, Stack};
+use crate::mesh::body::{Body, RequestBody};
+use crate::mesh::client::{Parts, ResponseFuture, Stack};
 use crate::mesh::Error;
 
 /// The gRPC classifier of the mesh's breakers and outlier detection: the statuses a server
@@ -152,7 +152,7 @@ fn send(
     }
 }
 
-type StackFuture = <Stack<GrpcClassifier> as Service<Request<Full<Bytes>>>>::Future;
+type StackFuture = <Stack<GrpcClassifier> as Service<Request<RequestBody>>>::Future;
 
 /// The future of [`send`]: a state machine rather than an `async` block, so that its
 /// `Send`-ness is plain to the compiler wherever it is named.
@@ -167,7 +167,7 @@ enum State {
         collect: Collect<Limited<tonic::body::Body>>,
         head: Option<http::request::Parts>,
     },
-    Ready(Option<Request<Full<Bytes>>>),
+    Ready(Option<Request<RequestBody>>),
     Call(Pin<Box<StackFuture>>),
 }
 
@@ -189,7 +189,8 @@ impl Future for Sending {
                         }
                     };
                     let head = head.take().expect("polled after completion");
-                    this.state = State::Ready(Some(Request::from_parts(head, Full::new(body))));
+                    this.state =
+                        State::Ready(Some(Request::from_parts(head, RequestBody::whole(body))));
                 }
                 State::Ready(req) => {
                     ready!(this.inner.poll_ready(cx))?;

@@ -4,16 +4,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::health::report::{service_health, ServiceHealth};
 use crate::health::{SelfRegistration, SelfRegistrationError};
 use crate::instance::{Instance, InstanceId, Microservice, ServiceName};
+use crate::mesh::body::{Body, RequestBody};
 use crate::mesh::builder::MeshBuilder;
-use crate::mesh::client::{self, Body, Client, HyperClient, MeshRequest};
+use crate::mesh::client::{self, Client, HyperClient, MeshRequest};
 use crate::mesh::policy::{MeshConfig, Policies, PolicyError, StrategyOverride, StrategyPolicy};
 use crate::mesh::search::ServiceFilter;
 use crate::mesh::Error;
@@ -244,7 +244,7 @@ impl<R: Registry> Mesh<R> {
             .parse()
             .map_err(|e| PolicyError::new("service", e))?;
         let pick = strategy
-            .pick::<Full<Bytes>>()
+            .pick::<RequestBody>()
             .map_err(|e| e.within("strategy"))?;
         {
             let mut config = crate::sync::lock(&self.inner.config);
@@ -267,6 +267,23 @@ impl<R: Registry> Mesh<R> {
         #[cfg(not(feature = "tonic"))]
         drop(pick);
         Ok(())
+    }
+
+    /// The HTTP clients built so far, by service name (for an admin API: breakers,
+    /// endpoints, ejections).
+    pub fn clients(&self) -> Vec<Client> {
+        let mut clients: Vec<Client> = crate::sync::lock(&self.inner.clients)
+            .values()
+            .cloned()
+            .collect();
+        clients.sort_by(|a, b| a.service().cmp(b.service()));
+        clients
+    }
+
+    /// The HTTP client of `service` if it was built.
+    pub fn existing_client(&self, service: &str) -> Option<Client> {
+        let name: ServiceName = service.parse().ok()?;
+        crate::sync::lock(&self.inner.clients).get(&name).cloned()
     }
 
     /// The HTTP client of `service`: built on first use with the service's policies, then
@@ -337,7 +354,7 @@ impl<R: Registry> Mesh<R> {
         let client = self.client(service).map_err(|e| bad(e.into()))?;
         let (head, body) = req.into_parts();
         let body = body.collect().await.map_err(|e| bad(e.into()))?.to_bytes();
-        let req: MeshRequest = Request::from_parts(head, Full::new(body));
+        let req: MeshRequest = Request::from_parts(head, RequestBody::whole(body));
         client.oneshot(req).await
     }
 }

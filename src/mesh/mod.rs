@@ -10,9 +10,10 @@
 //! ```
 //!
 //! * [`Mesh::client`] is that stack as a cloneable, `Send + Sync` tower `Service` taking
-//!   `http::Request<Full<Bytes>>` (a path only: the mesh picks the endpoint) and answering
+//!   `http::Request<`[`RequestBody`]`>` (a path only: the mesh picks the endpoint; a whole
+//!   body, which a retry can send again, or a stream, sent once) and answering
 //!   `http::Response<`[`Body`]`>` (streamed), or the mesh's one [`Error`].
-//!   [`Mesh::grpc`] (feature `tonic`) is the same stack for generated tonic clients.
+//!   [`Mesh::grpc`][grpc] (feature `tonic`) is the same stack for generated tonic clients.
 //! * The seed sketch's operations: [`register_service`](Mesh::register_service) (with a
 //!   lease: [`register_service_with_ttl`](Mesh::register_service_with_ttl)),
 //!   [`unregister_service`](Mesh::unregister_service),
@@ -25,11 +26,10 @@
 //!   its timeout, then fails with [`Error::NoEndpoints`].
 //!
 //! ```
-//! use bytes::Bytes;
-//! use http_body_util::{BodyExt, Full};
+//! use http_body_util::BodyExt;
 //! use tower::{BoxError, ServiceBuilder, ServiceExt};
 //! use tower_mesh::instance::Microservice;
-//! use tower_mesh::mesh::{policy::MeshConfig, Mesh};
+//! use tower_mesh::mesh::{policy::MeshConfig, Mesh, RequestBody};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
@@ -52,15 +52,23 @@
 //!     .concurrency_limit(64)
 //!     .service(mesh.client("orders")?);
 //! let rsp = orders
-//!     .oneshot(http::Request::get("/orders/42").body(Full::<Bytes>::default())?)
+//!     .oneshot(http::Request::get("/orders/42").body(RequestBody::empty())?)
 //!     .await?;
 //! assert_eq!(rsp.into_body().collect().await?.to_bytes(), "order 42");
 //! # Ok(())
 //! # }
 //! ```
 
+#![cfg_attr(feature = "tonic", doc = "[grpc]: Mesh::grpc")]
+#![cfg_attr(
+    not(feature = "tonic"),
+    doc = "[grpc]: https://docs.rs/tower-mesh/latest/tower_mesh/mesh/struct.Mesh.html#method.grpc"
+)]
+
+mod body;
 mod builder;
 mod client;
+mod endpoints;
 mod error;
 #[cfg(feature = "tonic")]
 mod grpc;
@@ -69,8 +77,9 @@ mod mesh;
 pub mod policy;
 mod search;
 
+pub use self::body::{Body, RequestBody};
 pub use self::builder::{BuildError, MeshBuilder, DEFAULT_GRPC_MAX_REQUEST};
-pub use self::client::{Body, Client, MeshRequest, ResponseFuture};
+pub use self::client::{Client, MeshRequest, ResponseFuture};
 pub use self::error::Error;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]

@@ -19,10 +19,11 @@
 //!   answer is a trailers-only `UNAVAILABLE` (`grpc-status: 14`).
 //! * Nothing else: `POST` and `PATCH` are never retried.
 //!
-//! Requests are retried by clone, so the body must be `Clone`: `Full<Bytes>`,
-//! `Empty<Bytes>` and `String` are; streaming bodies (hyper's `Incoming`, tonic's
-//! `tonic::body::Body`) are not, and must be buffered into a `Full<Bytes>` first. The
-//! service is only a `Service<http::Request<B>>` for `B: Clone`; requests that may not be
+//! Requests are retried by clone, so the body must be [`RetryBody`]: every `Clone` body is
+//! (`Full<Bytes>`, `Empty<Bytes>`, `String`); streaming bodies (hyper's `Incoming`, tonic's
+//! `tonic::body::Body`) are not, and must be buffered into a `Full<Bytes>` first, or carried
+//! in a body type whose [`try_clone`](RetryBody::try_clone) says per request whether it can
+//! be sent again (a request whose body cannot is sent once). Requests that may not be
 //! retried (by method) are sent without keeping a clone. Retries happen at once (another endpoint is
 //! tried, so there is no backoff), at most [`Builder::max_retries`] per request, and only
 //! while the budget allows: every request deposits into a
@@ -79,6 +80,21 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::balance::Avoid;
+
+/// A request body that can be sent again: every `Clone` body can, and a body type that is
+/// only sometimes replayable (a buffered body or a stream, as the mesh's `RequestBody`)
+/// says so per request. A request whose body cannot be cloned is sent once.
+pub trait RetryBody: Sized {
+    /// A copy to send again, or `None` if this body cannot be replayed.
+    fn try_clone(&self) -> Option<Self>;
+}
+
+impl<B: Clone> RetryBody for B {
+    #[inline]
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
 
 /// Response futures of [`Retry`].
 pub mod future {
@@ -137,7 +153,7 @@ impl<S: fmt::Debug> fmt::Debug for Retry<S> {
 impl<S, B, ResB> Service<Request<B>> for Retry<S>
 where
     S: Service<Request<B>, Response = Response<ResB>, Error = BoxError> + Clone,
-    B: Clone,
+    B: RetryBody,
 {
     type Response = Response<ResB>;
     type Error = BoxError;

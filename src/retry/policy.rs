@@ -139,7 +139,7 @@ fn is_connection_error(e: &(dyn StdError + 'static), connect_only: bool) -> bool
 
 impl<B, ResB> tower::retry::Policy<Request<B>, Response<ResB>, BoxError> for Policy
 where
-    B: Clone,
+    B: super::RetryBody,
 {
     type Future = Ready<()>;
 
@@ -170,7 +170,7 @@ where
         if !self.is_retryable(req) {
             return None;
         }
-        let mut clone = Request::new(req.body().clone());
+        let mut clone = Request::new(req.body().try_clone()?);
         *clone.method_mut() = req.method().clone();
         *clone.uri_mut() = req.uri().clone();
         *clone.version_mut() = req.version();

@@ -1,0 +1,3 @@
+//! The `tower-mesh` binary (being written).
+
+fn main() {}

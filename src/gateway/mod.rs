@@ -1,0 +1,56 @@
+//! The `tower-mesh` binary's parts (feature `gateway`): an API gateway in front of the
+//! mesh, its admin API with Prometheus metrics, the operator CLI, and the demo.
+//!
+//! The gateway routes each request by host and path prefix to a service and proxies it
+//! through that service's [`Mesh`](crate::mesh::Mesh) client, streaming bodies both ways.
+//! [`serve`] runs it from a [`Config`](config::Config); [`proxy::Gateway`] is the router
+//! alone, a tower `Service` for axum or hyper.
+//!
+//! ```no_run
+//! use tower::ServiceBuilder;
+//! use tower_mesh::gateway::{config::Config, proxy::Gateway};
+//! use tower_mesh::mesh::Mesh;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let config = Config::from_toml(r#"
+//!     registry = { url = "sqlite://mesh.db?mode=rwc" }
+//!     [[routes]]
+//!     prefix = "/orders"
+//!     service = "orders"
+//! "#)?;
+//! let mesh = Mesh::builder().registry_url(config.registry.resolved_url()?).build().await?;
+//! let gateway = Gateway::new(mesh, &config)?;
+//! let app = axum::Router::new().fallback_service(
+//!     ServiceBuilder::new().concurrency_limit(10_000).service(gateway),
+//! );
+//! let listener = tokio::net::TcpListener::bind(config.listen.gateway).await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
+mod serve;
+
+pub use self::serve::{serve, ServeError};
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => match url.split_once('@') {
+            Some((_, rest)) => format!("***@{rest}"),
+            None => url.to_owned(),
+        },
+    }
+}
