@@ -14,7 +14,8 @@
 //!   `HttpEndpoints`, tower's `p2c::Balance` over `PendingRequestsDiscover`, behind a
 //!   `Buffer` of 1,024;
 //! - `mesh`: `Mesh::builder().registry_url("memory:")`, the service registered with its three
-//!   endpoints, and `mesh.client("bench")`.
+//!   endpoints, and `mesh.client("bench")` (the `Full<Bytes>` body given as a whole
+//!   `RequestBody`, which is what the mesh's client takes).
 //!
 //! ```text
 //! cargo bench --all-features --bench e2e
@@ -60,7 +61,7 @@ use tower::buffer::Buffer;
 use tower::{Service, ServiceExt};
 use tower_mesh::discover::{p2c_pending, HttpEndpoints, RegistryDiscover};
 use tower_mesh::instance::{Instance, Microservice};
-use tower_mesh::mesh::Mesh;
+use tower_mesh::mesh::{Mesh, RequestBody};
 use tower_mesh::registry::{MemoryRegistry, Registry};
 
 /// Sequential requests per client per round for the latency figures (after a warm-up).
@@ -289,7 +290,11 @@ impl Client {
                 read(response).await
             }
             Client::Mesh(service) => {
-                let request = Request::get("/").body(Body::default()).unwrap();
+                // The mesh takes a `RequestBody`: this `Full<Bytes>` becomes a whole body
+                // (replayable on another endpoint).
+                let request = Request::get("/")
+                    .body(RequestBody::from(Body::default()))
+                    .unwrap();
                 let response = service
                     .ready()
                     .await
