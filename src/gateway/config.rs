@@ -359,7 +359,12 @@ impl Config {
             let line = line_of(text, route.span().start);
             let r = route.get_ref();
             if !r.prefix.starts_with('/') {
-                return Err(invalid(line, format!("routes[{i}].prefix"), &r.prefix, "must start with /"));
+                return Err(invalid(
+                    line,
+                    format!("routes[{i}].prefix"),
+                    &r.prefix,
+                    "must start with /",
+                ));
             }
             if r.service.parse::<ServiceName>().is_err() {
                 return Err(invalid(
@@ -370,10 +375,20 @@ impl Config {
                 ));
             }
             if r.timeout.is_zero() {
-                return Err(invalid(line, format!("routes[{i}].timeout"), &"0s", "must be positive"));
+                return Err(invalid(
+                    line,
+                    format!("routes[{i}].timeout"),
+                    &"0s",
+                    "must be positive",
+                ));
             }
             if r.max_body_bytes == 0 {
-                return Err(invalid(line, format!("routes[{i}].max_body_bytes"), &0, "must be positive"));
+                return Err(invalid(
+                    line,
+                    format!("routes[{i}].max_body_bytes"),
+                    &0,
+                    "must be positive",
+                ));
             }
             if !seen.insert((r.host.clone(), normalize(&r.prefix).to_owned())) {
                 return Err(invalid(
@@ -394,7 +409,12 @@ impl Config {
         for (i, reg) in self.register.iter().enumerate() {
             let line = line_of(text, reg.span().start);
             if let Err(e) = reg.get_ref().microservice().into_instances() {
-                return Err(invalid(line, format!("register[{i}]"), &e, "is not a valid service"));
+                return Err(invalid(
+                    line,
+                    format!("register[{i}]"),
+                    &e,
+                    "is not a valid service",
+                ));
             }
             if reg.get_ref().ttl < Duration::from_secs(1) {
                 return Err(invalid(
