@@ -126,6 +126,12 @@ async fn validation_errors_are_400_naming_the_field_and_the_value() {
     assert_eq!(rsp.status, StatusCode::BAD_REQUEST, "{}", rsp.text);
     assert_eq!(rsp.blames(), ("state", "ajar"));
 
+    let rsp = admin
+        .open(Method::DELETE, "/services/orders/instances/bad%20id", "")
+        .await;
+    assert_eq!(rsp.status, StatusCode::BAD_REQUEST, "{}", rsp.text);
+    assert_eq!(rsp.blames(), ("id", "bad id"));
+
     let rsp = admin.get("/services/NOPE!").await;
     assert_eq!(rsp.status, StatusCode::BAD_REQUEST, "{}", rsp.text);
     assert_eq!(rsp.blames(), ("service", "NOPE!"));
@@ -212,6 +218,10 @@ async fn unknown_services_and_instances_are_404() {
         .await;
     assert_eq!(rsp.status, StatusCode::CONFLICT, "{}", rsp.text);
     assert_eq!(rsp.blames(), ("id", "orders-1"));
+
+    let rsp = admin.get("/services/orders/instances/orders-7").await;
+    assert_eq!(rsp.status, StatusCode::NOT_FOUND, "{}", rsp.text);
+    assert_eq!(rsp.blames(), ("id", "orders-7"));
 
     let rsp = admin.get("/no/such/route").await;
     assert_eq!(rsp.status, StatusCode::NOT_FOUND, "{}", rsp.text);
@@ -304,6 +314,10 @@ async fn lists_services_instances_and_health() {
     ] {
         assert_eq!(pay[key], value, "{key}: {}", rsp.text);
     }
+    let one = admin.get("/services/payments/instances/pay-1").await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+    assert_eq!(&one.json, pay);
+
     // A lease: heartbeats are accepted.
     let rsp = admin
         .open(

@@ -25,7 +25,7 @@ use tower_mesh::registry::{Registration, Registry};
 
 /// An admin API served on loopback, over a mesh on the in-memory registry holding `orders`
 /// (two instances, each a real upstream on loopback) with its client built and its balancer
-/// holding both endpoints.
+/// holding both endpoints, ready.
 pub(crate) struct Admin {
     pub(crate) addr: SocketAddr,
     pub(crate) mesh: Mesh,
@@ -87,10 +87,10 @@ impl Admin {
         // through it polls discovery).
         let client = mesh.client("orders").unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while client.balance().len() < 2 || client.endpoint_breakers().len() < 2 {
+        while client.balance().ready_len() < 2 || client.endpoint_breakers().len() < 2 {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the balancer never held both endpoints"
+                "the balancer never held both endpoints ready"
             );
             let rsp = client
                 .clone()

@@ -35,16 +35,18 @@
 //!
 //! # Routes
 //!
-//! Every body in and out is JSON. An error is `{"error": "...", "field": "...", "value":
+//! Every body in and out is JSON (a request's `Content-Type` is not checked, so `curl -d`
+//! works); unknown keys in a request body are refused. An error is `{"error": "...", "field": "...", "value":
 //! "..."}` (`field` and `value` when a value is to blame).
 //!
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /services` | `[{"service", "instances", "passing", "warning", "critical", "maintenance"}]` |
 //! | `GET /services/{name}` (or `…/instances`) | the instances: `[{"service", "id", "host", "port", "scheme", "version", "weight", "zone", "metadata", "health", …}]`; 404 without any |
+//! | `GET /services/{name}/instances/{id}` | that instance; 404 if the service does not have it |
 //! | `GET /services/{name}/health` | the service's [`ServiceHealth`](crate::health::report::ServiceHealth) (counts, instances, last checks, ejections); 404 without any instance |
 //! | `GET /breakers` | for each service whose client was built: `{"service", "state", "endpoints": [{"instance", "state", "ready", "healthy", "weight", "in_flight", "ejected"}]}` |
-//! | `POST /services/{name}/instances` | registers `{"id", "host", "port", "scheme"?, "version"?, "weight"?, "zone"?, "metadata"?, "ttl"? ("10s")}`; 201 `{"service", "id", "revision"}` |
+//! | `POST /services/{name}/instances` | registers `{"id", "host", "port", "scheme"?, "version"?, "weight"?, "zone"?, "metadata"?, "ttl"? ("10s")}`, replacing an instance of the same id; 201 `{"service", "id", "revision"}` |
 //! | `DELETE /services/{name}/instances/{id}` | deregisters; `{"revision"}`, 404 if not registered |
 //! | `POST /services/{name}/instances/{id}/heartbeat` | renews the lease; `{"revision"}` (`null` for a plain renewal), 404 if not registered, 409 if registered without a `ttl` |
 //! | `PUT /services/{name}/instances/{id}/health` | `{"health": "passing"/"warning"/"critical"/"maintenance", "output"?}`; `{"revision"}` |

@@ -87,6 +87,11 @@ impl ApiError {
         .on("service", service)
     }
 
+    /// 404 for an instance the service does not have.
+    pub(super) fn unknown_instance(id: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown instance").on("id", id)
+    }
+
     /// 404 for an endpoint the service's client does not hold.
     pub(super) fn unknown_endpoint(id: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "unknown endpoint").on("id", id)
@@ -107,10 +112,7 @@ impl ApiError {
     pub(super) fn registry(e: registry::Error) -> Self {
         match e {
             registry::Error::Invalid(e) => ApiError::invalid(e),
-            registry::Error::NotFound { ref id, .. } => {
-                let id = id.to_string();
-                ApiError::new(StatusCode::NOT_FOUND, "unknown instance").on("id", id)
-            }
+            registry::Error::NotFound { ref id, .. } => ApiError::unknown_instance(id.as_str()),
             registry::Error::NoLease { ref id, .. } => {
                 let id = id.to_string();
                 ApiError::new(StatusCode::CONFLICT, e.to_string()).on("id", id)
@@ -209,8 +211,11 @@ impl Object {
         self.map.remove(key).filter(|v| !v.is_null())
     }
 
+    /// 400 for a required field left out: names the field, with no value.
     fn missing(key: &str) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("missing field {key:?}")).on(key, "")
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, format!("missing field {key:?}"));
+        e.body.field = Some(key.to_owned());
+        e
     }
 
     /// A string field.

@@ -36,7 +36,7 @@ pub(super) fn routes() -> Router<Arc<Admin>> {
         .route("/services/{name}/health", get(service_health))
         .route(
             "/services/{name}/instances/{id}",
-            axum::routing::delete(deregister),
+            get(instance).delete(deregister),
         )
         .route("/services/{name}/instances/{id}/heartbeat", post(heartbeat))
         .route("/services/{name}/instances/{id}/health", put(set_health))
@@ -104,6 +104,22 @@ async fn service_instances(
         return Err(ApiError::unknown_service(&name));
     }
     Ok(Json(instances))
+}
+
+async fn instance(
+    State(admin): St,
+    Path((name, id)): Path<(String, String)>,
+) -> Answer<Json<Instance>> {
+    let (service, id) = names(&name, &id)?;
+    admin
+        .mesh
+        .discover_service(service.as_str())
+        .await
+        .map_err(ApiError::registry)?
+        .into_iter()
+        .find(|i| *i.id() == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::unknown_instance(id.as_str()))
 }
 
 async fn service_health(State(admin): St, Path(name): Path<String>) -> Answer<Response> {
