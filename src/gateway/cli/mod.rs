@@ -130,8 +130,9 @@ use self::output::Table;
 /// command.
 #[derive(clap::Args)]
 pub struct RegistryArgs {
-    /// The registry URL (`sqlite://mesh.db`, `postgres://user:password@host/db`, ...);
-    /// without it, the `[registry]` of --config.
+    /// The registry URL (`sqlite://mesh.db?mode=rwc`, `postgres://mesh@db.internal/mesh`,
+    /// ...); without it, the `[registry]` of --config. A password is better given through the
+    /// configuration's `password_env` than on a command line.
     #[arg(
         long,
         env = "TOWER_MESH_REGISTRY",
