@@ -30,8 +30,9 @@ pub enum CliError {
     /// The configuration file given with `--config` was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The registry could not be opened (a bad URL, an unreachable database).
-    #[error("cannot open registry {url}: {source}")]
+    /// The registry could not be opened (an unreachable database, a refused login). Its
+    /// message names the URL; the cause is its `source`.
+    #[error("cannot open registry {url}")]
     Connect {
         /// The URL, its password replaced by `***`.
         url: String,
