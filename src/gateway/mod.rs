@@ -38,7 +38,7 @@ pub mod metrics;
 pub mod proxy;
 mod serve;
 
-pub use self::serve::{serve, ServeError};
+pub use self::serve::{serve, signal, Bound, ServeError};
 
 /// `url` with any password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
@@ -53,4 +53,16 @@ pub fn redact_url(url: &str) -> String {
             None => url.to_owned(),
         },
     }
+}
+
+/// An error and its sources on one line, `: `-separated, for logs.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }

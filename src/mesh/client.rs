@@ -204,6 +204,13 @@ impl Client {
         self.parts.endpoint_breakers.live()
     }
 
+    /// The instance that served a request, from the [`Avoid`](crate::balance::Avoid) set
+    /// the request carried (the retry layer adds one to retryable requests; add your own to
+    /// any request to learn where it went): the last endpoint it was sent to.
+    pub fn served_by(&self, avoid: &crate::balance::Avoid) -> Option<InstanceId> {
+        self.parts.endpoint_breakers.instance(avoid.served()?)
+    }
+
     /// The strategy the client balances with now.
     pub fn strategy(&self) -> crate::balance::Strategy {
         self.parts.switch.strategy()

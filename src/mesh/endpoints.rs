@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::balance::EndpointId;
 use crate::breaker::handle::WeakHandle;
 use crate::breaker::{EndpointBreaker, Handle};
 use crate::discover::{LiveHealth, MakeEndpoint};
@@ -20,6 +21,8 @@ pub(crate) struct EndpointBreakers {
 #[derive(Default)]
 struct Map {
     handles: HashMap<InstanceId, WeakHandle>,
+    /// The instance of each endpoint as the balancer names it ([`EndpointId`]).
+    ids: HashMap<EndpointId, InstanceId>,
     /// Prune when the map grows past this.
     prune_at: usize,
 }
@@ -27,9 +30,12 @@ struct Map {
 impl Map {
     fn prune(&mut self) {
         self.handles.retain(|_, h| !h.is_dead());
+        let handles = &self.handles;
+        self.ids.retain(|_, id| handles.contains_key(id));
         self.prune_at = 2 * self.handles.len() + 16;
         if self.handles.capacity() > 4 * self.prune_at {
             self.handles.shrink_to(self.prune_at);
+            self.ids.shrink_to(self.prune_at);
         }
     }
 }
@@ -37,10 +43,19 @@ impl Map {
 impl EndpointBreakers {
     fn record(&self, id: InstanceId, handle: &Handle) {
         let mut map = crate::sync::lock(&self.map);
+        map.ids.insert(EndpointId::of(&id), id.clone());
         map.handles.insert(id, handle.downgrade());
         if map.handles.len() > map.prune_at {
             map.prune();
         }
+    }
+
+    /// The instance behind an endpoint as the balancer names it (an [`Avoid`] set's
+    /// [`served`](crate::balance::Avoid::served)).
+    ///
+    /// [`Avoid`]: crate::balance::Avoid
+    pub(crate) fn instance(&self, endpoint: EndpointId) -> Option<InstanceId> {
+        crate::sync::lock(&self.map).ids.get(&endpoint).cloned()
     }
 
     /// The live endpoints' breakers, by instance id.

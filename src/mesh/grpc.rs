@@ -91,6 +91,16 @@ impl GrpcClient {
     pub fn breaker(&self) -> &crate::breaker::Handle {
         &self.parts.breaker
     }
+
+    /// The outlier detector's handle (ejections by instance).
+    pub fn outlier(&self) -> &crate::health::outlier::OutlierHandle<crate::instance::InstanceId> {
+        &self.parts.outlier
+    }
+
+    /// The breaker of each endpoint the balancer holds, by instance id (sorted).
+    pub fn endpoint_breakers(&self) -> Vec<(crate::instance::InstanceId, crate::breaker::Handle)> {
+        self.parts.endpoint_breakers.live()
+    }
 }
 
 impl Clone for GrpcClient {

@@ -175,7 +175,7 @@ impl Policy {
 /// | [`interval`](Self::interval) | 10 s |
 /// | [`base_ejection_time`](Self::base_ejection_time) | 30 s (times the number of ejections in a row) |
 /// | [`max_ejection_time`](Self::max_ejection_time) | 300 s |
-/// | [`max_ejection_percent`](Self::max_ejection_percent) | 10 (strict; see the method) |
+/// | [`max_ejection_percent`](Self::max_ejection_percent) | 10 (at least one endpoint; see the method) |
 /// | [`consecutive_5xx`](Self::consecutive_5xx) | 5, enforcing 100% |
 /// | [`consecutive_gateway_failure`](Self::consecutive_gateway_failure) | 5, enforcing 0% (detected and counted only) |
 /// | [`success_rate_stdev_factor`](Self::success_rate_stdev_factor) | 1.9, with 5 hosts of 100 requests, enforcing 100% |
@@ -261,10 +261,9 @@ impl<C, G, H> Builder<C, G, H> {
     /// The largest share of the endpoints that may be ejected at once, in percent (default
     /// 10).
     ///
-    /// The cap is strict: an ejection is made only if the ejected endpoints, it included, are
-    /// at most this share of the endpoints. (Envoy and gRPC allow one ejection even where it
-    /// exceeds the share.) With few endpoints, raise it: with 3 endpoints, one ejection
-    /// needs at least 34.
+    /// As in Envoy, one endpoint can always be ejected, whatever the share: with the default
+    /// 10% and fewer than ten endpoints, one at a time. Beyond the first, an ejection is made
+    /// only if the ejected endpoints, it included, are at most this share of the endpoints.
     pub fn max_ejection_percent(mut self, percent: u32) -> Self {
         self.policy.max_ejection_percent = percent;
         self

@@ -242,7 +242,9 @@ where
             return;
         }
         let max = self.policy.max_ejection_percent as usize;
-        if (st.ejected + 1) * 100 > max * hosts {
+        // Envoy's rule: at least one host can be ejected, whatever the percentage (with
+        // the default 10%, a service of fewer than ten hosts could otherwise eject none).
+        if st.ejected > 0 && (st.ejected + 1) * 100 > max * hosts {
             st.counters.overflow += 1;
             self.count("tower_mesh_outlier_overflow_total", None);
             tracing::warn!(

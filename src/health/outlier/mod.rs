@@ -83,9 +83,10 @@
 //!
 //! An endpoint ejected for the `n`-th time in a row stays out for
 //! `base_ejection_time × n`, at most `max_ejection_time`; `n` goes down by one for each
-//! interval the endpoint spends wholly un-ejected (gRFC A50's multiplier). No ejection is
-//! made that would leave more than `max_ejection_percent` of the endpoints ejected at once
-//! (strictly: see [`Builder::max_ejection_percent`]); an outlier refused for that is logged
+//! interval the endpoint spends wholly un-ejected (gRFC A50's multiplier). Beyond the first
+//! (one endpoint can always be ejected, as in Envoy), no ejection is made that would leave
+//! more than `max_ejection_percent` of the endpoints ejected at once (see
+//! [`Builder::max_ejection_percent`]); an outlier refused for that is logged
 //! (`WARN`) and counted ([`OutlierCounters::overflow`]). When an endpoint returns, its runs
 //! of failures start again from zero.
 //!
