@@ -244,3 +244,43 @@ async fn a_registry_is_required_and_named_once() {
     assert!(matches!(err, CliError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("line 3"), "{err}");
 }
+
+/// Accepts `limit` bytes, then fails as a pipe whose reader is gone.
+struct ClosedAfter {
+    limit: usize,
+    kind: std::io::ErrorKind,
+}
+
+impl std::io::Write for ClosedAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.limit == 0 {
+            return Err(self.kind.into());
+        }
+        let n = buf.len().min(self.limit);
+        self.limit -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_quietly_other_write_errors_do_not() {
+    let dir = TempDir::new("pipe");
+    let url = dir.sqlite_url();
+    ok(&url, &REGISTER).await;
+    let args = || parse(&["--registry", &url, "show", "orders", "--json"]).unwrap();
+    let mut pipe = ClosedAfter {
+        limit: 10,
+        kind: std::io::ErrorKind::BrokenPipe,
+    };
+    run(args(), &mut pipe).await.unwrap();
+    let mut full = ClosedAfter {
+        limit: 10,
+        kind: std::io::ErrorKind::StorageFull,
+    };
+    let err = run(args(), &mut full).await.unwrap_err();
+    assert!(matches!(err, CliError::Io(_)), "{err:?}");
+}

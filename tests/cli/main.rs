@@ -1,7 +1,8 @@
 //! The operator CLI, `tower-mesh registry …`, run in process with arguments parsed by clap as
 //! the binary parses them: the whole lifecycle of an instance against SQLite and PostgreSQL,
-//! bad input refused by field and value, and passwords kept out of errors.
+//! bad input refused by field and value, passwords kept out of errors; and the real binary.
 
+mod binary;
 mod input;
 mod lifecycle;
 mod secrets;

@@ -197,7 +197,7 @@ pub enum RegistryCommand {
     /// within each TTL, and is then deregistered by the reaper of a running gateway. Without
     /// --ttl it stays until deregistered.
     #[command(disable_version_flag = true)]
-    Register(RegisterArgs),
+    Register(Box<RegisterArgs>),
     /// Deregisters one instance.
     Deregister {
         /// The service.
@@ -265,6 +265,10 @@ pub struct HealthArgs {
 
 /// Runs `args`: opens the registry it names, runs its command, and writes the result to
 /// `out` (a table, or JSON with `--json`).
+///
+/// An `out` closed by its reader (`tower-mesh registry list | head -1`, a broken pipe) ends
+/// the command quietly, as other command-line tools do; other write failures are
+/// [`CliError::Io`].
 pub async fn run(args: RegistryArgs, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let url = args.registry_url()?;
     let registry = AnyRegistry::connect(&url).await.map_err(|e| match e {
@@ -279,7 +283,10 @@ pub async fn run(args: RegistryArgs, out: &mut (dyn Write + Send)) -> Result<(),
     if let Some(sql) = registry.as_sql() {
         sql.close().await;
     }
-    result
+    match result {
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
 }
 
 /// Runs `command` against `registry`, writing a table to `out`, or JSON if `json`.
@@ -292,7 +299,7 @@ pub async fn run_on<R: Registry>(
     match command {
         RegistryCommand::List => list(registry, json, out).await,
         RegistryCommand::Show { name } => show(registry, &name, json, out).await,
-        RegistryCommand::Register(args) => register(registry, args, json, out).await,
+        RegistryCommand::Register(args) => register(registry, *args, json, out).await,
         RegistryCommand::Deregister { name, id } => {
             deregister(registry, &name, &id, json, out).await
         }
