@@ -72,7 +72,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let token = config.admin.token()?;
     let auth: AdminAuth = admin::auth_for(config.listen.admin, token)?;
+    // Before any client is built: the breakers attach their series when they are made.
     let metrics = Metrics::install()?;
+    let upkeep = tokio::spawn(metrics.upkeep_every(std::time::Duration::from_secs(5)));
     let url = config.registry.resolved_url()?;
     let mesh = Mesh::builder()
         .registry_url(url)
@@ -160,6 +162,7 @@ pub async fn serve(
             tracing::warn!(error = %crate::gateway::chain(&e), "deregistering on shutdown failed; the lease will lapse");
         }
     }
+    upkeep.abort();
     tracing::info!("stopped");
     Ok(())
 }

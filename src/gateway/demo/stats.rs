@@ -72,7 +72,7 @@ impl Stats {
         };
         writeln!(
             out,
-            "  t={:>3}s  {:<8} {:>6} {:>8} {:>8} {:>6}  {:<10} {}",
+            "  t={:>3}s  {:<8} {:>6} {:>8} {:>8} {:>6}  {:<10} health",
             elapsed.as_secs(),
             "instance",
             "req/s",
@@ -80,7 +80,6 @@ impl Stats {
             "p99 ms",
             "errors",
             "breaker",
-            "health"
         )?;
         let mut rows: Vec<&str> = self.names.clone();
         if tick.contains_key("gateway") || errors.contains_key("gateway") {
