@@ -55,7 +55,9 @@ fn runtime(workers: usize) -> Runtime {
 
 /// Runs `f` on a runtime of its own in a thread of its own, for ever; returns what `f` sends.
 fn background<T: Send + 'static>(
-    f: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+    f: impl FnOnce(
+            tokio::sync::oneshot::Sender<T>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
         + Send
         + 'static,
 ) -> T {
@@ -75,9 +77,10 @@ fn start_backend() -> SocketAddr {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    });
+                    let svc =
+                        hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -94,7 +97,11 @@ fn start_gateway(backend: SocketAddr) -> SocketAddr {
                 "registry = { url = \"memory:\" }\n[[routes]]\nprefix = \"/\"\nservice = \"backend\"\nstrip_prefix = false\n",
             )
             .unwrap();
-            let mesh = Mesh::builder().registry_url("memory:").build().await.unwrap();
+            let mesh = Mesh::builder()
+                .registry_url("memory:")
+                .build()
+                .await
+                .unwrap();
             mesh.register_service(
                 &Microservice::new("backend", "1").endpoint(format!("http://{backend}")),
             )
@@ -203,7 +210,12 @@ fn main() {
         c.final_summary();
     }
 
-    let (mut p50, mut p99, mut rps, mut cpu) = ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]], [vec![], vec![]]);
+    let (mut p50, mut p99, mut rps, mut cpu) = (
+        [vec![], vec![]],
+        [vec![], vec![]],
+        [vec![], vec![]],
+        [vec![], vec![]],
+    );
     for round in 0..ROUNDS {
         for (i, uri) in [&direct, &via].into_iter().enumerate() {
             let lat = rt.block_on(latencies(&client, uri));
@@ -227,9 +239,16 @@ fn main() {
     let (d99, g99) = (m(&mut p99[0]), m(&mut p99[1]));
     let (drps, grps) = (m(&mut rps[0]), m(&mut rps[1]));
     let (dcpu, gcpu) = (m(&mut cpu[0]), m(&mut cpu[1]));
-    println!("direct:  p50 {d50:.1} us, p99 {d99:.1} us, {drps:.0} req/s, {dcpu:.1} us CPU/request");
-    println!("gateway: p50 {g50:.1} us, p99 {g99:.1} us, {grps:.0} req/s, {gcpu:.1} us CPU/request");
-    println!("ratio gateway/direct p50 latency: {:.2}x (target <= 2.3x)", g50 / d50);
+    println!(
+        "direct:  p50 {d50:.1} us, p99 {d99:.1} us, {drps:.0} req/s, {dcpu:.1} us CPU/request"
+    );
+    println!(
+        "gateway: p50 {g50:.1} us, p99 {g99:.1} us, {grps:.0} req/s, {gcpu:.1} us CPU/request"
+    );
+    println!(
+        "ratio gateway/direct p50 latency: {:.2}x (target <= 2.3x)",
+        g50 / d50
+    );
     println!("ratio gateway/direct p99 latency: {:.2}x", g99 / d99);
     println!("ratio gateway/direct throughput: {:.2}x", grps / drps);
     println!(
