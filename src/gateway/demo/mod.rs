@@ -199,17 +199,24 @@ async fn demo(
 
     let start = Instant::now();
     let mut observed = Observed::default();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Sampled ten times a second (a breaker may open and its endpoint leave within one),
+    // printed once a second.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.tick().await;
     let mut current = 0;
+    let mut samples = 0u32;
     writeln!(out, "\nphase 1/{}: {}", PHASES.len(), PHASES[0])?;
     loop {
         tick.tick().await;
+        samples += 1;
         let elapsed = start.elapsed();
-        let health = stats::health(&mesh).await;
         let breakers = stats::breakers(&client);
-        stats.print_tick(out, elapsed, &health, &breakers)?;
+        let health = stats::health(&mesh).await;
         observed.note(current, &health, &breakers);
+        if samples % 10 != 0 && elapsed < duration {
+            continue;
+        }
+        stats.print_tick(out, elapsed, &health, &breakers)?;
         if elapsed >= duration {
             break;
         }
