@@ -213,7 +213,7 @@ async fn demo(
         let breakers = stats::breakers(&client);
         let health = stats::health(&mesh).await;
         observed.note(current, &health, &breakers);
-        if samples % 10 != 0 && elapsed < duration {
+        if !samples.is_multiple_of(10) && elapsed < duration {
             continue;
         }
         stats.print_tick(out, elapsed, &health, &breakers)?;
