@@ -21,7 +21,7 @@ use crate::balance::{AnyPick, Endpoints, Pick, Strategy, Tracking};
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use tower::{discover::ServiceList, service_fn, ServiceExt};
+/// use tower::{discover::ServiceList, service_fn, Service, ServiceExt};
 /// use tower_mesh::balance::{AnyPick, BalanceLayer, Strategy, Switchable, WithWeight};
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -40,19 +40,10 @@ mod serve;
 
 pub use self::serve::{serve, signal, Bound, ServeError};
 
-/// `url` with any password replaced by `***`, for logs and errors.
+/// `url` with any password (in the user part or as a query parameter such as `password=`)
+/// replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => match url.split_once('@') {
-            Some((_, rest)) => format!("***@{rest}"),
-            None => url.to_owned(),
-        },
-    }
+    crate::registry::sql::redact_url(url)
 }
 
 /// An error and its sources on one line, `: `-separated, for logs.

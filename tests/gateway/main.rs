@@ -1,6 +1,9 @@
 //! The gateway: in process (routing, failures, configuration errors) and as the spawned
 //! `tower-mesh` binary (a 50 MiB body streamed with bounded memory, graceful shutdown).
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod config;
 mod process;
 mod routing;

@@ -229,3 +229,32 @@ fn the_demo_runs_its_five_phases_and_summarizes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 5s"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_the_same_on_a_shared_postgres_registry() {
+    let base = std::env::var("TOWER_MESH_TEST_POSTGRES")
+        .expect("TOWER_MESH_TEST_POSTGRES is set (CI sets it; see .ci/run)");
+    let url = crate::support::fresh_database(&base).await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tower-mesh"))
+            .args(["demo", "--duration", "5s", "--registry", &url])
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("the tower-mesh binary runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("registry postgres://"), "{stdout}");
+    assert!(stdout.contains("b4 stopped: deregistered: yes"), "{stdout}");
+    assert!(stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .starts_with("demo finished: "));
+}
