@@ -290,22 +290,34 @@ impl<R: Registry> Mesh<R> {
     /// shared by every caller (see [`Client`]). The name is checked; the service need not
     /// be registered yet (calls wait for an instance up to the timeout).
     pub fn client(&self, service: &str) -> Result<Client, PolicyError> {
+        self.built_once(&self.inner.clients, service, |policies| {
+            let (inner, parts) = client::build(
+                self.inner.registry.clone(),
+                service,
+                policies,
+                self.inner.http.clone(),
+                crate::breaker::HttpClassifier::server_errors(),
+            )?;
+            Ok(Client { inner, parts })
+        })
+    }
+
+    /// The client of `service` in `clients`, made by `make` with the service's policies the
+    /// first time.
+    fn built_once<C: Clone>(
+        &self,
+        clients: &Mutex<HashMap<ServiceName, C>>,
+        service: &str,
+        make: impl FnOnce(&Policies) -> Result<C, PolicyError>,
+    ) -> Result<C, PolicyError> {
         let name: ServiceName = service
             .parse()
             .map_err(|e| PolicyError::new("service", e))?;
-        let mut clients = crate::sync::lock(&self.inner.clients);
+        let mut clients = crate::sync::lock(clients);
         if let Some(c) = clients.get(&name) {
             return Ok(c.clone());
         }
-        let policies = self.policies(service)?;
-        let (inner, parts) = client::build(
-            self.inner.registry.clone(),
-            service,
-            &policies,
-            self.inner.http.clone(),
-            crate::breaker::HttpClassifier::server_errors(),
-        )?;
-        let c = Client { inner, parts };
+        let c = make(&self.policies(service)?)?;
         clients.insert(name, c.clone());
         Ok(c)
     }
@@ -315,24 +327,20 @@ impl<R: Registry> Mesh<R> {
     #[cfg(feature = "tonic")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn grpc(&self, service: &str) -> Result<super::GrpcClient, PolicyError> {
-        let name: ServiceName = service
-            .parse()
-            .map_err(|e| PolicyError::new("service", e))?;
-        let mut clients = crate::sync::lock(&self.inner.grpc_clients);
-        if let Some(c) = clients.get(&name) {
-            return Ok(c.clone());
-        }
-        let policies = self.policies(service)?;
-        let (inner, parts) = client::build(
-            self.inner.registry.clone(),
-            service,
-            &policies,
-            self.inner.grpc.clone(),
-            super::grpc::classifier(),
-        )?;
-        let c = super::GrpcClient::new(inner, parts, self.inner.grpc_max_request);
-        clients.insert(name, c.clone());
-        Ok(c)
+        self.built_once(&self.inner.grpc_clients, service, |policies| {
+            let (inner, parts) = client::build(
+                self.inner.registry.clone(),
+                service,
+                policies,
+                self.inner.grpc.clone(),
+                super::grpc::classifier(),
+            )?;
+            Ok(super::GrpcClient::new(
+                inner,
+                parts,
+                self.inner.grpc_max_request,
+            ))
+        })
     }
 
     /// Calls `service` with `req` through its [`client`](Self::client). The body is read
