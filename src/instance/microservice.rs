@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Instance, InvalidInput, Scheme};
+use super::{Check, Field, Instance, InvalidInput, Scheme};
 
 /// A service described the way the original sketch did: a name, a version, a list of endpoint
 /// URLs and metadata. [`into_instances`](Microservice::into_instances) turns it into one
@@ -33,6 +33,11 @@ pub struct Microservice {
     /// Metadata shared by every endpoint.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The health check every endpoint declares (run by a
+    /// [`HealthChecker`](https://docs.rs/tower-mesh/latest/tower_mesh/health/struct.HealthChecker.html)),
+    /// if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
 }
 
 impl Microservice {
@@ -43,6 +48,7 @@ impl Microservice {
             version: version.into(),
             endpoints: Vec::new(),
             metadata: BTreeMap::new(),
+            check: None,
         }
     }
 
@@ -58,6 +64,12 @@ impl Microservice {
         self
     }
 
+    /// Declares a health check on every endpoint.
+    pub fn check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
+    }
+
     /// One validated instance per endpoint; the first bad value is the error.
     pub fn into_instances(self) -> Result<Vec<Instance>, InvalidInput> {
         let Microservice {
@@ -65,6 +77,7 @@ impl Microservice {
             version,
             endpoints,
             metadata,
+            check,
         } = self;
         if endpoints.is_empty() {
             return Err(
@@ -77,13 +90,17 @@ impl Microservice {
             .map(|url| {
                 let (scheme, host, port) = parse_endpoint(url)?;
                 let id = format!("{host}:{port}");
-                Instance::builder(name.as_str(), id)
+                let builder = Instance::builder(name.as_str(), id)
                     .host(host)
                     .port(port)
                     .scheme(scheme)
                     .version(version.as_str())
-                    .metadata_map(metadata.clone())
-                    .build()
+                    .metadata_map(metadata.clone());
+                match &check {
+                    Some(c) => builder.check(c.clone()),
+                    None => builder,
+                }
+                .build()
             })
             .collect()
     }

@@ -224,3 +224,20 @@ fn microservice_maps_to_instances() {
     assert_eq!(err.field(), Field::Port);
     assert!(Microservice::new("orders", "1").into_instances().is_err());
 }
+
+#[test]
+fn a_microservice_check_is_declared_by_every_endpoint() {
+    let check = Check::http("/healthz").build().unwrap();
+    let instances = Microservice::new("orders", "1")
+        .endpoint("http://10.0.0.1:8080")
+        .endpoint("http://10.0.0.2:8080")
+        .check(check.clone())
+        .into_instances()
+        .unwrap();
+    assert!(instances.iter().all(|i| i.check() == Some(&check)));
+    let plain = Microservice::new("orders", "1")
+        .endpoint("http://10.0.0.1:8080")
+        .into_instances()
+        .unwrap();
+    assert_eq!(plain[0].check(), None);
+}
