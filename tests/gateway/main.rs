@@ -121,3 +121,10 @@ pub(crate) async fn get(url: &str, host: Option<&str>) -> (u16, Option<String>, 
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
     (status, retry, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// A fresh SQLite registry file in the temp folder for the test tagged `tag`.
+pub(crate) fn sqlite_url(tag: &str) -> String {
+    let path = std::env::temp_dir().join(format!("tm-gateway-{tag}-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    format!("sqlite://{}?mode=rwc", path.display())
+}

@@ -11,7 +11,7 @@ use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use tower_mesh::registry::{AnyRegistry, Registry};
 
-use crate::{backend, get, http_client};
+use crate::{backend, get, http_client, sqlite_url};
 
 struct Gateway {
     child: Child,
@@ -64,12 +64,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn sqlite_url(tag: &str) -> String {
-    let path = std::env::temp_dir().join(format!("tm-gwp-{tag}-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    format!("sqlite://{}?mode=rwc", path.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
 use tower_mesh::gateway::{config::Config, serve, Bound};
 
-use crate::{backend, get, http_client};
+use crate::{backend, get, http_client, sqlite_url};
 
 /// Starts the gateway of `toml` (a SQLite registry in a temp dir); its addresses and the
 /// sender that stops it.
@@ -36,12 +36,6 @@ async fn start(
         .unwrap();
     });
     (bound_rx.await.unwrap(), stop, task)
-}
-
-fn sqlite_url(tag: &str) -> String {
-    let path = std::env::temp_dir().join(format!("tm-gateway-{tag}-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    format!("sqlite://{}?mode=rwc", path.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
