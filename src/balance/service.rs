@@ -4,7 +4,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -29,15 +29,15 @@ use crate::balance::{BoxError, EndpointId, Pick, Tracking, Weight};
 /// endpoints that woke and table builds as they happen, so the balancer makes progress
 /// with or without requests; see the [module documentation](super) for behaviour and an
 /// example.
+///
+/// `Balance` is cheap to clone and needs no `Buffer`: every clone shares the endpoints, the
+/// strategy and the worker, and waits for an endpoint on its own (each waiting clone is
+/// woken). The worker ends when the last clone is dropped.
 pub struct Balance<D, P>
 where
     D: Discover,
 {
     shared: Arc<Shared<D, P>>,
-    /// The worker, while it is not spawned yet (no runtime when the balancer was made).
-    unspawned: Option<Worker<D, P>>,
-    /// Spawns the worker on the current tokio runtime, or gives it back outside one.
-    spawn: Option<Spawn<D, P>>,
     no_endpoints_timeout: Option<Duration>,
     #[cfg(feature = "metrics")]
     metrics: bool,
@@ -73,6 +73,14 @@ where
     /// Also holds the status, [`USABLE`], [`NONE`], [`PANIC`] or [`FAILED`], as of the
     /// last change.
     wakes: Arc<Wakes>,
+    /// Spawns the worker on the current tokio runtime, or gives it back outside one;
+    /// `None` for [`Balance::pair`] (the caller runs it).
+    spawn: Option<Spawn<D, P>>,
+    /// The worker is not spawned yet (there was no runtime when the balancer was made):
+    /// the first `poll_ready` on a runtime spawns it.
+    unspawned: AtomicBool,
+    /// Live `Balance` clones; the last one dropped ends the worker.
+    handles: AtomicUsize,
 }
 
 impl<D, P> Shared<D, P>
@@ -109,10 +117,11 @@ where
     }
 
     pub(crate) fn with_config(discover: D, strategy: P, config: Config) -> Self {
-        let (mut balance, worker) = Self::pair_with_config(discover, strategy, config);
-        balance.spawn = Some(spawn::<D, P>);
-        if let Err(worker) = spawn(worker) {
-            balance.unspawned = Some(worker);
+        let (balance, worker) = Self::make(discover, strategy, config, Some(spawn::<D, P>));
+        if spawn(worker).is_err() {
+            // Dropping the worker here is fine: it is only a reference to the state, and
+            // the first `poll_ready` on a runtime makes and spawns another.
+            balance.shared.unspawned.store(true, Ordering::Release);
         }
         balance
     }
@@ -154,6 +163,15 @@ where
         strategy: P,
         config: Config,
     ) -> (Self, Worker<D, P>) {
+        Self::make(discover, strategy, config, None)
+    }
+
+    fn make(
+        discover: D,
+        strategy: P,
+        config: Config,
+        spawn: Option<Spawn<D, P>>,
+    ) -> (Self, Worker<D, P>) {
         let wakes = Arc::new(Wakes::default());
         let notify = Waker::from(Arc::new(Notify(Arc::downgrade(&wakes))));
         let state = State {
@@ -182,11 +200,12 @@ where
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             wakes,
+            spawn,
+            unspawned: AtomicBool::new(false),
+            handles: AtomicUsize::new(1),
         });
         let balance = Balance {
             shared: shared.clone(),
-            unspawned: None,
-            spawn: None,
             no_endpoints_timeout: config.no_endpoints_timeout,
             #[cfg(feature = "metrics")]
             metrics: config.metrics,
@@ -422,14 +441,19 @@ where
         P: Pick<Req>,
     {
         self.fail = None;
-        if let Some(worker) = self.unspawned.take() {
-            if let Some(spawn) = self.spawn {
-                self.unspawned = spawn(worker).err();
+        if let Some(spawn) = self.shared.spawn {
+            if self.shared.unspawned.swap(false, Ordering::AcqRel) {
+                let worker = Worker {
+                    shared: self.shared.clone(),
+                };
+                if spawn(worker).is_err() {
+                    self.shared.unspawned.store(true, Ordering::Release);
+                }
             }
         }
         let shared = &*self.shared;
         // Registered before looking, so that a change after the look wakes this task.
-        shared.wakes.caller.register(cx.waker());
+        shared.wakes.register_caller(cx.waker());
         let (status, discovered) = {
             let mut st = shared.lock();
             st.catch_up = Some(State::<D, P>::catch_up::<Req>);
@@ -532,10 +556,30 @@ where
             shared.publish(status);
             drop(st);
             if status != NONE {
-                shared.wakes.caller.wake();
+                shared.wakes.wake_callers();
             }
         }
         Poll::Pending
+    }
+}
+
+impl<D, P> Clone for Balance<D, P>
+where
+    D: Discover,
+{
+    /// Another handle on the same balancer (endpoints, strategy, worker); it waits for
+    /// endpoints on its own.
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Balance {
+            shared: self.shared.clone(),
+            no_endpoints_timeout: self.no_endpoints_timeout,
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics,
+            unready_since: None,
+            sleep: None,
+            fail: None,
+        }
     }
 }
 
@@ -544,8 +588,13 @@ where
     D: Discover,
 {
     fn drop(&mut self) {
-        self.shared.wakes.closed.store(true, Ordering::Release);
-        self.shared.wakes.worker.wake();
+        // The last clone: the worker ends (as `Arc` counts do, release then acquire, so
+        // that the worker sees everything the clones did).
+        if self.shared.handles.fetch_sub(1, Ordering::Release) == 1 {
+            std::sync::atomic::fence(Ordering::Acquire);
+            self.shared.wakes.closed.store(true, Ordering::Release);
+            self.shared.wakes.worker.wake();
+        }
     }
 }
 

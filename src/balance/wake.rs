@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::Wake;
+use std::task::{Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
@@ -29,8 +29,11 @@ pub(crate) struct Wakes {
     woken: Mutex<Vec<Arc<EndpointWaker>>>,
     /// The background worker.
     pub(crate) worker: AtomicWaker,
-    /// A caller of `poll_ready` waiting for an endpoint.
-    pub(crate) caller: AtomicWaker,
+    /// The callers of `poll_ready` (one per waiting `Balance` clone) waiting for an
+    /// endpoint, each task once; all are woken at the next change.
+    callers: Mutex<Vec<Waker>>,
+    /// Whether `callers` may hold a waker: spares the lock when nobody waits.
+    waiting: AtomicBool,
     /// The balancer was dropped: the worker ends.
     pub(crate) closed: AtomicBool,
 }
@@ -40,7 +43,31 @@ impl Wakes {
     pub(crate) fn notify(&self) {
         self.keep_pending();
         self.worker.wake();
-        self.caller.wake();
+        self.wake_callers();
+    }
+
+    /// Wake `waker` at the next change (it is about to look at the status).
+    pub(crate) fn register_caller(&self, waker: &Waker) {
+        let mut callers = crate::sync::lock(&self.callers);
+        if !callers.iter().any(|w| w.will_wake(waker)) {
+            callers.push(waker.clone());
+        }
+        self.waiting.store(true, Ordering::SeqCst);
+    }
+
+    /// Wake every waiting caller.
+    pub(crate) fn wake_callers(&self) {
+        if !self.waiting.load(Ordering::SeqCst) {
+            return;
+        }
+        let callers = {
+            let mut callers = crate::sync::lock(&self.callers);
+            self.waiting.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *callers)
+        };
+        for w in callers {
+            w.wake();
+        }
     }
 
     /// The whole word: the status published last, with [`PENDING`] if there is anything to

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower::buffer::Buffer;
 use tower::timeout::Timeout;
 use tower::util::MapErr;
 use tower::BoxError;
@@ -47,8 +46,7 @@ pub(crate) type Endpoint<C> = InstanceEndpoint<
 >;
 
 type Balanced<C> = Balance<Spawned<Endpoint<C>>, Avoiding<Switchable<MeshRequest>>>;
-type Buffered<C> = Buffer<MeshRequest, <Balanced<C> as Service<MeshRequest>>::Future>;
-type Broken<C> = MapErr<CircuitBreaker<Buffered<C>, C>, fn(breaker::error::Error) -> BoxError>;
+type Broken<C> = MapErr<CircuitBreaker<Balanced<C>, C>, fn(breaker::error::Error) -> BoxError>;
 pub(crate) type Stack<C> = Timeout<Retry<Broken<C>>>;
 
 /// What the stack of one service shares with its clients and the mesh.
@@ -82,7 +80,7 @@ where
     <Endpoint<C> as Service<MeshRequest>>::Error: Into<BoxError>,
     <Endpoint<C> as Service<MeshRequest>>::Future: Send + 'static,
     <Endpoint<C> as Service<MeshRequest>>::Response: Send + 'static,
-    CircuitBreaker<Buffered<C>, C>: Service<MeshRequest, Error = breaker::error::Error>,
+    CircuitBreaker<Balanced<C>, C>: Service<MeshRequest, Error = breaker::error::Error>,
     Broken<C>: Service<MeshRequest> + Clone,
 {
     let timeout = policies.timeout()?;
@@ -134,14 +132,12 @@ where
         endpoint_breakers: breakers,
         switch,
     });
-    let buffered = Buffer::new(balance, BUFFER);
-    let broken: Broken<C> = MapErr::new(service_breaker.layer(buffered), box_breaker_error);
+    // No `Buffer`: the balancer is cloneable and every clone (the retry layer takes one per
+    // request) shares its endpoints and its worker.
+    let broken: Broken<C> = MapErr::new(service_breaker.layer(balance), box_breaker_error);
     let stack = Timeout::new(retry.layer(broken), timeout);
     Ok((stack, parts))
 }
-
-/// Requests waiting for the balancer, per service, beyond which callers wait for room.
-const BUFFER: usize = 1024;
 
 fn box_breaker_error(e: breaker::error::Error) -> BoxError {
     e.into()

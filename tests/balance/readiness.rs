@@ -485,3 +485,89 @@ async fn concurrent_callers_and_churn_on_a_multi_threaded_runtime() {
     assert_eq!(held, live.len(), "only the live endpoints are held");
     assert_eq!(client.clone().oneshot(0).await.map(|_| ()).ok(), Some(()));
 }
+
+/// `Balance` is cloneable without `Buffer`: clones started before the first endpoint
+/// exists, each waiting in its own task, are all woken when one registers (a single waker
+/// slot would wake only the last of them); they share the endpoints and their counts.
+#[tokio::test(start_paused = true)]
+async fn clones_wait_on_their_own_and_share_the_endpoints() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let b = BalanceLayer::builder(RoundRobin::new())
+        .wait_for_endpoints()
+        .build()
+        .expect("valid balancer settings")
+        .build(disco);
+    let waiting: Vec<_> = (0..8).map(|r| tokio::spawn(b.clone().oneshot(r))).collect();
+    // Idle for a while: every clone is still waiting.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(waiting.iter().all(|t| !t.is_finished()));
+    let e = Echo::new(9, 1);
+    changes.insert(9, e.clone());
+    for t in waiting {
+        assert_eq!(t.await.expect("task").expect("served"), 9);
+    }
+    assert_eq!(b.len(), 1);
+    assert_eq!(b.clone().ready_len(), 1, "a clone sees the same endpoints");
+}
+
+/// The worker lives as long as any clone does: dropping the original keeps discovery
+/// applied for the clones; dropping the last clone ends it (discovery is dropped).
+#[tokio::test]
+async fn worker_ends_with_the_last_clone() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    let b = BalanceLayer::new(RoundRobin::new()).build(disco);
+    let mut clone = b.clone();
+    drop(b);
+    changes.insert(1, Echo::new(1, 1));
+    assert_eq!(ServiceExt::<u64>::oneshot(&mut clone, 1).await.unwrap(), 1);
+    let e = Echo::new(2, 1);
+    let token = std::sync::Arc::clone(&e.calls);
+    changes.insert(2, e);
+    changes.remove(1);
+    tokio::task::yield_now().await;
+    assert_eq!(clone.len(), 1, "the worker still applies discovery");
+    drop(clone);
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        std::sync::Arc::strong_count(&token),
+        1,
+        "the worker ended and dropped the endpoints"
+    );
+}
+
+/// Many clones called from tasks on a multi-threaded runtime while endpoints churn: every
+/// request is served by a live endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_from_many_tasks_under_churn() {
+    let (changes, disco) = discovery::<u32, Echo>();
+    for i in 0..4 {
+        changes.insert(i, Echo::new(i, 1));
+    }
+    let b = BalanceLayer::builder(P2c::pending_requests())
+        .wait_for_endpoints()
+        .build()
+        .expect("valid balancer settings")
+        .build(disco);
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for r in 0..200u64 {
+                    let id = b.clone().oneshot(r + t).await.expect("served");
+                    assert!(id < 1_000);
+                }
+            })
+        })
+        .collect();
+    for step in 4..200u32 {
+        changes.insert(step, Echo::new(step, 1));
+        changes.remove(step - 4);
+        tokio::task::yield_now().await;
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(b.len(), 4);
+}
