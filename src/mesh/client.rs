@@ -289,5 +289,32 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    Box::pin(async move { fut.await.map(|rsp| rsp.map(Body::new)) })
+    // A plain future rather than an `async` block: the block would move `fut` once more,
+    // from its captured value to the slot it is awaited in.
+    Box::pin(BoxBody { inner: fut })
+}
+
+pin_project_lite::pin_project! {
+    /// The stack's future, its response body boxed into the mesh's [`Body`].
+    struct BoxBody<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B> Future for BoxBody<F>
+where
+    F: Future<Output = Result<Response<B>, BoxError>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|r| r.map(|rsp| rsp.map(Body::new)))
+    }
 }

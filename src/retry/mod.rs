@@ -1,10 +1,11 @@
-//! Budgeted retries that go to another endpoint: tower's `Retry` with a policy for HTTP
-//! and gRPC that never sends a retry back to the endpoint that just failed while another
-//! is ready.
+//! Budgeted retries that go to another endpoint: a retry layer for HTTP and gRPC that
+//! never sends a retry back to the endpoint that just failed while another is ready
+//! (tower's `Retry` cannot: it knows nothing of endpoints).
 //!
-//! [`RetryLayer`] wraps a balanced service (tower-mesh's [`Balance`](crate::balance::Balance)
-//! with an [`Avoiding`](crate::balance::Avoiding) strategy, behind tower's `Buffer` so that
-//! it is `Clone`). Each retryable request carries an [`Avoid`] set;
+//! [`RetryLayer`] wraps a balanced, `Clone` service (tower-mesh's
+//! [`Balance`](crate::balance::Balance) with an [`Avoiding`](crate::balance::Avoiding)
+//! strategy, cloneable as it is, or any balancer behind tower's `Buffer`). Each retryable
+//! request carries an [`Avoid`] set;
 //! the balancer records the endpoint each attempt went to, and a failed attempt adds that
 //! endpoint to the set, so the next attempt goes to another usable endpoint (or, when every
 //! usable endpoint has failed it, to the balancer's pick).
@@ -33,6 +34,11 @@
 //! [`min_per_sec`](Builder::min_per_sec). The inner service's error must be tower's
 //! `BoxError` (as `Balance`'s and `Buffer`'s are).
 //!
+//! A retryable request keeps a copy of itself (taken before its avoid set is added) and a
+//! clone of the inner service until its response arrives; a request that cannot be
+//! retried keeps neither. The [`Policy`] is also a `tower::retry::Policy`, for use with
+//! tower's own `Retry` (retries then go wherever the balancer picks).
+//!
 //! # Example
 //!
 //! ```
@@ -53,7 +59,6 @@
 //! });
 //! let svc = ServiceBuilder::new()
 //!     .layer(RetryLayer::builder().build()?)
-//!     .buffer(64)
 //!     .layer(BalanceLayer::builder(Avoiding::new(RoundRobin::new())).build()?)
 //!     .service(ServiceList::new(endpoints.collect::<Vec<_>>()));
 //! for _ in 0..6 {
@@ -96,42 +101,33 @@ impl<B: Clone> RetryBody for B {
     }
 }
 
-/// Response futures of [`Retry`].
-pub mod future {
-    /// The response future of [`Retry`](super::Retry): tower's retry future.
-    pub type ResponseFuture<S, Req> = tower::retry::future::ResponseFuture<super::Policy, S, Req>;
-}
+pub mod future;
 
 /// Retries failed requests on another endpoint, within a budget; see the
 /// [module documentation](self). Made by [`RetryLayer`].
 pub struct Retry<S> {
-    inner: tower::retry::Retry<Policy, S>,
-    /// A clone of the inner `Retry`'s policy (tower does not lend it out): decides which
-    /// requests get an avoid set, and deposits into the shared budget.
+    inner: S,
     policy: Policy,
 }
 
 impl<S> Retry<S> {
     pub(crate) fn new(inner: S, policy: Policy) -> Self {
-        Self {
-            inner: tower::retry::Retry::new(policy.clone(), inner),
-            policy,
-        }
+        Self { inner, policy }
     }
 
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+        &self.inner
     }
 
     /// The wrapped service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
+        &mut self.inner
     }
 
     /// Unwrap the service.
     pub fn into_inner(self) -> S {
-        self.inner.into_inner()
+        self.inner
     }
 }
 
@@ -146,7 +142,10 @@ impl<S: Clone> Clone for Retry<S> {
 
 impl<S: fmt::Debug> fmt::Debug for Retry<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry").field("inner", &self.inner).finish()
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 
@@ -157,7 +156,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = future::ResponseFuture<S, Request<B>>;
+    type Future = future::ResponseFuture<S, B>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -167,9 +166,25 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let policy = &self.policy;
         policy.deposit();
-        if policy.is_retryable(&req) && req.extensions().get::<Avoid>().is_none() {
-            req.extensions_mut().insert(Avoid::new());
+        if !policy.is_retryable(&req) {
+            return future::ResponseFuture::once(self.inner.call(req));
         }
-        self.inner.call(req)
+        // The copy for a retry is taken before the avoid set goes in (so that it does not
+        // copy the set's extension map); a body that cannot be sent again is sent once.
+        let Some(copy) = policy::copy(&req) else {
+            return future::ResponseFuture::once(self.inner.call(req));
+        };
+        let avoid = match req.extensions().get::<Avoid>() {
+            // The caller's own set: every attempt carries it (and what it learns).
+            Some(avoid) => avoid.clone(),
+            None => {
+                let avoid = Avoid::new();
+                req.extensions_mut().insert(avoid.clone());
+                avoid
+            }
+        };
+        let service = self.inner.clone();
+        let fut = self.inner.call(req);
+        future::ResponseFuture::retryable(fut, service, copy, avoid, policy.clone())
     }
 }

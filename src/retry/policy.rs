@@ -148,36 +148,68 @@ where
         req: &mut Request<B>,
         result: &mut Result<Response<ResB>, BoxError>,
     ) -> Option<Self::Future> {
-        if !self.failed(req, result) || self.retries >= self.config.max_retries {
+        if !self.failed(req, result) {
             return None;
         }
         let avoid = req.extensions_mut().get_mut::<Avoid>()?;
-        let Some(failed) = avoid.served() else {
-            // It never reached the balancer (failed in front of it): nothing to avoid, and
-            // no reason to think another try goes better.
-            return None;
-        };
-        if !self.budget.withdraw() {
-            tracing::debug!("retry budget exhausted; not retrying");
-            return None;
-        }
-        self.retries += 1;
-        avoid.insert(failed);
-        Some(ready(()))
+        self.again(avoid).then(|| ready(()))
     }
 
     fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
         if !self.is_retryable(req) {
             return None;
         }
-        let mut clone = Request::new(req.body().try_clone()?);
-        *clone.method_mut() = req.method().clone();
-        *clone.uri_mut() = req.uri().clone();
-        *clone.version_mut() = req.version();
-        *clone.headers_mut() = req.headers().clone();
-        *clone.extensions_mut() = req.extensions().clone();
-        Some(clone)
+        copy(req)
     }
+}
+
+impl Policy {
+    /// Whether a request that failed (see [`Policy::should_retry`]) gets another attempt:
+    /// retries left, an endpoint to avoid, and the budget allows it. If so, the endpoint
+    /// that failed it goes into `avoid` and the attempt is counted.
+    fn again(&mut self, avoid: &mut Avoid) -> bool {
+        if self.retries >= self.config.max_retries {
+            return false;
+        }
+        let Some(failed) = avoid.served() else {
+            // It never reached the balancer (failed in front of it): nothing to avoid, and
+            // no reason to think another try goes better.
+            return false;
+        };
+        if !self.budget.withdraw() {
+            tracing::debug!("retry budget exhausted; not retrying");
+            return false;
+        }
+        self.retries += 1;
+        avoid.insert(failed);
+        true
+    }
+
+    /// Whether `result`, the outcome of `req` (sent with `avoid`), is retried.
+    pub(crate) fn should_retry<B, ResB>(
+        &mut self,
+        req: &Request<B>,
+        result: &Result<Response<ResB>, BoxError>,
+        avoid: &mut Avoid,
+    ) -> bool {
+        self.failed(req, result) && self.again(avoid)
+    }
+
+    /// Whether another retry could follow the one being made.
+    pub(crate) fn has_retries_left(&self) -> bool {
+        self.retries < self.config.max_retries
+    }
+}
+
+/// A copy of `req` to send again, or `None` if its body cannot be sent again.
+pub(crate) fn copy<B: super::RetryBody>(req: &Request<B>) -> Option<Request<B>> {
+    let mut clone = Request::new(req.body().try_clone()?);
+    *clone.method_mut() = req.method().clone();
+    *clone.uri_mut() = req.uri().clone();
+    *clone.version_mut() = req.version();
+    *clone.headers_mut() = req.headers().clone();
+    *clone.extensions_mut() = req.extensions().clone();
+    Some(clone)
 }
 
 #[cfg(test)]

@@ -147,6 +147,92 @@ where
     (svc, handle)
 }
 
+/// The same client without `Buffer`: the balancer is cloneable itself.
+async fn unbuffered_client<P>(
+    addrs: [SocketAddr; 3],
+    strategy: P,
+    retry: Builder,
+) -> impl Service<Req, Response = Response<Incoming>, Error = BoxError> + Clone
+where
+    P: Pick<Req> + Clone + Send + 'static,
+{
+    let registry = MemoryRegistry::new();
+    for (name, addr) in ["a", "b", "c"].into_iter().zip(addrs) {
+        registry.register(at(name, addr)).await.unwrap();
+    }
+    let discover = RegistryDiscover::new(
+        registry,
+        "orders",
+        HttpEndpoints::with_body::<Full<Bytes>>().weighted(),
+    )
+    .spawn();
+    let balance = BalanceLayer::builder(Avoiding::new(strategy))
+        .wait_for_endpoints()
+        .build()
+        .unwrap()
+        .build(discover);
+    let handle = balance.handle();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while handle.ready_len() < 3 {
+            ServiceExt::<Req>::ready(&mut balance.clone())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("three endpoints discovered");
+    retry.build().unwrap().layer(balance)
+}
+
+/// Two servers of three failing, no `Buffer`: a request is retried twice if it must, each
+/// attempt on a server no earlier attempt of it reached, and served by the good one.
+#[tokio::test]
+async fn two_retries_go_to_two_other_servers() {
+    let (good, bad1, bad2) = (
+        backend(false).await,
+        backend(true).await,
+        backend(true).await,
+    );
+    let svc = unbuffered_client(
+        [bad1.addr, bad2.addr, good.addr],
+        hasher(),
+        RetryLayer::builder().max_retries(2),
+    )
+    .await;
+    const N: u64 = 30;
+    for n in 0..N {
+        assert_eq!(
+            send(&svc, request(Method::GET, n)).await.unwrap(),
+            StatusCode::OK
+        );
+    }
+    // Each request reached each failing server at most once and the good one once.
+    assert!(counts(&bad1.seen(), N).iter().all(|&c| c <= 1));
+    assert!(counts(&bad2.seen(), N).iter().all(|&c| c <= 1));
+    assert!(counts(&good.seen(), N).iter().all(|&c| c == 1));
+    // The hasher sends about two thirds of the first attempts to a failing server, some
+    // of whose retries land on the other failing one before the good one.
+    let twice = (0..N)
+        .filter(|n| bad1.seen().contains(n) && bad2.seen().contains(n))
+        .count();
+    assert!(twice > 0, "no request needed two retries");
+    // With one retry allowed, a request whose two attempts both failed fails.
+    let svc = unbuffered_client(
+        [bad1.addr, bad2.addr, good.addr],
+        hasher(),
+        RetryLayer::builder().max_retries(1),
+    )
+    .await;
+    let mut failed = 0;
+    for n in 100..160 {
+        if send(&svc, request(Method::GET, n)).await.unwrap() != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "some requests hit both failing servers");
+}
+
 fn request(method: Method, n: u64) -> Req {
     Request::builder()
         .method(method)
