@@ -60,9 +60,15 @@ impl<R: Rng, Req> Pick<Req> for P2c<R> {
         if endpoints.usable_len() < 2 {
             return a;
         }
-        let mut b = random_usable(&mut self.rng, endpoints);
+        // The second candidate is drawn among the others (no draw is wasted on `a`);
+        // an unusable draw falls back to drawing among the usable ones.
+        let n = endpoints.len();
+        let mut b = self.rng.random_range(0..n - 1);
+        if b >= a {
+            b += 1;
+        }
         let mut tries = 0;
-        while b == a && tries < 8 {
+        while (b == a || !endpoints.is_usable(b)) && tries < 8 {
             b = random_usable(&mut self.rng, endpoints);
             tries += 1;
         }

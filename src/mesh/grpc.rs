@@ -16,7 +16,7 @@ use crate::breaker::HttpClassifier;
 
 type GrpcClassifier = HttpClassifier<GrpcErrorsAsFailures>;
 use crate::mesh::body::{Body, RequestBody};
-use crate::mesh::client::{Parts, ResponseFuture, Stack};
+use crate::mesh::client::{timed, Parts, ResponseFuture, Stack};
 use crate::mesh::Error;
 
 /// The gRPC classifier of the mesh's breakers and outlier detection: the statuses a server
@@ -162,8 +162,6 @@ fn send(
     }
 }
 
-type StackFuture = <Stack<GrpcClassifier> as Service<Request<RequestBody>>>::Future;
-
 /// The future of [`send`]: a state machine rather than an `async` block, so that its
 /// `Send`-ness is plain to the compiler wherever it is named.
 struct Sending {
@@ -178,7 +176,7 @@ enum State {
         head: Option<http::request::Parts>,
     },
     Ready(Option<Request<RequestBody>>),
-    Call(Pin<Box<StackFuture>>),
+    Call(Pin<Box<dyn Future<Output = Result<Response<Body>, tower::BoxError>> + Send>>),
 }
 
 impl Future for Sending {
@@ -205,12 +203,9 @@ impl Future for Sending {
                 State::Ready(req) => {
                     ready!(this.inner.poll_ready(cx))?;
                     let req = req.take().expect("polled after completion");
-                    this.state = State::Call(Box::pin(this.inner.call(req)));
+                    this.state = State::Call(timed(this.inner.call(req), this.parts.timeout));
                 }
-                State::Call(fut) => {
-                    let rsp = ready!(fut.as_mut().poll(cx))?;
-                    return Poll::Ready(Ok(rsp.map(Body::new)));
-                }
+                State::Call(fut) => return fut.as_mut().poll(cx),
             }
         }
     }

@@ -74,7 +74,8 @@ where
 
 impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResB>, Error = BoxError>,
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
     B: RetryBody,
 {
     type Output = Result<Response<ResB>, BoxError>;
@@ -83,7 +84,7 @@ where
         let mut this = self.project();
         loop {
             if let Some(attempt) = this.attempt.as_mut().as_pin_mut() {
-                let result = ready!(attempt.poll(cx));
+                let result = ready!(attempt.poll(cx)).map_err(Into::into);
                 let Some(again) = this.again.as_mut() else {
                     return Poll::Ready(result);
                 };
@@ -105,7 +106,7 @@ where
                 .again
                 .as_mut()
                 .expect("only a retryable request gets here");
-            ready!(again.service.poll_ready(cx))?;
+            ready!(again.service.poll_ready(cx)).map_err(Into::into)?;
             let mut request = if again.policy.has_retries_left() {
                 match again.request.as_ref().and_then(super::policy::copy) {
                     Some(copy) => copy,

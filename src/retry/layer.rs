@@ -179,8 +179,8 @@ impl Builder {
                     max_retries: self.max_retries,
                     statuses: self.statuses,
                     grpc: self.grpc,
+                    budget,
                 }),
-                budget: Arc::new(budget),
                 retries: 0,
             },
         })

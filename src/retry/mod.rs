@@ -31,8 +31,8 @@
 //! [`TpsBudget`](tower::retry::budget::TpsBudget) (Finagle's) shared by every service the
 //! layer builds, and every retry withdraws from it, so that under a total outage retries
 //! add at most [`retry_ratio`](Builder::retry_ratio) of the traffic plus
-//! [`min_per_sec`](Builder::min_per_sec). The inner service's error must be tower's
-//! `BoxError` (as `Balance`'s and `Buffer`'s are).
+//! [`min_per_sec`](Builder::min_per_sec). The inner service's error must be
+//! convertible to tower's `BoxError` (as `Balance`'s, `Buffer`'s and the breakers' are).
 //!
 //! A retryable request keeps a copy of itself (taken before its avoid set is added) and a
 //! clone of the inner service until its response arrives; a request that cannot be
@@ -151,7 +151,8 @@ impl<S: fmt::Debug> fmt::Debug for Retry<S> {
 
 impl<S, B, ResB> Service<Request<B>> for Retry<S>
 where
-    S: Service<Request<B>, Response = Response<ResB>, Error = BoxError> + Clone,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
     B: RetryBody,
 {
     type Response = Response<ResB>;
@@ -160,7 +161,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {

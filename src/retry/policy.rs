@@ -13,6 +13,9 @@ pub(crate) struct Config {
     pub(crate) max_retries: usize,
     pub(crate) statuses: Vec<StatusCode>,
     pub(crate) grpc: bool,
+    /// Shared by every service the layer builds (one `Arc` with the settings, so that a
+    /// request's copy of the policy costs one count).
+    pub(crate) budget: TpsBudget,
 }
 
 /// The retry policy of a [`Retry`](super::Retry) service (a `tower::retry::Policy`): which
@@ -22,7 +25,6 @@ pub(crate) struct Config {
 /// Made by a [`RetryLayer`](super::RetryLayer); each request works on a clone of it.
 pub struct Policy {
     pub(crate) config: Arc<Config>,
-    pub(crate) budget: Arc<TpsBudget>,
     /// Retries of the current request (the policy is cloned per request).
     pub(crate) retries: usize,
 }
@@ -31,7 +33,6 @@ impl Clone for Policy {
     fn clone(&self) -> Self {
         Self {
             config: self.config.clone(),
-            budget: self.budget.clone(),
             retries: self.retries,
         }
     }
@@ -43,7 +44,7 @@ impl fmt::Debug for Policy {
             .field("max_retries", &self.config.max_retries)
             .field("statuses", &self.config.statuses)
             .field("grpc", &self.config.grpc)
-            .field("budget", &self.budget)
+            .field("budget", &self.config.budget)
             .finish()
     }
 }
@@ -90,7 +91,7 @@ impl Policy {
 
     /// Counts a request in the budget.
     pub(crate) fn deposit(&self) {
-        self.budget.deposit();
+        self.config.budget.deposit();
     }
 
     fn failed<B, ResB>(&self, req: &Request<B>, result: &Result<Response<ResB>, BoxError>) -> bool {
@@ -176,7 +177,7 @@ impl Policy {
             // no reason to think another try goes better.
             return false;
         };
-        if !self.budget.withdraw() {
+        if !self.config.budget.withdraw() {
             tracing::debug!("retry budget exhausted; not retrying");
             return false;
         }
