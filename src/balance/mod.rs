@@ -47,6 +47,14 @@
 //! # }
 //! ```
 //!
+//! # Sharing
+//!
+//! `Balance` is cheap to clone and needs no `Buffer` in front of it: every clone shares the
+//! endpoints, the strategy and the background worker (the pick happens under one lock), so
+//! tower's `Retry` or a clone per spawned task can use it directly. Each clone waits for
+//! an endpoint on its own, and every waiting clone is woken when one turns ready. The
+//! worker ends when the last clone is dropped.
+//!
 //! # Readiness
 //!
 //! The balancer keeps tower's readiness contract: `poll_ready` never fails for a

@@ -56,6 +56,11 @@ impl Wakes {
     }
 
     /// Wake every waiting caller.
+    ///
+    /// The `waiting` check cannot lose a wake-up: a caller sets it after queueing its waker
+    /// and only then looks at the state (under the state's lock). A wake that reads `false`
+    /// comes from a change already made (published under that lock, or queued and flagged
+    /// pending with `SeqCst` before the read), which the caller's look then sees.
     pub(crate) fn wake_callers(&self) {
         if !self.waiting.load(Ordering::SeqCst) {
             return;
