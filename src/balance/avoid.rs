@@ -216,7 +216,7 @@ where
     K: Hash,
     P: Pick<Req>,
 {
-    let avoided = |j: usize| avoid.contains(EndpointId::of(&endpoints.keys[j]));
+    let avoided = |j: usize| avoid.contains(endpoints.ids[j]);
     let open = |j: usize| endpoints.is_usable(j) && !avoided(j);
     // Fewer ids than usable endpoints: some usable endpoint is not avoided. Otherwise
     // check before asking the strategy again.

@@ -97,6 +97,9 @@ pub(crate) struct Hot {
 /// so a strategy never uses an index cached from an older set.
 pub struct Endpoints<K> {
     pub(crate) keys: Vec<K>,
+    /// Each key's [`EndpointId`](super::EndpointId), hashed once when the endpoint joins
+    /// (the balancer records one per request that carries an avoid set).
+    pub(crate) ids: Vec<super::EndpointId>,
     pub(crate) weights: Vec<u32>,
     pub(crate) added: Vec<Instant>,
     pub(crate) flags: Vec<u8>,
@@ -120,6 +123,7 @@ impl<K> Endpoints<K> {
     ) -> Self {
         Self {
             keys: Vec::new(),
+            ids: Vec::new(),
             weights: Vec::new(),
             added: Vec::new(),
             flags: Vec::new(),
@@ -277,8 +281,12 @@ impl<K> Endpoints<K> {
         });
     }
 
-    pub(crate) fn push(&mut self, key: K, weight: u32, now: Instant) {
+    pub(crate) fn push(&mut self, key: K, weight: u32, now: Instant)
+    where
+        K: std::hash::Hash,
+    {
         let slot = self.loads.alloc(self.keys.len(), now);
+        self.ids.push(super::EndpointId::of(&key));
         self.keys.push(key);
         self.weights.push(weight.max(1));
         self.added.push(now);
@@ -304,6 +312,7 @@ impl<K> Endpoints<K> {
         if let Some(moved) = self.hot.get(i) {
             self.loads.owner[moved.slot as usize] = i as u32;
         }
+        self.ids.swap_remove(i);
         self.keys.swap_remove(i)
     }
 }

@@ -21,7 +21,7 @@ use crate::balance::handle::{self, BalanceHandle, Inspect};
 use crate::balance::layer::Config;
 use crate::balance::state::{State, FAILED, NONE, PANIC, USABLE};
 use crate::balance::wake::{Notify, Wakes};
-use crate::balance::{BoxError, EndpointId, Pick, Tracking, Weight};
+use crate::balance::{BoxError, Pick, Tracking, Weight};
 
 /// A load balancer over the endpoints of discovery stream `D`, picking with strategy `P`.
 ///
@@ -370,10 +370,10 @@ where
         };
         let mut i = st.strategy.pick(&st.set, &req);
         if let Some(avoid) = st.strategy.avoid(&req) {
-            let mut id = EndpointId::of(&st.set.keys[i]);
+            let mut id = st.set.ids[i];
             if avoid.contains(id) {
                 i = choose_avoiding(&mut st.strategy, &st.set, &req, i, avoid);
-                id = EndpointId::of(&st.set.keys[i]);
+                id = st.set.ids[i];
             }
             avoid.record(id);
         }
