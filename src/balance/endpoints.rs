@@ -113,6 +113,8 @@ pub struct Endpoints<K> {
     pub(crate) slow_start: Option<SlowStart>,
     pub(crate) warm_until: Option<Instant>,
     pub(crate) now: Option<Instant>,
+    /// `now` in nanoseconds since the load table's epoch, when `now` is set.
+    pub(crate) now_ns: Option<u64>,
 }
 
 impl<K> Endpoints<K> {
@@ -135,6 +137,7 @@ impl<K> Endpoints<K> {
             slow_start,
             warm_until: None,
             now: None,
+            now_ns: None,
         }
     }
 
@@ -231,7 +234,10 @@ impl<K> Endpoints<K> {
     /// (tracked when the strategy asks for [`Tracking::Latency`](super::Tracking)).
     #[inline]
     pub fn rtt_ns(&self, i: usize, now: Instant) -> f64 {
-        self.loads.table.rtt_ns(self.hot[i].slot, now)
+        match self.now_ns {
+            Some(ns) if self.now == Some(now) => self.loads.table.rtt_ns_at(self.hot[i].slot, ns),
+            _ => self.loads.table.rtt_ns(self.hot[i].slot, now),
+        }
     }
 
     /// A guard that counts a request in flight on endpoint `i` until dropped.

@@ -144,11 +144,17 @@ impl LoadTable {
     /// decay); tower's version takes a lock per read instead.
     #[inline]
     pub(crate) fn rtt_ns(&self, slot: u32, now: Instant) -> f64 {
+        self.rtt_ns_at(slot, self.since_epoch(now))
+    }
+
+    /// [`rtt_ns`](Self::rtt_ns) at `now_ns` nanoseconds since the epoch.
+    #[inline]
+    pub(crate) fn rtt_ns_at(&self, slot: u32, now_ns: u64) -> f64 {
         let (seg, off) = self.segment(slot);
         let e = &seg.ewma[off];
         let cost = f64::from_bits(e.cost.load(Ordering::Relaxed));
         let stamp = e.stamp.load(Ordering::Relaxed);
-        let elapsed = self.since_epoch(now).saturating_sub(stamp) as f64;
+        let elapsed = now_ns.saturating_sub(stamp) as f64;
         if elapsed == 0.0 {
             cost
         } else {

@@ -368,6 +368,8 @@ where
         } else {
             None
         };
+        // Once per request, for the pick's latency reads and the request's start.
+        st.set.now_ns = st.set.now.map(|t| st.set.loads.table.ns_at(t));
         let mut i = st.strategy.pick(&st.set, &req);
         if let Some(avoid) = st.strategy.avoid(&req) {
             let mut id = st.set.ids[i];
@@ -383,10 +385,7 @@ where
         let (guard, start_ns) = match tracking {
             Tracking::None => (None, NO_START),
             Tracking::InFlight => (Some(st.set.guard(i)), NO_START),
-            Tracking::Latency => (
-                Some(st.set.guard(i)),
-                st.set.now.map_or(NO_START, |t| st.set.loads.table.ns_at(t)),
-            ),
+            Tracking::Latency => (Some(st.set.guard(i)), st.set.now_ns.unwrap_or(NO_START)),
         };
         st.strategy.endpoint_changed(&st.set, i);
         #[cfg(feature = "metrics")]
