@@ -108,6 +108,8 @@ impl Kind {
     }
 }
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "e2e/servers.rs"]
 mod servers;
 
@@ -286,8 +288,10 @@ async fn latencies(client: &Client, warm_up: usize, n: usize) -> Vec<Duration> {
 }
 
 /// Requests per second of `CONCURRENCY` tasks, each looping on its own clone of `client`,
-/// for `time`.
-async fn throughput(client: &Client, time: Duration) -> f64 {
+/// for `time`, and the process's CPU time per request in microseconds (client and servers:
+/// they share the process).
+async fn throughput(client: &Client, time: Duration) -> (f64, f64) {
+    let cpu0 = cpu::cpu_seconds();
     let start = Instant::now();
     let deadline = start + time;
     let tasks: Vec<_> = (0..CONCURRENCY)
@@ -307,7 +311,9 @@ async fn throughput(client: &Client, time: Duration) -> f64 {
     for task in tasks {
         total += task.await.unwrap();
     }
-    total as f64 / start.elapsed().as_secs_f64()
+    let rps = total as f64 / start.elapsed().as_secs_f64();
+    let cpu_us = (cpu::cpu_seconds() - cpu0) * 1e6 / total as f64;
+    (rps, cpu_us)
 }
 
 /// The client side's runtime for the criterion group and the report: multi-thread, two
@@ -357,6 +363,7 @@ struct Figures {
     p50: Vec<f64>,
     p99: Vec<f64>,
     throughput: Vec<f64>,
+    cpu: Vec<f64>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -404,23 +411,25 @@ fn report(runtime: &Runtime, clients: &[(Kind, Client)]) {
         }
         for ((kind, client), figures) in clients.iter().zip(&mut figures) {
             runtime.block_on(throughput(client, THROUGHPUT_WARM_UP));
-            let rps = runtime.block_on(throughput(client, THROUGHPUT_TIME));
+            let (rps, cpu_us) = runtime.block_on(throughput(client, THROUGHPUT_TIME));
             println!(
-                "round {round} throughput {:<10} {rps:9.0} req/s  (concurrency {CONCURRENCY}, {THROUGHPUT_TIME:?})",
+                "round {round} throughput {:<10} {rps:9.0} req/s  {cpu_us:5.1} us CPU/request  (concurrency {CONCURRENCY}, {THROUGHPUT_TIME:?})",
                 kind.name()
             );
             figures.throughput.push(rps);
+            figures.cpu.push(cpu_us);
         }
     }
     let of = |kind: Kind| &figures[clients.iter().position(|(k, _)| *k == kind).unwrap()];
     for (kind, _) in clients {
         let f = of(*kind);
         println!(
-            "report {:<10} p50 {:7.1} us  p99 {:7.1} us  throughput {:9.0} req/s  (medians of {rounds} rounds)",
+            "report {:<10} p50 {:7.1} us  p99 {:7.1} us  throughput {:9.0} req/s  CPU {:5.1} us/request  (medians of {rounds} rounds)",
             kind.name(),
             median(&f.p50),
             median(&f.p99),
-            median(&f.throughput)
+            median(&f.throughput),
+            median(&f.cpu)
         );
     }
     let (bare, p2c, mesh) = (of(Kind::Bare), of(Kind::BufferP2c), of(Kind::Mesh));
@@ -467,6 +476,23 @@ fn report(runtime: &Runtime, clients: &[(Kind, Client)]) {
         "buffer_p2c/bare p50",
         &p2c.p50,
         &bare.p50,
+        "us",
+        "informational",
+    );
+    // CPU per request (client and servers, in the throughput runs): steadier than
+    // requests per second on a shared machine, and what throughput follows when the cores
+    // are the limit.
+    line(
+        "mesh/bare CPU per request",
+        &mesh.cpu,
+        &bare.cpu,
+        "us",
+        "informational",
+    );
+    line(
+        "mesh/buffer_p2c CPU per request",
+        &mesh.cpu,
+        &p2c.cpu,
         "us",
         "informational",
     );

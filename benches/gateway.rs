@@ -15,6 +15,9 @@
 //! GATEWAY_REPORT=only cargo bench --all-features --bench gateway   # the report alone
 //! ```
 
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::cpu_seconds;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -165,17 +168,6 @@ async fn throughput(client: &Client, uri: &Uri) -> (f64, f64) {
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     (total as f64 / secs, cpu / total as f64)
-}
-
-/// This process's user + system CPU time, in seconds (`/proc/self/stat`).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // The fields after the command name (which is in parentheses).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // USER_HZ is 100 on Linux.
-    ticks / 100.0
 }
 
 fn pct(v: &[Duration], p: f64) -> f64 {
