@@ -486,3 +486,47 @@ fn bad_settings_name_the_field() {
         .unwrap_err();
     assert_eq!((e.setting(), e.value()), ("statuses", "200"));
 }
+
+/// A retryable request in flight holds a clone of the balancer (to retry through); dropping
+/// the request (cancellation) releases it, and with the service gone too the balancer
+/// closes and its worker ends.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_request_releases_its_clone_of_the_balancer() {
+    use std::future::Future;
+    use tower::discover::ServiceList;
+    use tower_mesh::balance::WithWeight;
+
+    let hang = tower::service_fn(|_req: Request<String>| {
+        std::future::pending::<Result<Response<String>, Infallible>>()
+    });
+    let balance = BalanceLayer::builder(Avoiding::new(RoundRobin::new()))
+        .build()
+        .unwrap()
+        .build(ServiceList::new(vec![WithWeight::new(hang, 1)]));
+    let handle = balance.handle();
+    let mut svc = RetryLayer::builder().build().unwrap().layer(balance);
+    let mut fut = Box::pin(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Request::new(String::from("x"))),
+    );
+    let waker = futures_util::task::noop_waker();
+    assert!(fut
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(&waker))
+        .is_pending());
+    drop(svc);
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !handle.is_closed(),
+        "the request in flight keeps the balancer"
+    );
+    drop(fut);
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert!(handle.is_closed(), "released when the request is dropped");
+}
