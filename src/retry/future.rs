@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
@@ -11,18 +12,21 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::balance::Avoid;
-use crate::retry::{Policy, RetryBody};
+use crate::retry::{RetryBody, Shared};
 
 /// What a retryable request keeps for another attempt.
 struct Again<S, B> {
-    /// A clone of the retry layer's service, polled ready before each retry.
-    service: S,
+    /// The layer's policy and service template.
+    shared: Arc<Shared<S>>,
+    /// The service retries go through: cloned from the template at the first retry,
+    /// polled ready before each.
+    service: Option<S>,
     /// A copy of the request as the caller sent it (without the avoid set).
     request: Option<Request<B>>,
     /// The request's avoid set: learns where each attempt went.
     avoid: Avoid,
-    /// This request's retries so far, and the shared budget.
-    policy: Policy,
+    /// This request's retries so far.
+    retries: usize,
 }
 
 pin_project! {
@@ -55,18 +59,18 @@ where
     #[inline]
     pub(crate) fn retryable(
         fut: S::Future,
-        service: S,
+        shared: Arc<Shared<S>>,
         copy: Request<B>,
         avoid: Avoid,
-        policy: Policy,
     ) -> Self {
         Self {
             attempt: Some(fut),
             again: Some(Again {
-                service,
+                shared,
+                service: None,
                 request: Some(copy),
                 avoid,
-                policy,
+                retries: 0,
             }),
         }
     }
@@ -74,7 +78,7 @@ where
 
 impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     B: RetryBody,
 {
@@ -91,10 +95,8 @@ where
                 let Some(request) = again.request.as_ref() else {
                     return Poll::Ready(result);
                 };
-                if !again
-                    .policy
-                    .should_retry(request, &result, &mut again.avoid)
-                {
+                let policy = &again.shared.policy;
+                if !policy.should_retry(&mut again.retries, request, &result, &mut again.avoid) {
                     return Poll::Ready(result);
                 }
                 // The failed attempt's response (and its connection) is let go before
@@ -106,8 +108,11 @@ where
                 .again
                 .as_mut()
                 .expect("only a retryable request gets here");
-            ready!(again.service.poll_ready(cx)).map_err(Into::into)?;
-            let mut request = if again.policy.has_retries_left() {
+            let service = again
+                .service
+                .get_or_insert_with(|| again.shared.template.clone());
+            ready!(service.poll_ready(cx)).map_err(Into::into)?;
+            let mut request = if again.shared.policy.has_retries_left(again.retries) {
                 match again.request.as_ref().and_then(super::policy::copy) {
                     Some(copy) => copy,
                     None => again.request.take().expect("a copy is kept"),
@@ -116,7 +121,7 @@ where
                 again.request.take().expect("a copy is kept")
             };
             request.extensions_mut().insert(again.avoid.clone());
-            this.attempt.set(Some(again.service.call(request)));
+            this.attempt.set(Some(service.call(request)));
         }
     }
 }

@@ -35,8 +35,10 @@
 //! convertible to tower's `BoxError` (as `Balance`'s, `Buffer`'s and the breakers' are).
 //!
 //! A retryable request keeps a copy of itself (taken before its avoid set is added) and a
-//! clone of the inner service until its response arrives; a request that cannot be
-//! retried keeps neither. The [`Policy`] is also a `tower::retry::Policy`, for use with
+//! reference to the layer's shared part until its response arrives; a request that cannot
+//! be retried keeps neither. A retry is sent through a clone of the inner service taken
+//! when the retry is made (so the inner service must be `Clone`, and `Sync` for the
+//! response future to be `Send`). The [`Policy`] is also a `tower::retry::Policy`, for use with
 //! tower's own `Retry` (retries then go wherever the balancer picks).
 //!
 //! # Example
@@ -78,6 +80,7 @@ pub use self::layer::{Builder, RetryLayer};
 pub use self::policy::Policy;
 
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -107,12 +110,29 @@ pub mod future;
 /// [module documentation](self). Made by [`RetryLayer`].
 pub struct Retry<S> {
     inner: S,
-    policy: Policy,
+    shared: Arc<Shared<S>>,
+}
+
+/// What a [`Retry`] and its clones share, and what a retryable request keeps: the policy,
+/// and a clone of the inner service kept as a template, which the few requests that are
+/// retried clone (so that a request costs one reference count, not a clone of the stack).
+pub(crate) struct Shared<S> {
+    pub(crate) template: S,
+    pub(crate) policy: Policy,
 }
 
 impl<S> Retry<S> {
-    pub(crate) fn new(inner: S, policy: Policy) -> Self {
-        Self { inner, policy }
+    pub(crate) fn new(inner: S, policy: Policy) -> Self
+    where
+        S: Clone,
+    {
+        Self {
+            shared: Arc::new(Shared {
+                template: inner.clone(),
+                policy,
+            }),
+            inner,
+        }
     }
 
     /// The wrapped service.
@@ -135,7 +155,7 @@ impl<S: Clone> Clone for Retry<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            policy: self.policy.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -144,7 +164,7 @@ impl<S: fmt::Debug> fmt::Debug for Retry<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("policy", &self.policy)
+            .field("policy", &self.shared.policy)
             .finish()
     }
 }
@@ -165,7 +185,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let policy = &self.policy;
+        let policy = &self.shared.policy;
         policy.deposit();
         if !policy.is_retryable(&req) {
             return future::ResponseFuture::once(self.inner.call(req));
@@ -184,8 +204,7 @@ where
                 avoid
             }
         };
-        let service = self.inner.clone();
         let fut = self.inner.call(req);
-        future::ResponseFuture::retryable(fut, service, copy, avoid, policy.clone())
+        future::ResponseFuture::retryable(fut, self.shared.clone(), copy, avoid)
     }
 }

@@ -153,7 +153,10 @@ where
             return None;
         }
         let avoid = req.extensions_mut().get_mut::<Avoid>()?;
-        self.again(avoid).then(|| ready(()))
+        let mut retries = self.retries;
+        let again = self.again(&mut retries, avoid);
+        self.retries = retries;
+        again.then(|| ready(()))
     }
 
     fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
@@ -165,11 +168,12 @@ where
 }
 
 impl Policy {
-    /// Whether a request that failed (see [`Policy::should_retry`]) gets another attempt:
-    /// retries left, an endpoint to avoid, and the budget allows it. If so, the endpoint
-    /// that failed it goes into `avoid` and the attempt is counted.
-    fn again(&mut self, avoid: &mut Avoid) -> bool {
-        if self.retries >= self.config.max_retries {
+    /// Whether a request that failed (see [`Policy::should_retry`]) and was retried
+    /// `retries` times so far gets another attempt: retries left, an endpoint to avoid, and
+    /// the budget allows it. If so, the endpoint that failed it goes into `avoid` and the
+    /// attempt is counted.
+    fn again(&self, retries: &mut usize, avoid: &mut Avoid) -> bool {
+        if *retries >= self.config.max_retries {
             return false;
         }
         let Some(failed) = avoid.served() else {
@@ -181,24 +185,26 @@ impl Policy {
             tracing::debug!("retry budget exhausted; not retrying");
             return false;
         }
-        self.retries += 1;
+        *retries += 1;
         avoid.insert(failed);
         true
     }
 
-    /// Whether `result`, the outcome of `req` (sent with `avoid`), is retried.
+    /// Whether `result`, the outcome of `req` (sent with `avoid`, retried `retries` times
+    /// so far), is retried.
     pub(crate) fn should_retry<B, ResB>(
-        &mut self,
+        &self,
+        retries: &mut usize,
         req: &Request<B>,
         result: &Result<Response<ResB>, BoxError>,
         avoid: &mut Avoid,
     ) -> bool {
-        self.failed(req, result) && self.again(avoid)
+        self.failed(req, result) && self.again(retries, avoid)
     }
 
-    /// Whether another retry could follow the one being made.
-    pub(crate) fn has_retries_left(&self) -> bool {
-        self.retries < self.config.max_retries
+    /// Whether another retry could follow the `retries`-th.
+    pub(crate) fn has_retries_left(&self, retries: usize) -> bool {
+        retries < self.config.max_retries
     }
 }
 

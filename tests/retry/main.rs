@@ -487,9 +487,9 @@ fn bad_settings_name_the_field() {
     assert_eq!((e.setting(), e.value()), ("statuses", "200"));
 }
 
-/// A retryable request in flight holds a clone of the balancer (to retry through); dropping
-/// the request (cancellation) releases it, and with the service gone too the balancer
-/// closes and its worker ends.
+/// A retryable request in flight holds the layer's shared part, whose service template (a
+/// clone of the balancer) retries go through; dropping the request (cancellation) releases
+/// it, and with the service gone too the balancer closes and its worker ends.
 #[tokio::test(start_paused = true)]
 async fn a_dropped_request_releases_its_clone_of_the_balancer() {
     use std::future::Future;
