@@ -130,8 +130,8 @@ where
         endpoint_breakers: breakers,
         switch,
     });
-    // No `Buffer`: the balancer is cloneable and every clone (the retry layer takes one per
-    // request) shares its endpoints and its worker.
+    // No `Buffer`: the balancer is cloneable, and every clone (one per `Client` clone, and
+    // the retry layer's template) shares its endpoints and its worker.
     let stack = retry.layer(service_breaker.layer(balance));
     Ok((stack, parts))
 }
@@ -194,8 +194,9 @@ impl Client {
     }
 
     /// The instance that served a request, from the [`Avoid`](crate::balance::Avoid) set
-    /// the request carried (the retry layer adds one to retryable requests; add your own to
-    /// any request to learn where it went): the last endpoint it was sent to.
+    /// the request carried (the retry layer adds one to requests it may retry: idempotent,
+    /// with a whole body; add your own to any request to learn where it went): the last
+    /// endpoint it was sent to.
     pub fn served_by(&self, avoid: &crate::balance::Avoid) -> Option<InstanceId> {
         self.parts.endpoint_breakers.instance(avoid.served()?)
     }
