@@ -112,14 +112,14 @@ where
                 .service
                 .get_or_insert_with(|| again.shared.template.clone());
             ready!(service.poll_ready(cx)).map_err(Into::into)?;
-            let mut request = if again.shared.policy.has_retries_left(again.retries) {
-                match again.request.as_ref().and_then(super::policy::copy) {
-                    Some(copy) => copy,
-                    None => again.request.take().expect("a copy is kept"),
-                }
-            } else {
-                again.request.take().expect("a copy is kept")
-            };
+            // Another copy only if another retry may follow; else the kept one goes.
+            let another = again
+                .request
+                .as_ref()
+                .filter(|_| again.shared.policy.has_retries_left(again.retries))
+                .and_then(super::policy::copy);
+            let mut request =
+                another.unwrap_or_else(|| again.request.take().expect("a copy is kept"));
             request.extensions_mut().insert(again.avoid.clone());
             this.attempt.set(Some(service.call(request)));
         }

@@ -18,9 +18,12 @@ use hyper_util::rt::TokioIo;
 use tower::buffer::Buffer;
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_mesh::balance::{
-    Avoid, Avoiding, BalanceHandle, BalanceLayer, EndpointId, Header, Pick, RingHash, RoundRobin,
+    Avoid, Avoiding, Balance, BalanceHandle, BalanceLayer, EndpointId, Header, Pick, RingHash,
+    RoundRobin,
 };
-use tower_mesh::discover::{HttpEndpoints, MakeEndpoint, RegistryDiscover};
+use tower_mesh::discover::{
+    HttpEndpoint, HttpEndpoints, InstanceEndpoint, MakeEndpoint, RegistryDiscover, Spawned,
+};
 use tower_mesh::instance::{Instance, InstanceId};
 use tower_mesh::registry::{MemoryRegistry, Registration, Registry};
 use tower_mesh::retry::{Builder, RetryLayer};
@@ -101,16 +104,11 @@ fn id(s: &str) -> EndpointId {
     EndpointId::of(&s.parse::<InstanceId>().unwrap())
 }
 
-/// The client: registry → discovery → HTTP endpoints → `Avoiding<RoundRobin>` → `Buffer`
-/// → retries; waits until the three instances are ready.
-async fn client<P>(
-    addrs: [SocketAddr; 3],
-    strategy: P,
-    retry: Builder,
-) -> (
-    impl Service<Req, Response = Response<Incoming>, Error = BoxError> + Clone,
-    BalanceHandle<InstanceId>,
-)
+/// The balancer of the tests: registry → discovery → HTTP endpoints → `Avoiding<P>`.
+type Balanced<P> = Balance<Spawned<InstanceEndpoint<HttpEndpoint<Full<Bytes>>>>, Avoiding<P>>;
+
+/// The balancer over the three servers `a`, `b`, `c` at `addrs`, once all three are ready.
+async fn balancer<P>(addrs: [SocketAddr; 3], strategy: P) -> Balanced<P>
 where
     P: Pick<Req> + Clone + Send + 'static,
 {
@@ -124,12 +122,11 @@ where
         HttpEndpoints::with_body::<Full<Bytes>>().weighted(),
     )
     .spawn();
-    let balance = BalanceLayer::builder(Avoiding::new(strategy))
+    let mut balance = BalanceLayer::builder(Avoiding::new(strategy))
         .no_endpoints_timeout(Duration::from_secs(5))
         .build()
         .unwrap()
         .build(discover);
-    let mut balance = balance;
     let handle = balance.handle();
     // The first `poll_ready` polls the endpoints; wait until all three are in.
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -143,6 +140,23 @@ where
     })
     .await
     .expect("three endpoints discovered");
+    balance
+}
+
+/// The client: the balancer behind `Buffer`, then retries.
+async fn client<P>(
+    addrs: [SocketAddr; 3],
+    strategy: P,
+    retry: Builder,
+) -> (
+    impl Service<Req, Response = Response<Incoming>, Error = BoxError> + Clone,
+    BalanceHandle<InstanceId>,
+)
+where
+    P: Pick<Req> + Clone + Send + 'static,
+{
+    let balance = balancer(addrs, strategy).await;
+    let handle = balance.handle();
     let svc = retry.build().unwrap().layer(Buffer::new(balance, 64));
     (svc, handle)
 }
@@ -156,33 +170,10 @@ async fn unbuffered_client<P>(
 where
     P: Pick<Req> + Clone + Send + 'static,
 {
-    let registry = MemoryRegistry::new();
-    for (name, addr) in ["a", "b", "c"].into_iter().zip(addrs) {
-        registry.register(at(name, addr)).await.unwrap();
-    }
-    let discover = RegistryDiscover::new(
-        registry,
-        "orders",
-        HttpEndpoints::with_body::<Full<Bytes>>().weighted(),
-    )
-    .spawn();
-    let balance = BalanceLayer::builder(Avoiding::new(strategy))
-        .wait_for_endpoints()
+    retry
         .build()
         .unwrap()
-        .build(discover);
-    let handle = balance.handle();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while handle.ready_len() < 3 {
-            ServiceExt::<Req>::ready(&mut balance.clone())
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("three endpoints discovered");
-    retry.build().unwrap().layer(balance)
+        .layer(balancer(addrs, strategy).await)
 }
 
 /// Two servers of three failing, no `Buffer`: a request is retried twice if it must, each
