@@ -14,10 +14,13 @@ use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::balance::error::{NoEndpoints, Panic};
 use crate::balance::{
     AnyPick, Avoiding, Balance, BalanceHandle, BalanceLayer, StrategySwitch, Switchable,
 };
-use crate::breaker::{self, CircuitBreaker, EndpointBreaker, HttpClassifier};
+use crate::breaker::{
+    self, CircuitBreaker, Classify, Done, EndpointBreaker, HttpClassifier, Outcome,
+};
 use crate::discover::{HttpEndpoint, HttpEndpoints, InstanceEndpoint, MakeEndpoint, Spawned};
 use crate::health::outlier::{HttpGateway, OutlierEndpoint, OutlierHandle};
 use crate::instance::InstanceId;
@@ -44,9 +47,42 @@ pub(crate) type Endpoint<C> = InstanceEndpoint<
 >;
 
 type Balanced<C> = Balance<Spawned<Endpoint<C>>, Avoiding<Switchable<MeshRequest>>>;
-type Broken<C> = CircuitBreaker<Balanced<C>, C>;
+type Broken<C> = CircuitBreaker<Balanced<C>, ServiceClassifier<C>>;
 /// The stack below the timeout, which the response future applies (see [`timed`]).
 pub(crate) type Stack<C> = Retry<Broken<C>>;
+
+/// The service breaker's classifier: `C`'s verdict on what the service's endpoints answer
+/// (responses, and errors on the way to them), while the balancer's own failures (no
+/// endpoint ready after the wait, panic mode failing fast) count neither way.
+///
+/// A call that reached no endpoint says nothing of the service's health: counting it would
+/// open the breaker of a service that has no instance yet, report `CircuitOpen` instead of
+/// `NoEndpoints`, and keep failing calls for the open duration after the first instance
+/// registers.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceClassifier<C>(pub(crate) C);
+
+impl<C, Res> Classify<Res, BoxError> for ServiceClassifier<C>
+where
+    C: Classify<Res, BoxError>,
+{
+    type Response = C::Response;
+
+    #[inline]
+    fn classify(
+        &self,
+        result: Result<Res, BoxError>,
+        done: Done<'_>,
+    ) -> Result<Self::Response, BoxError> {
+        match result {
+            Err(e) if NoEndpoints::find(&*e).is_some() || Panic::find(&*e).is_some() => {
+                done.complete(Outcome::Ignored);
+                Err(e)
+            }
+            result => self.0.classify(result, done),
+        }
+    }
+}
 
 /// What the stack of one service shares with its clients and the mesh.
 pub(crate) struct Parts {
@@ -96,7 +132,7 @@ where
         .map_err(|e| PolicyError::new("outlier", e))?;
     let service_breaker = policies
         .service_breaker
-        .service_breaker_with(service, classifier)
+        .service_breaker_with(service, ServiceClassifier(classifier))
         .map_err(|e| e.within("service_breaker"))?;
     let retry: RetryLayer = policies.retry.layer().map_err(|e| e.within("retry"))?;
     let pick: AnyPick<MeshRequest> = policies.strategy.pick().map_err(|e| e.within("strategy"))?;

@@ -23,7 +23,8 @@
 //!   [`set_strategy`](Mesh::set_strategy) at run time without dropping requests in flight.
 //! * Retries go to another endpoint than the one that failed ([`crate::retry`]), within a
 //!   budget; a client of a service nobody has registered yet waits for an instance up to
-//!   its timeout, then fails with [`Error::NoEndpoints`].
+//!   its timeout, then fails with [`Error::NoEndpoints`]. Such a call says nothing of the
+//!   service's health: the service breaker does not count it.
 //!
 //! ```
 //! use http_body_util::BodyExt;

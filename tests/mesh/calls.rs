@@ -247,6 +247,61 @@ async fn a_client_of_a_service_nobody_registered_waits_then_fails_with_no_endpoi
     assert!(err.to_string().contains("\"orders\""));
 }
 
+/// A call that reaches no endpoint says nothing of the service's health: it fails as
+/// `NoEndpoints` however many came before, and the service breaker counts it neither way
+/// (it would otherwise open, report `CircuitOpen`, and keep failing calls once an instance
+/// registers).
+#[tokio::test(start_paused = true)]
+async fn calls_that_find_no_endpoint_do_not_open_the_service_breaker() {
+    let mesh = mesh(
+        r#"
+        [services.orders]
+        timeout = "1s"
+        service_breaker = { consecutive_failures = 2, open_duration = "30s" }
+        "#,
+    )
+    .await;
+    let client = mesh.client("orders").unwrap();
+    for i in 0..5 {
+        let err = send(&client, get("/orders/42", i)).await.unwrap_err();
+        assert!(err.is_no_endpoints(), "call {i}: {err:?}");
+    }
+    assert_eq!(client.breaker().state(), tower_mesh::breaker::State::Closed);
+    let counters = client.breaker().counters();
+    assert_eq!(
+        (counters.failures, counters.ignored),
+        (0, 5),
+        "{counters:?}"
+    );
+}
+
+/// After calls that found no endpoint, the first instance to register is served at once:
+/// no breaker opened in the meantime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_instance_after_calls_that_found_none_is_served_at_once() {
+    let a = server("a").await;
+    let mesh = mesh(
+        r#"
+        [services.orders]
+        timeout = "100ms"
+        service_breaker = { consecutive_failures = 2, open_duration = "60s" }
+        "#,
+    )
+    .await;
+    let client = mesh.client("orders").unwrap();
+    for i in 0..3 {
+        let err = send(&client, get("/orders/42", i)).await.unwrap_err();
+        assert!(err.is_no_endpoints(), "call {i}: {err:?}");
+    }
+    mesh.register_service(&service("orders", &[&a]))
+        .await
+        .unwrap();
+    let client = ready_client(&mesh, "orders", 1).await;
+    let (status, body) = send(&client, get("/orders/42", 9)).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+    assert_eq!(client.breaker().state(), tower_mesh::breaker::State::Closed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_made_before_the_first_instance_is_served_once_it_registers() {
     let a = server("a").await;

@@ -48,7 +48,9 @@ pub struct Policies {
     pub retry: RetryPolicy,
     /// The breaker of each endpoint.
     pub endpoint_breaker: BreakerPolicy,
-    /// The breaker of the service as a whole.
+    /// The breaker of the service as a whole. It judges what the endpoints answer; a call
+    /// that reached no endpoint ([`Error::NoEndpoints`](crate::mesh::Error::NoEndpoints))
+    /// counts neither as a success nor as a failure.
     pub service_breaker: BreakerPolicy,
     /// Passive outlier detection over the endpoints.
     pub outlier: OutlierPolicy,
