@@ -31,6 +31,9 @@
 //! `E2E_ROUNDS` changes the number of rounds, `E2E_CLIENT_WORKERS` the client runtime's
 //! workers (2; `0` for a current-thread runtime). `E2E_REPORT=0` skips the report.
 //!
+//! `E2E_PROFILE=<bare|buffer_p2c|mesh>` measures that client's throughput alone for
+//! `E2E_SECONDS` (10), to run under a sampling profiler (`perf record -e cpu-clock`).
+//!
 //! `E2E_CALLGRIND=<bare|buffer_p2c|mesh>` with `E2E_REQUESTS=<n>` (2,000 unless set) runs only
 //! that client, on a current-thread runtime, for 200 warm-up requests and then `n` sequential
 //! ones, with the servers in a child process (this binary again, with `E2E_SERVE=1`, which
@@ -526,6 +529,23 @@ fn callgrind(kind: Kind) {
     );
 }
 
+/// `E2E_PROFILE=<client>`: that client's throughput alone, as in the report (servers in
+/// this process, the client runtime of `E2E_CLIENT_WORKERS`), for `E2E_SECONDS` (10), to
+/// run under a sampling profiler (`perf record -e cpu-clock`).
+fn profile(runtime: &Runtime, kind: Kind, addrs: &[SocketAddr]) {
+    let seconds = env_count("E2E_SECONDS", 10);
+    runtime.block_on(async {
+        let (client, keep) = Client::new(kind, addrs).await;
+        throughput(&client, THROUGHPUT_WARM_UP).await;
+        let (rps, cpu_us) = throughput(&client, Duration::from_secs(seconds as u64)).await;
+        println!(
+            "profile {:<10} {rps:9.0} req/s  {cpu_us:5.1} us CPU/request  (concurrency {CONCURRENCY}, {seconds} s)",
+            kind.name()
+        );
+        drop((client, keep));
+    });
+}
+
 fn main() {
     if std::env::var_os("E2E_SERVE").is_some() {
         serve_child();
@@ -539,6 +559,10 @@ fn main() {
     let mode = std::env::var("E2E_REPORT").unwrap_or_default();
     let addrs = start_servers();
     let runtime = client_runtime();
+    if let Ok(name) = std::env::var("E2E_PROFILE") {
+        profile(&runtime, Kind::from_name(&name), &addrs);
+        return;
+    }
     let (clients, _keep): (Vec<(Kind, Client)>, Vec<Keep>) = runtime.block_on(async {
         let mut clients = Vec::new();
         let mut keep = Vec::new();
