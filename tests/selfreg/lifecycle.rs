@@ -185,3 +185,53 @@ fn drop_without_a_runtime_leaves_the_lease_to_lapse() {
         assert_eq!(registry.reap(&config).await.unwrap().deregistered.len(), 1);
     });
 }
+
+/// The times of the first `n` heartbeats of a guard with a 3 s lease (a 1 s interval) and
+/// `jitter`, on the paused clock.
+async fn heartbeat_times(jitter: f64, n: u64) -> Vec<tokio::time::Instant> {
+    let registry = MemoryRegistry::new();
+    let g = guard("o-1", 8001)
+        .ttl(3 * SECOND)
+        .heartbeat_jitter(jitter)
+        .spawn(registry.clone())
+        .unwrap();
+    let mut updates = g.status_updates();
+    let mut times = Vec::new();
+    let mut seen = 0;
+    while times.len() < n as usize {
+        updates.changed().await.unwrap();
+        let heartbeats = updates.borrow_and_update().heartbeats;
+        if heartbeats > seen {
+            assert_eq!(heartbeats, seen + 1, "one heartbeat at a time");
+            seen = heartbeats;
+            times.push(tokio::time::Instant::now());
+        }
+    }
+    g.shutdown().await.unwrap();
+    times
+}
+
+/// Heartbeats come up to `heartbeat_jitter` of the interval early, never late, and not in
+/// step: a fleet started together spreads its writes.
+#[tokio::test(start_paused = true)]
+async fn heartbeats_are_jittered_early_never_late() {
+    let times = heartbeat_times(0.2, 30).await;
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for gap in &gaps {
+        assert!(
+            *gap >= SECOND.mul_f64(0.8) && *gap <= SECOND,
+            "a gap of {gap:?}: {gaps:?}"
+        );
+    }
+    let (min, max) = (*gaps.iter().min().unwrap(), *gaps.iter().max().unwrap());
+    assert!(max - min > Duration::from_millis(50), "spread: {gaps:?}");
+}
+
+/// With `heartbeat_jitter(0.0)` the heartbeats are exactly one interval apart.
+#[tokio::test(start_paused = true)]
+async fn heartbeats_without_jitter_are_one_interval_apart() {
+    let times = heartbeat_times(0.0, 10).await;
+    for w in times.windows(2) {
+        assert_eq!(w[1] - w[0], SECOND);
+    }
+}

@@ -21,6 +21,11 @@ use self::task::{Settings, Task};
 /// registers the instance with a lease (a TTL), renews the lease with heartbeats at a fraction
 /// of the TTL, and deregisters the instance on [`shutdown`](SelfRegistration::shutdown).
 ///
+/// Each heartbeat comes up to a tenth of the interval early, at random
+/// ([`heartbeat_jitter`](SelfRegistrationBuilder::heartbeat_jitter)), so that a fleet started
+/// together (a deployment, a restarted cluster) spreads its heartbeats over the interval
+/// instead of writing to the registry all at once; never late, so the lease keeps its margin.
+///
 /// Made with [`SelfRegistration::builder`] and
 /// [`SelfRegistrationBuilder::spawn`], which spawns the background task that does the work
 /// (see there).
@@ -111,6 +116,7 @@ impl SelfRegistration {
             instance,
             ttl: DEFAULT_TTL,
             heartbeat_fraction: DEFAULT_HEARTBEAT_FRACTION,
+            heartbeat_jitter: DEFAULT_HEARTBEAT_JITTER,
             backoff: None,
             call_timeout: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -196,6 +202,7 @@ impl fmt::Debug for SelfRegistration {
 
 const DEFAULT_TTL: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT_FRACTION: f64 = 1.0 / 3.0;
+const DEFAULT_HEARTBEAT_JITTER: f64 = 0.1;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 
@@ -207,6 +214,7 @@ pub struct SelfRegistrationBuilder {
     instance: Instance,
     ttl: Duration,
     heartbeat_fraction: f64,
+    heartbeat_jitter: f64,
     backoff: Option<(Duration, Duration)>,
     call_timeout: Option<Duration>,
     shutdown_timeout: Duration,
@@ -226,6 +234,15 @@ impl SelfRegistrationBuilder {
     /// lost before the lease lapses): a number strictly between 0 and 1.
     pub fn heartbeat_fraction(mut self, fraction: f64) -> Self {
         self.heartbeat_fraction = fraction;
+        self
+    }
+
+    /// How much earlier than the interval each heartbeat may come, as a share of the
+    /// interval: each pause is drawn uniformly between `interval × (1 - jitter)` and the
+    /// interval (default 0.1; 0 for heartbeats exactly one interval apart): a number from 0
+    /// up to, not including, 1.
+    pub fn heartbeat_jitter(mut self, jitter: f64) -> Self {
+        self.heartbeat_jitter = jitter;
         self
     }
 
@@ -323,6 +340,14 @@ impl SelfRegistrationBuilder {
                 ),
             ));
         }
+        let jitter = self.heartbeat_jitter;
+        if !(0.0..1.0).contains(&jitter) {
+            return Err(ConfigError::new(
+                "heartbeat_jitter",
+                jitter,
+                "must be a number from 0 up to, not including, 1",
+            ));
+        }
         let (backoff_initial, backoff_max) = match self.backoff {
             Some((initial, max)) => {
                 ConfigError::nonzero("backoff initial", initial)?;
@@ -345,6 +370,7 @@ impl SelfRegistrationBuilder {
         Ok(Settings {
             ttl: self.ttl,
             interval,
+            jitter,
             backoff_initial,
             backoff_max,
             call_timeout,

@@ -19,10 +19,24 @@ use super::{SelfRegistrationError, SelfRegistrationState, SelfRegistrationStatus
 pub(super) struct Settings {
     pub(super) ttl: Duration,
     pub(super) interval: Duration,
+    /// Share of the interval by which a heartbeat may come early (`0.0..1.0`).
+    pub(super) jitter: f64,
     pub(super) backoff_initial: Duration,
     pub(super) backoff_max: Duration,
     pub(super) call_timeout: Duration,
     pub(super) shutdown_timeout: Duration,
+}
+
+impl Settings {
+    /// The pause before the next heartbeat: the interval, less a random share of it up to
+    /// `jitter`.
+    pub(super) fn next_heartbeat(&self) -> Duration {
+        if self.jitter == 0.0 {
+            return self.interval;
+        }
+        let early = rand::rng().random_range(0.0..self.jitter);
+        self.interval.mul_f64(1.0 - early)
+    }
 }
 
 pub(super) struct Task<R> {
@@ -108,7 +122,7 @@ impl<R: Registry> Task<R> {
                     tracing::info!(ttl = ?self.settings.ttl, "registered");
                     step = Step::Heartbeat;
                     backoff.reset();
-                    at = Instant::now() + self.settings.interval;
+                    at = Instant::now() + self.settings.next_heartbeat();
                 }
                 (Step::Heartbeat, Ok(revived)) => {
                     if let Some(revision) = revived {
@@ -119,7 +133,7 @@ impl<R: Registry> Task<R> {
                     }
                     self.succeeded(|s| s.heartbeats += 1);
                     backoff.reset();
-                    at = Instant::now() + self.settings.interval;
+                    at = Instant::now() + self.settings.next_heartbeat();
                 }
                 (
                     Step::Heartbeat,

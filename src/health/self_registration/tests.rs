@@ -38,6 +38,9 @@ fn bad_settings_are_refused_by_name_and_value() {
             "heartbeat_fraction",
             "0.000000000001",
         ),
+        (b().heartbeat_jitter(1.0), "heartbeat_jitter", "1"),
+        (b().heartbeat_jitter(-0.1), "heartbeat_jitter", "-0.1"),
+        (b().heartbeat_jitter(f64::NAN), "heartbeat_jitter", "NaN"),
         (
             b().backoff(Duration::ZERO, ms(10)),
             "backoff initial",
