@@ -19,6 +19,10 @@ async fn passwords_never_appear_in_errors() {
     assert_no_canary(&err);
     if cfg!(feature = "registry-postgres") {
         assert!(err.is_transient(), "{err}");
+        // The cause, not only that the pool timed out.
+        let text = err.to_string().to_lowercase();
+        assert!(text.contains("refused"), "{err}");
+        assert!(text.contains("acquire timeout (300ms)"), "{err}");
     } else {
         assert!(matches!(err, Error::Config(_)), "{err}");
     }

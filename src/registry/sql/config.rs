@@ -11,7 +11,7 @@ use sqlx::{AnyPool, Executor};
 use super::redact::{driver_url, redact_url, secrets_of, Redactor};
 use super::statements::Statements;
 use super::{Shared, SqlRegistry};
-use crate::registry::error::ConfigError;
+use crate::registry::error::{ConfigError, DatabaseError, DatabaseErrorKind};
 use crate::registry::{Clock, Error};
 
 /// Which database a [`SqlRegistry`] talks to.
@@ -239,10 +239,15 @@ impl SqlRegistryBuilder {
                 })
             });
         }
-        let pool = options
-            .connect(&url)
-            .await
-            .map_err(|e| redactor.error("connect", e))?;
+        let pool = match options.connect(&url).await {
+            Ok(pool) => pool,
+            // sqlx retries a refused connection until the acquire timeout and then reports
+            // only that it timed out; one more attempt, on its own, names the cause.
+            Err(sqlx::Error::PoolTimedOut) => {
+                return Err(connect_timed_out(&url, self.acquire_timeout, &redactor).await)
+            }
+            Err(e) => return Err(redactor.error("connect", e)),
+        };
         if self.migrate {
             migrate(backend, &pool)
                 .await
@@ -291,6 +296,31 @@ async fn migrate(backend: Backend, pool: &AnyPool) -> Result<(), sqlx::Error> {
         _ => unreachable!("backend {backend:?} was checked to be compiled in"),
     }
     Ok(())
+}
+
+/// The error of a first connection that timed out: what one direct connection attempt
+/// (itself cut at `timeout`, at most 5 s) fails with, or the timeout alone.
+async fn connect_timed_out(url: &str, timeout: Duration, redactor: &Redactor) -> Error {
+    use sqlx::Connection;
+    let attempt = tokio::time::timeout(
+        timeout.min(Duration::from_secs(5)),
+        sqlx::AnyConnection::connect(url),
+    )
+    .await;
+    let cause = match attempt {
+        Ok(Err(e)) => format!(": {}", redactor.text(&e)),
+        // It connected this time (the database has just come up), or timed out again.
+        Ok(Ok(conn)) => {
+            drop(conn);
+            String::new()
+        }
+        Err(_) => String::new(),
+    };
+    Error::Database(DatabaseError::new(
+        DatabaseErrorKind::Connection,
+        "connect",
+        format!("no connection within the acquire timeout ({timeout:?}){cause}"),
+    ))
 }
 
 #[cfg(test)]
