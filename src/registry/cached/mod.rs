@@ -7,6 +7,8 @@ mod supervise;
 mod tests;
 #[cfg(test)]
 mod tests_all;
+#[cfg(test)]
+mod tests_bounded;
 mod watch;
 
 pub use self::options::CachedOptions;
@@ -46,6 +48,9 @@ use super::{
 ///   decode are reported in such a reset only if the cache has seen them (in a snapshot, a
 ///   reset, or as a corrupt event); a service whose only stored records are corrupt and that
 ///   the cache never saw is missing from it.
+/// - Memory stays bounded: a service left with no instance (and no corrupt record), or a name
+///   that was only asked about, is let go; the next read of it loads it again. A service
+///   with instances is kept while any remain.
 /// - While the inner registry is unreachable, reads keep answering the last known data, marked
 ///   [`stale`](Snapshot::is_stale), and watchers get the error as an `Err` item, then
 ///   [`Event::Progress`] when the watch recovers.
@@ -164,7 +169,9 @@ impl<R: Registry> Cached<R> {
         self.lock().last_error.clone()
     }
 
-    /// The services loaded into the cache.
+    /// The services loaded into the cache: those with instances (or corrupt records). A
+    /// service left with none is let go, so that services that come and go, or names that
+    /// are only asked about, do not pile up; the next read loads it again.
     pub fn cached_services(&self) -> Vec<ServiceName> {
         let mut names: Vec<_> = self.lock().services.keys().cloned().collect();
         names.sort();
@@ -205,8 +212,9 @@ impl<R: Registry> Cached<R> {
         // A reset while loading (or another loader) may have filled the entry already.
         if state.services.contains_key(service) {
             guard.finish(&mut state, false);
-            let entry = &state.services[service];
-            return Ok(entry.snapshot(state.position, state.stale));
+            let snapshot = state.services[service].snapshot(state.position, state.stale);
+            state.let_go_if_empty(service);
+            return Ok(snapshot);
         }
         let loaded = match loaded {
             Ok(loaded) => loaded,
@@ -221,7 +229,11 @@ impl<R: Registry> Cached<R> {
             entry.apply(event);
         }
         let snapshot = entry.snapshot(state.position, state.stale);
-        state.services.insert(service.clone(), entry);
+        // An empty service is not kept, unless other loaders are in flight: they return
+        // this entry (the events buffered for them were taken here), and the last lets it go.
+        if !entry.is_empty() || state.loading.contains_key(service) {
+            state.services.insert(service.clone(), entry);
+        }
         Ok(snapshot)
     }
 
@@ -250,9 +262,12 @@ impl<R: Registry> Cached<R> {
         for (service, items) in collected {
             if let std::collections::hash_map::Entry::Vacant(vacant) = state.services.entry(service)
             {
-                let entry = vacant.insert(Entry::default());
+                let mut entry = Entry::default();
                 for item in &items {
                     entry.apply_item(item);
+                }
+                if !entry.is_empty() {
+                    vacant.insert(entry);
                 }
             }
         }

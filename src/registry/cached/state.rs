@@ -109,6 +109,13 @@ impl Entry {
         }
     }
 
+    /// Holds neither an instance nor a corrupt record: the cache lets it go (a read loads
+    /// the service again), so that services that come and go, or names that are only
+    /// asked about, do not pile up.
+    pub(super) fn is_empty(&self) -> bool {
+        self.instances.is_empty() && self.corrupt.is_empty()
+    }
+
     pub(super) fn snapshot(&self, position: u64, stale: bool) -> Snapshot {
         Snapshot {
             revision: Revision::new(self.revision.max(position)),
@@ -144,7 +151,9 @@ impl State {
         if self.complete {
             let mut entry = Entry::default();
             entry.apply_item(item);
-            self.services.insert(service.clone(), entry);
+            if !entry.is_empty() {
+                self.services.insert(service.clone(), entry);
+            }
             return;
         }
         if let (Some(load), LogItem::Event(event)) = (self.loading.get_mut(service), item) {
@@ -167,6 +176,16 @@ impl State {
                 self.orphans.insert(key, record.clone());
             }
             Err(_) => {}
+        }
+    }
+
+    /// Lets the entry of `service` go if it is empty and nobody is loading the service
+    /// (a loader in flight returns the entry, or builds its own from it).
+    pub(super) fn let_go_if_empty(&mut self, service: &ServiceName) {
+        if !self.loading.contains_key(service)
+            && self.services.get(service).is_some_and(Entry::is_empty)
+        {
+            self.services.remove(service);
         }
     }
 
@@ -225,6 +244,7 @@ impl<R> Shared<R> {
                         if let Some(service) = service {
                             if let Some(entry) = state.services.get_mut(&service) {
                                 entry.apply_item(&item);
+                                state.let_go_if_empty(&service);
                             } else {
                                 state.uncached(&service, &item);
                             }
@@ -293,6 +313,12 @@ impl<R> Shared<R> {
                             }
                             state.complete = true;
                         }
+                        // Services the reset left empty are let go, except those being
+                        // loaded: their loaders return the entry (and let it go after).
+                        let loading = &state.loading;
+                        state
+                            .services
+                            .retain(|name, entry| !entry.is_empty() || loading.contains_key(name));
                         // Watchers of the cache behind this point must reset too.
                         state.log.clear();
                         state.log_floor = rev;

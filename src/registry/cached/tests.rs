@@ -49,6 +49,8 @@ pub(super) struct Gated {
     pub(super) inner: MemoryRegistry,
     gate: Arc<watch::Sender<bool>>,
     pub(super) faults: Arc<Mutex<VecDeque<Fault>>>,
+    /// Snapshots taken so far.
+    pub(super) snapshots: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Gated {
@@ -57,6 +59,7 @@ impl Gated {
             inner: MemoryRegistry::new(),
             gate: Arc::new(watch::channel(true).0),
             faults: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 
@@ -87,6 +90,8 @@ impl Registry for Gated {
         self.inner.set_health(s, i, h).await
     }
     async fn snapshot(&self, s: &ServiceName) -> Result<Snapshot, Error> {
+        self.snapshots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snapshot = self.inner.snapshot(s).await?;
         let mut open = self.gate.subscribe();
         let _ = open.wait_for(|open| *open).await;

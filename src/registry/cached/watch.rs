@@ -39,7 +39,10 @@ fn stream<R: Registry>(state: CacheWatch<R>) -> Watch {
                 }
                 st.load_failed = false;
                 let loaded = match &st.service {
-                    Some(service) => st.cache.load(service).await.map(drop),
+                    Some(service) => st.cache.load(service).await.map(|snapshot| {
+                        // For the reset that follows: an empty service is not kept cached.
+                        st.loaded_snapshot = Some(snapshot);
+                    }),
                     None => st.cache.load_all().await,
                 };
                 if let Err(error) = loaded {
@@ -67,6 +70,9 @@ struct CacheWatch<R> {
     pending: VecDeque<Result<Event, Error>>,
     load_failed: bool,
     loaded: bool,
+    /// The snapshot of the load just made, for a reset when the cache did not keep the
+    /// service (it was empty); used by the next `fill` only.
+    loaded_snapshot: Option<crate::registry::Snapshot>,
 }
 
 impl<R: Registry> CacheWatch<R> {
@@ -86,6 +92,7 @@ impl<R: Registry> CacheWatch<R> {
             pending: VecDeque::new(),
             load_failed: false,
             loaded: false,
+            loaded_snapshot: None,
         }
     }
 
@@ -93,13 +100,15 @@ impl<R: Registry> CacheWatch<R> {
     /// every service) must be loaded first.
     fn fill(&mut self) -> bool {
         let state = self.cache.lock();
+        let loaded = self.loaded_snapshot.take();
         // Ahead of a cache that went back to an earlier revision: that history is gone.
         let went_back = state.epoch != self.epoch && self.last > state.position;
         if went_back || (self.last < state.position && self.last < state.log_floor) {
             let snapshot = match &self.service {
-                Some(service) => match state.services.get(service) {
-                    Some(entry) => entry.snapshot(state.position, state.stale),
-                    None => return false,
+                Some(service) => match (state.services.get(service), loaded) {
+                    (Some(entry), _) => entry.snapshot(state.position, state.stale),
+                    (None, Some(snapshot)) => snapshot,
+                    (None, None) => return false,
                 },
                 None if !state.complete => return false,
                 // A service was loaded ahead of the cache's watch: the reset (and any
