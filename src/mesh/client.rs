@@ -74,13 +74,16 @@ where
         result: Result<Res, BoxError>,
         done: Done<'_>,
     ) -> Result<Self::Response, BoxError> {
-        match result {
-            Err(e) if NoEndpoints::find(&*e).is_some() || Panic::find(&*e).is_some() => {
-                done.complete(Outcome::Ignored);
-                Err(e)
-            }
-            result => self.0.classify(result, done),
+        // Looked at by reference: the response goes on to `C` without another move.
+        let from_balancer = result
+            .as_ref()
+            .err()
+            .is_some_and(|e| NoEndpoints::find(&**e).is_some() || Panic::find(&**e).is_some());
+        if !from_balancer {
+            return self.0.classify(result, done);
         }
+        done.complete(Outcome::Ignored);
+        result.map(|_| unreachable!("the balancer's error"))
     }
 }
 
