@@ -247,25 +247,32 @@ async fn a_client_of_a_service_nobody_registered_waits_then_fails_with_no_endpoi
     assert!(err.to_string().contains("\"orders\""));
 }
 
+/// A mesh whose `orders` breaker opens after two failures, and its client after `n` calls
+/// that each waited `timeout` and found no endpoint (checked).
+async fn calls_finding_no_endpoint(timeout: &str, n: usize) -> (Mesh, Client) {
+    let mesh = mesh(&format!(
+        r#"
+        [services.orders]
+        timeout = "{timeout}"
+        service_breaker = {{ consecutive_failures = 2, open_duration = "60s" }}
+        "#
+    ))
+    .await;
+    let client = mesh.client("orders").unwrap();
+    for i in 0..n {
+        let err = send(&client, get("/orders/42", i)).await.unwrap_err();
+        assert!(err.is_no_endpoints(), "call {i}: {err:?}");
+    }
+    (mesh, client)
+}
+
 /// A call that reaches no endpoint says nothing of the service's health: it fails as
 /// `NoEndpoints` however many came before, and the service breaker counts it neither way
 /// (it would otherwise open, report `CircuitOpen`, and keep failing calls once an instance
 /// registers).
 #[tokio::test(start_paused = true)]
 async fn calls_that_find_no_endpoint_do_not_open_the_service_breaker() {
-    let mesh = mesh(
-        r#"
-        [services.orders]
-        timeout = "1s"
-        service_breaker = { consecutive_failures = 2, open_duration = "30s" }
-        "#,
-    )
-    .await;
-    let client = mesh.client("orders").unwrap();
-    for i in 0..5 {
-        let err = send(&client, get("/orders/42", i)).await.unwrap_err();
-        assert!(err.is_no_endpoints(), "call {i}: {err:?}");
-    }
+    let (_mesh, client) = calls_finding_no_endpoint("1s", 5).await;
     assert_eq!(client.breaker().state(), tower_mesh::breaker::State::Closed);
     let counters = client.breaker().counters();
     assert_eq!(
@@ -280,19 +287,7 @@ async fn calls_that_find_no_endpoint_do_not_open_the_service_breaker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_instance_after_calls_that_found_none_is_served_at_once() {
     let a = server("a").await;
-    let mesh = mesh(
-        r#"
-        [services.orders]
-        timeout = "100ms"
-        service_breaker = { consecutive_failures = 2, open_duration = "60s" }
-        "#,
-    )
-    .await;
-    let client = mesh.client("orders").unwrap();
-    for i in 0..3 {
-        let err = send(&client, get("/orders/42", i)).await.unwrap_err();
-        assert!(err.is_no_endpoints(), "call {i}: {err:?}");
-    }
+    let (mesh, _) = calls_finding_no_endpoint("100ms", 3).await;
     mesh.register_service(&service("orders", &[&a]))
         .await
         .unwrap();
