@@ -199,7 +199,9 @@ impl SqlRegistryBuilder {
     ///
     /// Fails with [`Error::Config`] for an unsupported URL or a refused setting (before any
     /// connection is made), and with [`Error::Database`] if the database cannot be reached or
-    /// migrated.
+    /// migrated. A database that refuses connections is retried until the
+    /// [acquire timeout](Self::acquire_timeout); then one more attempt (cut at that timeout,
+    /// or at 5 s) names the cause in the error, such as `Connection refused`.
     ///
     /// Spawns nothing. On PostgreSQL the registry's first watch, when first polled, spawns
     /// the listener task on the runtime polling it; see the registry's
