@@ -192,12 +192,7 @@ async fn two_retries_go_to_two_other_servers() {
     )
     .await;
     const N: u64 = 30;
-    for n in 0..N {
-        assert_eq!(
-            send(&svc, request(Method::GET, n)).await.unwrap(),
-            StatusCode::OK
-        );
-    }
+    gets_answer(&svc, N, StatusCode::OK).await;
     // Each request reached each failing server at most once and the good one once.
     assert!(counts(&bad1.seen(), N).iter().all(|&c| c <= 1));
     assert!(counts(&bad2.seen(), N).iter().all(|&c| c <= 1));
@@ -238,6 +233,16 @@ where
     S: Service<Req, Response = Response<Incoming>, Error = BoxError> + Clone,
 {
     Ok(svc.clone().oneshot(req).await?.status())
+}
+
+/// Sends `n` GETs (ids `0..n`) one after the other; each is answered with `status`.
+async fn gets_answer<S>(svc: &S, n: u64, status: StatusCode)
+where
+    S: Service<Req, Response = Response<Incoming>, Error = BoxError> + Clone,
+{
+    for id in 0..n {
+        assert_eq!(send(svc, request(Method::GET, id)).await.unwrap(), status);
+    }
 }
 
 /// How many times each id appears in `seen`.
@@ -309,12 +314,7 @@ async fn refused<P: Pick<Req> + Clone + Send + 'static>(strategy: P) {
     )
     .await;
     const N: u64 = 30;
-    for n in 0..N {
-        assert_eq!(
-            send(&svc, request(Method::GET, n)).await.unwrap(),
-            StatusCode::OK
-        );
-    }
+    gets_answer(&svc, N, StatusCode::OK).await;
     let mut good = good1.seen();
     good.extend(good2.seen());
     assert!(counts(&good, N).iter().all(|&c| c == 1), "{good:?}");
@@ -340,12 +340,7 @@ async fn the_budget_caps_retries_under_a_total_outage() {
     )
     .await;
     const N: u64 = 100;
-    for n in 0..N {
-        assert_eq!(
-            send(&svc, request(Method::GET, n)).await.unwrap(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-    }
+    gets_answer(&svc, N, StatusCode::SERVICE_UNAVAILABLE).await;
     let attempts: usize = bad.iter().map(|b| b.seen().len()).sum();
     let retries = attempts - N as usize;
     // Without the budget: 2 retries per request (200). With it: one retry per
